@@ -1,0 +1,30 @@
+"""The `tuneloop` command."""
+
+from __future__ import annotations
+
+import typer
+
+from tuneloop import __version__
+from tuneloop.cli import data, models, quickstart
+
+app = typer.Typer(
+    help="tuneloop: turn a general language model into a specialised one, with people in the loop.",
+    no_args_is_help=True, pretty_exceptions_show_locals=False,
+)
+app.add_typer(data.app, name="data")
+app.add_typer(models.app, name="models")
+app.command("generate")(models.generate_cmd)
+app.command("chat")(models.chat_cmd)
+app.command("quickstart")(quickstart.quickstart_cmd)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tuneloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """Set TUNELOOP_HOME to choose where models, datasets and runs are kept (default ./.tuneloop)."""

@@ -1,0 +1,107 @@
+"""Load base models and tokenizers from the registry: embedded, local folders, GGUF files, hub ids."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from tuneloop.config.settings import Settings
+from tuneloop.models.convert import StageFn, convert_model, convert_tokenizer, is_converted
+from tuneloop.models.registry import ModelError, ModelSpec, resolve, source_path
+
+
+def quiet_transformers() -> None:
+    """Our own progress bars report loading; transformers' tqdm bars and advisories would interleave."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def converted_dir(spec: ModelSpec, settings: Settings) -> Path:
+    return settings.models_dir / spec.name
+
+
+def hub_snapshot(spec: ModelSpec, settings: Settings) -> Path:
+    """The local folder of a hub model: from the Hugging Face cache, or downloaded when online."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    advice = (f"download it on a machine with network access (`hf download {spec.hub_id} --local-dir DIR`), "
+              "copy DIR here, and pass DIR instead of the hub id")
+    try:
+        return Path(snapshot_download(spec.hub_id, local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    except Exception as e:  # noqa: BLE001 - any cache error means "not usable offline"
+        raise ModelError(f"hub model '{spec.hub_id}' is not usable from the local cache ({e}); {advice}") from e
+    if settings.offline or os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelError(f"hub model '{spec.hub_id}' is not in the local cache and TUNELOOP_OFFLINE is set; {advice}")
+    try:
+        return Path(snapshot_download(spec.hub_id, etag_timeout=10))
+    except Exception as e:  # noqa: BLE001 - network failures come in many types
+        raise ModelError(f"could not download '{spec.hub_id}' from the Hugging Face Hub (no network?): "
+                         f"{type(e).__name__}; {advice}") from e
+
+
+def tokenizer_dir(spec: ModelSpec, settings: Settings, on_stage: StageFn | None = None) -> Path:
+    """A folder AutoTokenizer loads from; converts a GGUF tokenizer on first use."""
+    quiet_transformers()
+    if not spec.is_gguf:
+        return model_dir(spec, settings, on_stage)
+    source, target = source_path(spec), converted_dir(spec, settings)
+    if not (is_converted(source, target, "tokenizer")):
+        convert_tokenizer(source, target, on_stage)
+    return target
+
+
+def model_dir(spec: ModelSpec, settings: Settings, on_stage: StageFn | None = None) -> Path:
+    """A folder from_pretrained loads from; converts a GGUF model once (checksum decides when again)."""
+    quiet_transformers()
+    if spec.source == "hub":
+        return hub_snapshot(spec, settings)
+    source = source_path(spec)
+    if not spec.is_gguf:
+        if not source.exists():
+            raise ModelError(f"model '{spec.name}': {source} does not exist")
+        return source
+    target = converted_dir(spec, settings)
+    if not is_converted(source, target, "weights"):
+        convert_model(source, target, on_stage)
+    return target
+
+
+def load_tokenizer(ref: str | ModelSpec, settings: Settings, on_stage: StageFn | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    spec = resolve(ref) if isinstance(ref, str) else ref
+    return AutoTokenizer.from_pretrained(tokenizer_dir(spec, settings, on_stage))
+
+
+def load_causal_lm(ref: str | ModelSpec, settings: Settings, dtype: Any = None,
+                   on_stage: StageFn | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) of a model that generates text; a clear error for an encoder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = resolve(ref) if isinstance(ref, str) else ref
+    if spec.kind == "encoder":
+        raise ModelError(f"'{spec.name}' is an encoder; it cannot generate text. Use a chat model such as "
+                         "smollm2-135m-instruct (encoders are for classification and embeddings)")
+    folder = model_dir(spec, settings, on_stage)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+def load_gguf_direct(spec: ModelSpec, dtype: Any = None) -> tuple[Any, Any]:
+    """Load a GGUF model straight from the file, de-quantising in memory (slow; used to check conversion)."""
+    quiet_transformers()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = source_path(spec)
+    model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=dtype or torch.float32)
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
