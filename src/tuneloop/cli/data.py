@@ -50,11 +50,12 @@ def _source(file: Path, fmt: str | None, file_type: str | None, columns: str | N
     return Source(file, fmt, file_type, parse_column_map(columns), label_set)
 
 
-def _validate_with_progress(source: Source, tokenizer=None, max_length: int | None = None) -> Report:
+def _validate_with_progress(source: Source, tokenizer=None, max_length: int | None = None,
+                            collect: list | None = None) -> Report:
     file_type = source.file_type or detect_file_type(source.path)
     with byte_progress(f"checking {source.path.name}", progress_total(source.path, file_type),
                        unit_rows=file_type == "parquet") as advance:
-        return validate(source, tokenizer=tokenizer, max_length=max_length, on_progress=advance)
+        return validate(source, tokenizer=tokenizer, max_length=max_length, on_progress=advance, collect=collect)
 
 
 def print_report(report: Report, show: int = 10) -> None:
@@ -109,11 +110,12 @@ def import_cmd(
 ) -> None:
     """Validate and store a dataset version keyed by its content hash. Nothing is stored if it has errors."""
     source = _source(file, format, file_type, columns, labels)
-    report = _validate_with_progress(source)
+    records: list = []
+    report = _validate_with_progress(source, collect=records)
     if not report.ok:
         print_report(report)
         fail(f"{file}: not imported, {report.errors} error(s) above; nothing was stored", 1)
-    fmt, records = load_records(source)
+    fmt = report.format
     tokenizer = load_tokenizer_with_progress(model)
     stats = compute_stats((r for _, r in records), tokenizer).to_dict()
     stats["tokenizer"] = model

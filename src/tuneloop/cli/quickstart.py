@@ -12,9 +12,10 @@ from pathlib import Path
 
 from rich.panel import Panel
 
-from tuneloop.cli.common import console, handle_errors, load_tokenizer_with_progress, settings, stage_progress
+from tuneloop.cli.common import console, handle_errors, settings, stage_progress
 from tuneloop.cli.data import _validate_with_progress, print_report
-from tuneloop.data.dataset import Source, load_records
+from tuneloop.data.dataset import Source
+from tuneloop.data.problems import DataError
 from tuneloop.data.split import split_records
 from tuneloop.data.stats import compute_stats, plot_stats
 from tuneloop.data.versions import store_version
@@ -50,9 +51,12 @@ def quickstart_cmd() -> None:
 
     console.rule("2. check and import the data")
     source = Source(shipped_dataset())
-    report = _validate_with_progress(source, load_tokenizer_with_progress(DEFAULT_CHAT_MODEL), 512)
+    records: list = []
+    report = _validate_with_progress(source, tokenizer, 512, collect=records)
     print_report(report, show=3)
-    fmt, records = load_records(source)
+    if not report.ok:
+        raise DataError(f"the shipped dataset {source.path} failed its checks; please report this")
+    fmt = report.format
     stats = compute_stats((r for _, r in records), tokenizer)
     version = store_version(settings().datasets_dir, "support-tickets", fmt, source.path, records, stats.to_dict())
     console.print(f"imported as [bold]{version.id}[/] ({len(records)} examples, {len(stats.labels)} labels)")

@@ -71,7 +71,8 @@ def find_duplicates(records: Sequence[Numbered], threshold: float = 0.8, near: b
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must be in (0, 1], got {threshold}")
     exact: dict[bytes, int] = {}
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM) if near and threshold < 1 else None
+    # LSH only proposes candidates (it cannot band above ~0.9); each is then checked against `threshold`.
+    lsh = MinHashLSH(threshold=min(threshold, 0.9), num_perm=NUM_PERM) if near and threshold < 1 else None
     hashes: dict[int, MinHash] = {}
     result: list[Drop | None] = []
     for index, (line, record) in enumerate(records):

@@ -123,7 +123,7 @@ def _messages(c: _Checker, value: Any, path: str) -> list[Message] | None:
         elif not isinstance(content, str):
             c.add("wrong_type", f"field '{here}.content' must be a string, got {_type_name(content)}", f"{here}.content")
             content = None
-        elif not content.strip():
+        elif not content.strip() and not has_tool_calls:
             c.add("empty_content", f"{here} ({role or 'message'}) has empty content", f"{here}.content")
         weight = raw.get("weight")
         if weight is not None and (weight not in (0, 1) or isinstance(weight, bool)):

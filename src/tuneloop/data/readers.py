@@ -17,8 +17,11 @@ from typing import Any
 from tuneloop.data.problems import DataError, Problem
 
 FILE_TYPES = ("jsonl", "json", "csv", "tsv", "parquet")
-# CSV cells that hold JSON for these keys are decoded, so chat and preference data fit in a table.
-JSON_CELL_KEYS = {"messages", "input", "preferred_output", "non_preferred_output", "labels", "chosen", "rejected", "prompt"}
+# Cells of these keys are text as written. Cells of other keys that hold JSON (a list, an object,
+# true/false) are decoded, so chat, tool and preference data fit in a table; empty ones are absent.
+TEXT_CELL_KEYS = {"text", "label", "prompt", "completion", "instruction", "input", "output", "chosen", "rejected"}
+# ...except that these may hold a JSON list of messages (conversational preference data).
+MESSAGE_CELL_KEYS = {"prompt", "chosen", "rejected"}
 
 ProgressFn = Callable[[int], None]
 """Called with the number of bytes (or rows, for Parquet) consumed since the last call."""
@@ -59,6 +62,8 @@ def detect_file_type(path: Path) -> str:
         return "tsv"
     if suffix in {".parquet", ".pq"}:
         return "parquet"
+    if not path.exists():
+        return "jsonl"
     with path.open("rb") as f:
         head = f.read(4096)
     if head.startswith(b"PAR1"):
@@ -210,15 +215,27 @@ def _decode_cells(row: dict[str, Any]) -> dict[str, Any]:
     for key, value in row.items():
         if value is None:
             continue
-        if key in JSON_CELL_KEYS and isinstance(value, str) and value.strip()[:1] in {"[", "{"}:
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                pass  # left as text; validation reports the wrong type with the row
-        elif key == "labels" and isinstance(value, str):
-            value = [v.strip() for v in value.split("|") if v.strip()]
+        preference_input = key == "input" and ("preferred_output" in row or "non_preferred_output" in row)
+        if isinstance(value, str) and (key not in TEXT_CELL_KEYS or preference_input):
+            if not value.strip():
+                continue
+            if key == "labels" and value.strip()[:1] != "[":
+                value = [v.strip() for v in value.split("|") if v.strip()]
+            else:
+                value = _maybe_json(value)
+        elif isinstance(value, str) and key in MESSAGE_CELL_KEYS and value.strip()[:1] == "[":
+            value = _maybe_json(value)
         out[key] = value
     return out
+
+
+def _maybe_json(value: str) -> Any:
+    if value.strip()[:1] in {"[", "{"} or value.strip() in {"true", "false", "null"}:
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            pass  # left as text; validation reports the wrong type with the row
+    return value
 
 
 def _iter_parquet(path: Path, on_progress: ProgressFn | None) -> Iterator[RawRow]:

@@ -85,8 +85,11 @@ class _Duplicates:
 
 
 def validate(source: Source, *, tokenizer: Any = None, max_length: int | None = None,
-             on_progress: ProgressFn | None = None) -> Report:
-    """Read the whole file once, streaming, and report every problem found."""
+             on_progress: ProgressFn | None = None, collect: list[tuple[int, Record]] | None = None) -> Report:
+    """Read the whole file once, streaming, and report every problem found.
+
+    Pass a list as `collect` to also receive the valid records (for an import), saving a second read.
+    """
     parsed = Parsed(source, on_progress)
     report = Report(Path(source.path), parsed.format, max_length=max_length)
     if parsed.unknown_format:
@@ -100,6 +103,8 @@ def validate(source: Source, *, tokenizer: Any = None, max_length: int | None = 
         if row.record is None:
             continue
         report.examples += 1
+        if collect is not None:
+            collect.append((row.number, row.record))
         duplicate = duplicates.check(row)
         if duplicate:
             report.add(duplicate)

@@ -22,13 +22,13 @@ def _objects(records: Iterable[tuple[int, Record]], fmt: str) -> Iterable[dict[s
 
 
 def _cell(value: Any) -> Any:
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict, bool)) else value
 
 
 def write_records(records: Iterable[tuple[int, Record]], path: Path, fmt: str, file_type: str | None = None) -> int:
     """Write (line, record) pairs to `path` as `fmt`; the file type comes from the suffix unless given."""
     path = Path(path)
-    file_type = file_type or (detect_file_type(path) if path.suffix else "jsonl")
+    file_type = file_type or ("json" if path.suffix.lower() == ".json" else detect_file_type(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     objects = list(_objects(records, fmt)) if file_type != "jsonl" else _objects(records, fmt)
@@ -56,7 +56,9 @@ def write_records(records: Iterable[tuple[int, Record]], path: Path, fmt: str, f
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            pq.write_table(pa.Table.from_pylist([{k: _cell(v) for k, v in o.items()} for o in objects]), tmp)
+            columns = list(dict.fromkeys(k for obj in objects for k in obj))
+            rows = [{k: _cell(obj.get(k)) for k in columns} for obj in objects]
+            pq.write_table(pa.Table.from_pylist(rows), tmp)
             count = len(objects)
         else:
             raise ConversionError(f"cannot write file type '{file_type}'")

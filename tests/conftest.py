@@ -1,0 +1,95 @@
+"""Shared fixtures: a temp home folder and a tiny chat model (random weights, real chat template)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = """the customer asked where the order is and when the package will arrive at the address
+please reset my password because I cannot log in to my account and the code never comes
+I was charged twice for the same invoice and want a refund of the payment to my card
+the router keeps dropping the connection after the firmware update and the app shows an error
+I would like to return the earbuds and get an exchange or a warranty replacement label
+great service thanks a lot, a suggestion: add dark mode to the app, it would be nice
+you are a helpful assistant answer in one word billing shipping technical account returns feedback
+""" * 3
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own TUNELOOP_HOME and never reaches the network."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("TUNELOOP_HOME", str(path))
+    monkeypatch.setenv("TUNELOOP_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return path
+
+
+def build_tiny_tokenizer(folder: Path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    from tokenizers import decoders
+
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS.splitlines(), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|im_end|>",
+                                   bos_token="<|im_start|>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(folder)
+    return fast
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-32 Llama with a small BPE tokenizer and a ChatML template, saved as a folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-chat")
+    tokenizer = build_tiny_tokenizer(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_chat_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_chat_model)
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    """Write rows; a str row is written as-is (for broken lines), anything else as JSON."""
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write((row if isinstance(row, str) else json.dumps(row)) + "\n")
+    return path
+
+
+def labelled_rows(n: int = 12) -> list[dict]:
+    labels = ["billing", "shipping", "technical"]
+    return [{"text": f"request number {i} about topic {labels[i % 3]} with detail {i * 7}", "label": labels[i % 3]}
+            for i in range(n)]
+
+
+def chat_rows(n: int = 12) -> list[dict]:
+    return [{"messages": [{"role": "system", "content": "Be brief."},
+                          {"role": "user", "content": f"What is {i} plus {i}?"},
+                          {"role": "assistant", "content": f"{2 * i}"}]} for i in range(n)]
