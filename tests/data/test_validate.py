@@ -168,6 +168,7 @@ def test_binary_file(tmp_path):
     report = check(path)
     (problem,) = only(report, "binary_file")
     assert not report.ok and "binary file" in problem.message and report.examples == 0
+    assert set(report.counts) == {"binary_file"}  # one clear message, not a cascade
 
 
 def test_duplicates_are_warnings_naming_the_first(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,26 +63,27 @@ class Report:
 
 
 class _Duplicates:
-    """Remembers an 8-byte hash of each example, so a 1 GB file fits in memory."""
+    """Remembers an 8-byte hash and the row number of each example, so a 1 GB file fits in memory."""
 
     def __init__(self) -> None:
-        self.first_seen: dict[int, tuple[int, str, tuple[str, ...]]] = {}
+        self.first_seen: dict[int, int | tuple[int, str]] = {}
 
     def check(self, row: ParsedRow) -> Problem | None:
         record = row.record
-        labels: tuple[str, ...] = ()
+        labels = ""
         if isinstance(record, LabelledRecord):
-            key, labels = record.text.strip(), tuple(record.labels)
+            key, labels = record.text.strip(), sys.intern(", ".join(record.labels))
         else:
             key = record.model_dump_json(exclude={"extra"})
         digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
         seen = self.first_seen.get(digest)
         if seen is None:
-            self.first_seen[digest] = (row.number, row.where, labels)
+            self.first_seen[digest] = (row.number, labels) if labels else row.number
             return None
-        _, where, first_labels = seen
-        note = f" (labels differ: {', '.join(first_labels)} vs {', '.join(labels)})" if labels != first_labels else ""
-        return Problem("duplicate", f"duplicates {where}{note}", row.number, row.where)
+        first, first_labels = seen if isinstance(seen, tuple) else (seen, "")
+        note = f" (labels differ: {first_labels} vs {labels})" if labels != first_labels else ""
+        unit = row.where.split()[0]  # "line", "row" or "item", as the file counts
+        return Problem("duplicate", f"duplicates {unit} {first}{note}", row.number, row.where)
 
 
 def validate(source: Source, *, tokenizer: Any = None, max_length: int | None = None,
@@ -117,7 +119,7 @@ def validate(source: Source, *, tokenizer: Any = None, max_length: int | None = 
         _check_lengths(report, pending, tokenizer, max_length)
     if report.rows == 0:
         report.add(Problem("empty_file", f"{Path(source.path).name} holds no examples"))
-    elif report.examples < MIN_EXAMPLES and not parsed.unknown_format:
+    elif report.examples < MIN_EXAMPLES and not parsed.unknown_format and not report.counts["binary_file"]:
         report.add(Problem("too_few_examples",
                            f"only {report.examples} valid example(s); at least {MIN_EXAMPLES} are needed to train"))
     return report
