@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from tuneloop import __version__
-from tuneloop.cli import data, models, quickstart
+from tuneloop.cli import data, models, quickstart, train
 
 app = typer.Typer(
     help="tuneloop: turn a general language model into a specialised one, with people in the loop.",
@@ -15,6 +15,8 @@ app.add_typer(data.app, name="data")
 app.add_typer(models.app, name="models")
 app.command("generate")(models.generate_cmd)
 app.command("chat")(models.chat_cmd)
+app.command("train")(train.train_cmd)
+app.command("eval")(train.eval_cmd)
 app.command("quickstart")(quickstart.quickstart_cmd)
 
 

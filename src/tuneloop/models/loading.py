@@ -85,6 +85,8 @@ def load_causal_lm(ref: str | ModelSpec, settings: Settings, dtype: Any = None,
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if isinstance(ref, str) and (run_final := find_run_output(ref)) is not None:
+        return load_run_output(run_final, settings, dtype, on_stage)
     spec = resolve(ref) if isinstance(ref, str) else ref
     if spec.kind == "encoder":
         raise ModelError(f"'{spec.name}' is an encoder; it cannot generate text. Use a chat model such as "
@@ -105,3 +107,37 @@ def load_gguf_direct(spec: ModelSpec, dtype: Any = None) -> tuple[Any, Any]:
     model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=dtype or torch.float32)
     model.eval()
     return model, AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+
+
+RUN_META = "run.json"
+
+
+def find_run_output(ref: str) -> Path | None:
+    """The `final` folder of a training run (given the run folder or the final folder itself)."""
+    path = Path(ref).expanduser()
+    for candidate in (path / "final", path):
+        if (candidate / RUN_META).exists():
+            return candidate
+    return None
+
+
+def load_run_output(final: Path, settings: Settings, dtype: Any = None,
+                    on_stage: StageFn | None = None) -> tuple[Any, Any]:
+    """A fine-tuned model: its base with the adapter applied, or the fully trained weights."""
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+    meta = json.loads((final / RUN_META).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(final)  # the template the run trained with
+    if (final / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base, _ = load_causal_lm(meta["base_model"], settings, dtype, on_stage)
+        model = PeftModel.from_pretrained(base, final)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(final, dtype=dtype or torch.float32)
+    model.eval()
+    return model, tokenizer

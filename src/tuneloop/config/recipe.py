@@ -1,0 +1,172 @@
+"""Recipes: what to train. A YAML file validated by these models; every field has a working default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSource(_Section):
+    path: str
+    """A data file, or an imported dataset's version id or name."""
+    format: str | None = None
+    """Data format; detected from the content when empty."""
+    weight: float = Field(1.0, gt=0)
+    """Mixing weight when several datasets are combined (examples are sampled in this proportion)."""
+
+
+class DataSection(_Section):
+    train: list[DataSource] = Field(default_factory=list)
+    """Training data: one or more sources."""
+    validation: DataSource | None = None
+    """Held-out data for evaluation during training; see validation_split otherwise."""
+    validation_split: float = Field(0.0, ge=0, lt=1)
+    """Share of the training data held out for validation when no validation source is given."""
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if isinstance(value, (str, dict)):
+            value = [value]
+        return [{"path": v} if isinstance(v, str) else v for v in value]
+
+    @field_validator("validation", mode="before")
+    @classmethod
+    def _path_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+
+class AdapterSection(_Section):
+    type: Literal["lora", "dora", "ia3", "qlora", "full", "freeze"] = "lora"
+    """lora/dora/ia3/qlora train small adapter weights; full trains everything; freeze trains the last layers."""
+    r: int = Field(16, ge=1)
+    """LoRA rank."""
+    alpha: int = Field(32, ge=1)
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the LoRA input."""
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """Which linear layers get adapters: 'all-linear' or a list of module names."""
+    trainable_layers: int = Field(0, ge=0)
+    """With type 'freeze': how many of the last transformer layers to train (0 = only the head)."""
+
+
+class Hyperparameters(_Section):
+    epochs: float = Field(1, gt=0)
+    """Passes over the training data (ignored when max_steps is set)."""
+    max_steps: int | None = Field(None, ge=1)
+    """Stop after this many optimizer steps."""
+    learning_rate: float = Field(2e-4, gt=0)
+    """Peak learning rate (2e-4 suits LoRA; use ~2e-5 for full fine-tuning)."""
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate schedule after warm-up."""
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    """Share of the steps spent warming up."""
+    batch_size: int = Field(8, ge=1)
+    """Examples per micro-batch."""
+    gradient_accumulation: int = Field(1, ge=1)
+    """Micro-batches per optimizer step."""
+    max_length: int = Field(512, ge=8)
+    """Tokens per example; longer ones are truncated from the end."""
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    """Clip the gradient norm to this (None: no clipping)."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """auto: bf16 autocast where the CPU/GPU supports it, else fp32. Weights stay fp32 either way."""
+
+
+class EvaluationSection(_Section):
+    every_steps: int | None = Field(None, ge=1)
+    """Evaluate on the validation data every N optimizer steps."""
+    each_epoch: bool = True
+    """Evaluate at the end of each epoch."""
+
+
+class EarlyStoppingSection(_Section):
+    enabled: bool = False
+    metric: Literal["eval_loss", "eval_accuracy"] = "eval_loss"
+    """The validation metric to watch."""
+    patience: int = Field(3, ge=1)
+    """Evaluations without improvement before stopping."""
+    min_delta: float = Field(0.0, ge=0)
+    """Smallest change that counts as an improvement."""
+
+
+class CheckpointSection(_Section):
+    every_steps: int | None = Field(None, ge=1)
+    """Save a checkpoint every N optimizer steps."""
+    each_epoch: bool = True
+    """Save a checkpoint at the end of each epoch."""
+    keep_last: int = Field(2, ge=1)
+    """How many recent checkpoints to keep (the best one is always kept)."""
+
+
+class Recipe(_Section):
+    model: str = "smollm2-135m-instruct"
+    """Base model: a registry name, a folder, a .gguf file, a hub id, or a previous run folder."""
+    method: Literal["sft", "classify"] = "sft"
+    """sft: learn the assistant answers. classify: learn to answer with the label (generative)."""
+    train_on: Literal["assistant", "all"] = "assistant"
+    """sft loss on assistant tokens only (honouring weight: 0), or on every token."""
+    data: DataSection = Field(default_factory=DataSection)
+    adapter: AdapterSection = Field(default_factory=AdapterSection)
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    early_stopping: EarlyStoppingSection = Field(default_factory=EarlyStoppingSection)
+    checkpoints: CheckpointSection = Field(default_factory=CheckpointSection)
+    seed: int = 0
+    """Seeds data order, adapter initialisation and dropout; the same seed gives the same losses."""
+    output_dir: str | None = None
+    """Run folder; default $TUNELOOP_HOME/runs/<run id>."""
+    logging_steps: int = Field(1, ge=1)
+    """Write a step event every N optimizer steps."""
+
+    @model_validator(mode="after")
+    def _checks(self) -> "Recipe":
+        if self.early_stopping.enabled and self.data.validation is None and self.data.validation_split == 0:
+            raise ValueError("early_stopping needs validation data: set data.validation or data.validation_split")
+        return self
+
+
+class RecipeError(ValueError):
+    """A recipe is invalid; the message names each field and the allowed values."""
+
+
+def _explain(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "recipe"
+        got = f" (got {e['input']!r})" if e["type"] not in {"missing"} and not isinstance(e["input"], dict) else ""
+        message = e["msg"].replace("Value error, ", "")
+        if e["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"{where}: {message}{got}")
+    return "invalid recipe:\n  " + "\n  ".join(lines)
+
+
+def parse_recipe(data: dict[str, Any]) -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(_explain(e)) from None
+
+
+def load_recipe(path: Path) -> Recipe:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping of fields, got {type(data).__name__}")
+    return parse_recipe(data)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

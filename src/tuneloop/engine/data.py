@@ -1,0 +1,90 @@
+"""A recipe's data as token examples: load sources, mix by weight, hold out validation, tokenize."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuneloop.config.recipe import DataSource, Recipe
+from tuneloop.data.dataset import Source, load_records
+from tuneloop.data.records import LabelledRecord, Record
+from tuneloop.data.versions import resolve_version
+from tuneloop.engine.tokenize import Example, tokenize_records
+
+
+@dataclass
+class PreparedData:
+    train: list[Example]
+    validation: list[Example]
+    label_set: list[str] | None
+    validation_records: list[Record]
+    dropped: int
+    """Records with no token to learn from after truncation (skipped)."""
+
+
+def load_source(source: DataSource, datasets_dir: Path) -> list[Record]:
+    path = Path(source.path)
+    if path.exists():
+        _, numbered = load_records(Source(path, source.format))
+    else:
+        numbered = resolve_version(datasets_dir, source.path).records()
+    return [record for _, record in numbered]
+
+
+def _mix(sources: list[list[Record]], weights: list[float], rng: random.Random) -> list[Record]:
+    """Each source contributes len * weight examples: repeated whole, then a seeded sample of the rest."""
+    mixed: list[Record] = []
+    for records, weight in zip(sources, weights):
+        whole, part = divmod(len(records) * weight, len(records)) if records else (0, 0)
+        mixed += records * int(whole) + rng.sample(records, int(round(part)))
+    return mixed
+
+
+def prepare_data(recipe: Recipe, tokenizer: Any, datasets_dir: Path) -> PreparedData:
+    if not recipe.data.train:
+        raise ValueError("data.train is empty: give at least one training file or dataset version")
+    rng = random.Random(recipe.seed)
+    sources = [load_source(s, datasets_dir) for s in recipe.data.train]
+    if recipe.data.validation is not None:
+        validation = load_source(recipe.data.validation, datasets_dir)
+    elif recipe.data.validation_split > 0:
+        pool = [list(records) for records in sources]
+        validation = []
+        for records in pool:
+            rng.shuffle(records)
+            n = max(1, int(len(records) * recipe.data.validation_split))
+            validation += records[:n]
+            del records[:n]
+        sources = pool
+    else:
+        validation = []
+    train = _mix(sources, [s.weight for s in recipe.data.train], rng)
+    label_set = None
+    if recipe.method == "classify":
+        not_labelled = next((i for i, r in enumerate(train) if not isinstance(r, LabelledRecord)), None)
+        if not_labelled is not None:
+            raise ValueError(f"method 'classify' needs labelled data (text + label); training example "
+                             f"{not_labelled + 1} is a {train[not_labelled].kind} record")
+        label_set = sorted({label for r in train for label in r.labels})
+    max_length = recipe.hyperparameters.max_length
+    train_examples, dropped = tokenize_records(tokenizer, train, max_length, recipe.train_on, label_set)
+    val_examples, _ = tokenize_records(tokenizer, validation, max_length, recipe.train_on, label_set)
+    if not train_examples:
+        raise ValueError("no training example has a token to learn from (answers empty or cut by max_length)")
+    return PreparedData(train_examples, val_examples, label_set, validation, dropped)
+
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """Seeded batches of similar lengths (little padding), in shuffled order; the same for a resume."""
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 32
+    batches = []
+    for start in range(0, len(order), window):
+        part = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches

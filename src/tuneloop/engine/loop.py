@@ -1,0 +1,312 @@
+"""The one training loop. A method supplies batches and a loss; this does the rest:
+optimizer and schedule, accumulation, clipping, precision, evaluation, early stopping,
+checkpoints with exact resume, events, and the final model."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tuneloop.config.recipe import Recipe, dump_recipe, load_recipe
+from tuneloop.config.settings import Settings
+from tuneloop.engine.adapters import apply_adapter, count_parameters
+from tuneloop.engine.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
+from tuneloop.engine.data import PreparedData, epoch_batches, prepare_data
+from tuneloop.engine.events import EventLog, Listener
+from tuneloop.engine.methods.sft import collate, sft_loss
+from tuneloop.models.loading import load_causal_lm
+
+RUN_META = "run.json"
+
+
+class TrainingError(RuntimeError):
+    """Training stopped; the message says why. The last good checkpoint is kept."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    final_dir: Path
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    tokens_per_second: float = 0.0
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def use_bf16(precision: str, device: str) -> bool:
+    if precision != "auto":
+        return precision == "bf16"
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _optimizer(model: Any, recipe: Recipe) -> torch.optim.Optimizer:
+    hp = recipe.hyperparameters
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        return torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=True)
+    except (RuntimeError, TypeError):  # fused kernels missing for this device or dtype
+        return torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+
+
+def _scheduler(optimizer: Any, recipe: Recipe, total_steps: int) -> Any:
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[recipe.hyperparameters.scheduler]
+    warmup = int(round(recipe.hyperparameters.warmup_ratio * total_steps))
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+class Loop:
+    """One run: set up from a recipe (or a run folder to resume), train, write the final model."""
+
+    def __init__(self, recipe: Recipe, run_dir: Path, settings: Settings, listener: Listener | None = None):
+        self.recipe, self.run_dir, self.settings = recipe, Path(run_dir), settings
+        self.events = EventLog(self.run_dir / "events.jsonl", listener)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.bf16 = use_bf16(recipe.hyperparameters.precision, self.device)
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        recipe = self.recipe
+        seed_everything(recipe.seed)
+        self.model, self.tokenizer = load_causal_lm(recipe.model, self.settings)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.data: PreparedData = prepare_data(recipe, self.tokenizer, self.settings.datasets_dir)
+        torch.manual_seed(recipe.seed)  # adapter initialisation depends only on the seed
+        self.model = apply_adapter(self.model, recipe.adapter).to(self.device)
+        self.model.train()
+        self.lengths = [len(e.input_ids) for e in self.data.train]
+        hp = recipe.hyperparameters
+        self.micro_per_epoch = math.ceil(len(self.data.train) / hp.batch_size)
+        self.steps_per_epoch = math.ceil(self.micro_per_epoch / hp.gradient_accumulation)
+        self.total_steps = hp.max_steps or max(1, math.ceil(hp.epochs * self.steps_per_epoch))
+        self.optimizer = _optimizer(self.model, recipe)
+        self.scheduler = _scheduler(self.optimizer, recipe, self.total_steps)
+        self.state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_pos": 0, "best": None,
+                                      "best_checkpoint": None, "bad_evals": 0, "losses": [], "evals": []}
+
+    def resume(self) -> bool:
+        """Continue from the latest checkpoint, if there is one."""
+        checkpoints = list_checkpoints(self.run_dir)
+        if not checkpoints:
+            return False
+        self.state = load_checkpoint(checkpoints[-1], self.model, self.optimizer, self.scheduler)
+        self.events.write("resumed", step=self.state["step"], checkpoint=str(checkpoints[-1]))
+        return True
+
+    # ------------------------------------------------------------------ training
+    def _micro_batches(self) -> list[list[int]]:
+        batches = epoch_batches(self.lengths, self.recipe.hyperparameters.batch_size, self.recipe.seed,
+                                self.state["epoch"])
+        return batches[self.state["batch_pos"]:]
+
+    def _batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        batch = collate([self.data.train[i] for i in indices], self.tokenizer.pad_token_id)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _optimizer_step(self, group: list[list[int]]) -> tuple[float, int, float]:
+        """Forward/backward over the micro-batches of one step; returns (mean loss, tokens, grad norm)."""
+        batches = [self._batch(indices) for indices in group]
+        targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        total = 0.0
+        for batch in batches:
+            with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
+                loss_sum, _ = sft_loss(self.model, batch)
+            (loss_sum / max(targets, 1)).backward()
+            total += float(loss_sum.detach())
+        loss = total / max(targets, 1)
+        if not math.isfinite(loss):
+            raise TrainingError(f"the loss became {loss} at step {self.state['step'] + 1}; lower the learning "
+                                "rate or check the data. The last good checkpoint is kept")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        clip = self.recipe.hyperparameters.max_grad_norm
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss, tokens, float(norm)
+
+    def train(self) -> RunResult:
+        recipe, hp = self.recipe, self.recipe.hyperparameters
+        started = time.perf_counter()
+        trainable, total = count_parameters(self.model)
+        self.events.write("start", total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
+                          train_examples=len(self.data.train), validation_examples=len(self.data.validation),
+                          trainable_parameters=trainable, parameters=total, bf16=self.bf16, device=self.device,
+                          dropped_examples=self.data.dropped, from_step=self.state["step"])
+        window_tokens, window_start, all_tokens = 0, time.perf_counter(), 0
+        stopped_early = False
+        while self.state["step"] < self.total_steps and not stopped_early:
+            micro = self._micro_batches()
+            for start in range(0, len(micro), hp.gradient_accumulation):
+                group = micro[start : start + hp.gradient_accumulation]
+                loss, tokens, norm = self._optimizer_step(group)
+                self.state["step"] += 1
+                self.state["batch_pos"] += len(group)
+                self.state["losses"].append(loss)
+                window_tokens += tokens
+                all_tokens += tokens
+                step = self.state["step"]
+                if step % recipe.logging_steps == 0 or step == self.total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    epoch = self.state["epoch"] + self.state["batch_pos"] / self.micro_per_epoch
+                    self.events.write("step", step=step, epoch=round(epoch, 4), loss=loss,
+                        lr=self.scheduler.get_last_lr()[0], grad_norm=norm,
+                        tokens_per_second=window_tokens / max(elapsed, 1e-9), total_steps=self.total_steps)
+                    window_tokens, window_start = 0, time.perf_counter()
+                epoch_done = start + hp.gradient_accumulation >= len(micro)
+                if epoch_done:
+                    self.state["epoch"] += 1
+                    self.state["batch_pos"] = 0
+                if recipe.evaluation.every_steps and step % recipe.evaluation.every_steps == 0 or (
+                        epoch_done and recipe.evaluation.each_epoch):
+                    stopped_early = self._evaluate_and_maybe_stop()
+                if recipe.checkpoints.every_steps and step % recipe.checkpoints.every_steps == 0 or (
+                        epoch_done and recipe.checkpoints.each_epoch):
+                    self._checkpoint()
+                if stopped_early or step >= self.total_steps:
+                    break
+        seconds = time.perf_counter() - started
+        final = self._write_final()
+        result = RunResult(self.run_dir, final, self.state["step"], list(self.state["losses"]),
+                           list(self.state["evals"]), all_tokens / max(seconds, 1e-9), seconds, stopped_early)
+        self.events.write("done", step=self.state["step"], final=str(final), seconds=round(seconds, 2),
+                          tokens_per_second=result.tokens_per_second, stopped_early=stopped_early)
+        return result
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def eval_loss(self) -> float | None:
+        if not self.data.validation:
+            return None
+        self.model.eval()
+        order = sorted(range(len(self.data.validation)), key=lambda i: len(self.data.validation[i].input_ids))
+        total, targets = 0.0, 0
+        bs = self.recipe.hyperparameters.batch_size
+        for start in range(0, len(order), bs):
+            batch = collate([self.data.validation[i] for i in order[start : start + bs]], self.tokenizer.pad_token_id)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
+                loss_sum, n = sft_loss(self.model, batch)
+            total += float(loss_sum)
+            targets += n
+        self.model.train()
+        return total / max(targets, 1)
+
+    def _evaluate_and_maybe_stop(self) -> bool:
+        loss = self.eval_loss()
+        if loss is None:
+            return False
+        metrics = {"eval_loss": loss}
+        self.state["evals"].append({"step": self.state["step"], **metrics})
+        self.events.write("eval", step=self.state["step"], **metrics)
+        es = self.recipe.early_stopping
+        if not es.enabled:
+            return False
+        value = metrics[es.metric]
+        better = self.state["best"] is None or (
+            value < self.state["best"] - es.min_delta if es.metric == "eval_loss" else value > self.state["best"] + es.min_delta)
+        if better:
+            self.state["best"], self.state["bad_evals"] = value, 0
+            self.state["best_checkpoint"] = str(self._checkpoint(best=True))
+            return False
+        self.state["bad_evals"] += 1
+        if self.state["bad_evals"] >= es.patience:
+            self.events.write("early_stop", step=self.state["step"], metric=es.metric, best=self.state["best"],
+                              best_checkpoint=self.state["best_checkpoint"])
+            return True
+        return False
+
+    # ------------------------------------------------------------------ checkpoints and output
+    def _checkpoint(self, best: bool = False) -> Path:
+        folder = self.run_dir / "checkpoints" / f"step-{self.state['step']:07d}"
+        if best:
+            self.state["best_checkpoint"] = str(folder)
+        save_checkpoint(folder, self.model, self.optimizer, self.scheduler, self.state)
+        best_path = Path(self.state["best_checkpoint"]) if self.state["best_checkpoint"] else None
+        prune_checkpoints(self.run_dir, self.recipe.checkpoints.keep_last, best_path)
+        self.events.write("checkpoint", step=self.state["step"], path=str(folder), best=best)
+        return folder
+
+    def _write_final(self) -> Path:
+        best = self.state.get("best_checkpoint")
+        if self.recipe.early_stopping.enabled and best and Path(best).exists():
+            from safetensors.torch import load_file
+
+            params = dict(self.model.named_parameters())
+            with torch.no_grad():
+                for name, tensor in load_file(Path(best) / "trainable.safetensors").items():
+                    params[name].copy_(tensor)
+        final = self.run_dir / "final"
+        self.model.save_pretrained(final)
+        self.tokenizer.save_pretrained(final)
+        meta = {"base_model": self.recipe.model, "method": self.recipe.method, "adapter": self.recipe.adapter.type,
+                "label_set": self.data.label_set, "steps": self.state["step"],
+                "best_checkpoint": best if self.recipe.early_stopping.enabled else None}
+        (final / RUN_META).write_text(json.dumps(meta, indent=1))
+        return final
+
+
+def new_run_dir(settings: Settings) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = settings.runs_dir / f"run-{stamp}-{random.Random().randrange(16**4):04x}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def train(recipe: Recipe, settings: Settings, run_dir: Path | None = None,
+          listener: Listener | None = None) -> RunResult:
+    """Train a recipe in a new run folder (or `run_dir`)."""
+    run_dir = Path(run_dir or recipe.output_dir or new_run_dir(settings))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+    loop = Loop(recipe, run_dir, settings, listener)
+    return _run(loop)
+
+
+def resume(run_dir: Path, settings: Settings, listener: Listener | None = None) -> RunResult:
+    """Continue an interrupted run from its latest checkpoint, exactly where it stopped."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").exists():
+        raise TrainingError(f"{run_dir} is not a run folder (no recipe.yaml)")
+    loop = Loop(load_recipe(run_dir / "recipe.yaml"), run_dir, settings, listener)
+    return _run(loop, resume=True)
+
+
+def _run(loop: Loop, resume: bool = False) -> RunResult:
+    try:
+        loop.setup()
+        if resume:
+            loop.resume()
+        return loop.train()
+    except TrainingError as e:
+        loop.events.write("error", message=str(e))
+        raise
+    except torch.OutOfMemoryError as e:
+        message = ("out of memory: lower hyperparameters.batch_size or max_length, or raise "
+                   f"gradient_accumulation; the last good checkpoint is kept ({e})")
+        loop.events.write("error", message=message)
+        raise TrainingError(message) from e
+    except (ValueError, FileNotFoundError) as e:
+        loop.events.write("error", message=str(e))
+        raise TrainingError(str(e)) from e

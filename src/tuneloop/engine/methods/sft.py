@@ -1,0 +1,47 @@
+"""Supervised fine-tuning: next-token cross-entropy on the answer tokens.
+
+The LM head runs only at positions that carry a label: for short answers after long prompts that
+skips most of the (vocab x hidden) head, the largest single matmul of a small model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tuneloop.engine.tokenize import IGNORE, Example
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a micro-batch: input_ids, attention_mask and labels, each (B, T)."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[row, :n] = torch.tensor(e.input_ids)
+        labels[row, :n] = torch.tensor(e.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def causal_parts(model: Any) -> tuple[Any, Any]:
+    """(decoder that returns hidden states, LM head) of a causal LM, under any peft wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = getattr(base, base.base_model_prefix)
+    return decoder, base.get_output_embeddings()
+
+
+def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """(sum of token losses, number of target tokens) for one micro-batch."""
+    decoder, head = causal_parts(model)
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = hidden[:, :-1]                      # (B, T-1, H): position t predicts token t+1
+    targets = batch["labels"][:, 1:]             # (B, T-1)
+    keep = targets != IGNORE                     # (B, T-1)
+    logits = head(hidden[keep]).float()          # (N, H) -> (N, V), only where there is a label
+    loss_sum = F.cross_entropy(logits, targets[keep], reduction="sum")
+    return loss_sum, int(keep.sum())
