@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 from tuneloop import __version__
 from tuneloop.cli import data, models, quickstart, train
+
+# Deprecation notices from libraries are for their callers' developers, not for our users' terminals.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
 
 app = typer.Typer(
     help="tuneloop: turn a general language model into a specialised one, with people in the loop.",

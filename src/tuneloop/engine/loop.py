@@ -281,7 +281,7 @@ def train(recipe: Recipe, settings: Settings, run_dir: Path | None = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
     loop = Loop(recipe, run_dir, settings, listener)
-    return _run(loop)
+    return run_loop(loop)
 
 
 def resume(run_dir: Path, settings: Settings, listener: Listener | None = None) -> RunResult:
@@ -290,10 +290,10 @@ def resume(run_dir: Path, settings: Settings, listener: Listener | None = None) 
     if not (run_dir / "recipe.yaml").exists():
         raise TrainingError(f"{run_dir} is not a run folder (no recipe.yaml)")
     loop = Loop(load_recipe(run_dir / "recipe.yaml"), run_dir, settings, listener)
-    return _run(loop, resume=True)
+    return run_loop(loop, resume=True)
 
 
-def _run(loop: Loop, resume: bool = False) -> RunResult:
+def run_loop(loop: Loop, resume: bool = False) -> RunResult:
     try:
         loop.setup()
         if resume:
