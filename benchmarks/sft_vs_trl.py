@@ -1,0 +1,146 @@
+"""tuneloop vs TRL's SFTTrainer: the same model, data, LoRA, batch size, max length and steps.
+
+    .venv/bin/pip install -e ".[bench]"   # installs TRL, the peer
+    .venv/bin/python benchmarks/sft_vs_trl.py --steps 30
+
+Data: the shipped support tickets as conversational prompt/completion (system + user prompt, the
+label as the assistant completion), so both sides train on completion tokens only. Exactly
+steps x batch examples are used, one epoch, so both sides see the same tokens. Each side runs in
+its own process (peak memory is that process's). Tokens/s counts real tokens (no padding) over
+the time of the training call alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def examples(n: int) -> list[dict]:
+    from tuneloop.engine.tokenize import classification_messages
+
+    rows = [json.loads(line) for line in (ROOT / "src/tuneloop/examples/support_tickets.jsonl").open()]
+    labels = sorted({r["label"] for r in rows})
+    out = []
+    for r in rows[:n]:
+        messages = classification_messages(r["text"], labels, r["label"])
+        out.append({"prompt": messages[:-1], "completion": messages[-1:]})
+    return out
+
+
+def model_folder() -> str:
+    from tuneloop.config.settings import get_settings
+    from tuneloop.models.loading import model_dir
+    from tuneloop.models.registry import resolve
+
+    return str(model_dir(resolve("smollm2-135m-instruct"), get_settings()))
+
+
+def real_tokens(folder: str, rows: list[dict], max_length: int) -> int:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    return sum(min(max_length, len(tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=True,
+                                                           return_dict=True)["input_ids"])) for r in rows)
+
+
+def run_trl(args, rows, folder) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    losses: list[float] = []
+
+    class Losses(TrainerCallback):
+        def on_log(self, _args, _state, _control, logs=None, **_):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    torch.manual_seed(args.seed)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    config = SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch_size,
+                       max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="cosine",
+                       warmup_steps=round(0.03 * args.steps),  # our warmup_ratio 0.03 rounds the same way
+                       logging_steps=1, save_strategy="no", report_to=[], max_length=args.max_length,
+                       seed=args.seed, bf16=False, use_cpu=True, gradient_checkpointing=False,
+                       dataloader_num_workers=0)
+    peft = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=peft, callbacks=[Losses()])
+    started = time.perf_counter()
+    trainer.train()
+    return {"seconds": time.perf_counter() - started, "losses": losses}
+
+
+def run_tuneloop(args, rows, folder) -> dict:
+    from tuneloop.config.recipe import parse_recipe
+    from tuneloop.config.settings import get_settings
+    from tuneloop.engine.loop import train
+
+    data = Path(tempfile.mkdtemp()) / "train.jsonl"
+    data.write_text("".join(json.dumps({"messages": r["prompt"] + r["completion"]}) + "\n" for r in rows))
+    recipe = parse_recipe({"model": folder, "method": "sft", "data": {"train": str(data)},
+                           "adapter": {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
+                           "hyperparameters": {"max_steps": args.steps, "batch_size": args.batch_size,
+                                               "learning_rate": args.lr, "max_length": args.max_length,
+                                               "scheduler": "cosine", "warmup_ratio": 0.03},
+                           "checkpoints": {"each_epoch": False}, "evaluation": {"each_epoch": False},
+                           "seed": args.seed})
+    result = train(recipe, get_settings(), Path(tempfile.mkdtemp()) / "run")
+    return {"seconds": result.seconds, "losses": result.losses}
+
+
+def child(args) -> None:
+    rows = examples(args.steps * args.batch_size)
+    folder = model_folder()
+    out = (run_trl if args.side == "trl" else run_tuneloop)(args, rows, folder)
+    out["tokens"] = real_tokens(folder, rows, args.max_length)
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(out))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--side", choices=["trl", "tuneloop"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        return child(args)
+    results = {}
+    for side in ("tuneloop", "trl"):
+        cmd = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--batch-size",
+               str(args.batch_size), "--max-length", str(args.max_length), "--lr", str(args.lr), "--seed", str(args.seed)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
+        results[side] = json.loads(line[7:])
+    print(f"{'':10} {'tokens/s':>9} {'seconds':>8} {'peak MiB':>9} {'final loss (mean of last 5)':>28}")
+    for side, r in results.items():
+        r["tps"] = r["tokens"] / r["seconds"]
+        r["final"] = sum(r["losses"][-5:]) / len(r["losses"][-5:])
+        print(f"{side:10} {r['tps']:9.1f} {r['seconds']:8.1f} {r['peak_rss_mib']:9.0f} {r['final']:28.4f}")
+    ours, peer = results["tuneloop"], results["trl"]
+    print(f"speed ratio tuneloop/TRL: {ours['tps'] / peer['tps']:.2f}x  "
+          f"(target >= 3.0x); final-loss difference {abs(ours['final'] - peer['final']) / peer['final']:.1%} "
+          "(target <= 5%)")
+
+
+if __name__ == "__main__":
+    main()
