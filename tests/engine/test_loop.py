@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.conftest import chat_rows, write_jsonl
 from tuneloop.config.recipe import parse_recipe
 from tuneloop.config.settings import get_settings
-from tuneloop.engine.adapters import apply_adapter
 from tuneloop.engine.events import read_events
 from tuneloop.engine.loop import Loop, TrainingError, resume, train
 from tuneloop.engine.loop import run_loop
@@ -77,16 +77,9 @@ def test_a_killed_run_resumes_exactly(tiny_chat_model, train_file, tmp_path):
     events = read_events(tmp_path / "killed" / "events.jsonl")
     assert [e["step"] for e in events if e["type"] == "resumed"] == [3]  # from the last checkpoint, not 0
     assert resumed.losses == pytest.approx(whole.losses, abs=1e-6)
-    weights = lambda run: {k: v for k, v in torch.load(run / "final" / "adapter_model.bin", weights_only=True).items()} \
-        if (run / "final" / "adapter_model.bin").exists() else _safetensors(run / "final" / "adapter_model.safetensors")
-    a, b = weights(tmp_path / "whole"), weights(tmp_path / "killed")
+    a = load_file(tmp_path / "whole" / "final" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "killed" / "final" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-
-
-def _safetensors(path):
-    from safetensors.torch import load_file
-
-    return load_file(path)
 
 
 @pytest.mark.parametrize("adapter", ["lora", "dora", "ia3", "full", "freeze"])

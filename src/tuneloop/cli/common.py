@@ -7,7 +7,6 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -90,9 +89,3 @@ def load_tokenizer_with_progress(model: str) -> Any:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def existing_file(path: Path) -> Path:
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    return path

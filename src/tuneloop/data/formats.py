@@ -242,7 +242,7 @@ def _parse_prompt_chosen(c: _Checker, obj: dict) -> Record | None:
             parsed[key] = _text_or_messages(c, obj[key], key, role)
     if not _check_pair(c, parsed["chosen"][0], parsed["rejected"][0], ("chosen", "rejected")):
         return None
-    if parsed["prompt"][0] is None or c.problems and any(p.severity == "error" for p in c.problems):
+    if parsed["prompt"][0] is None:
         return None
     return PreferenceRecord(messages=parsed["prompt"][0], chosen=parsed["chosen"][0], rejected=parsed["rejected"][0],
                             text_form=parsed["prompt"][1] and parsed["chosen"][1], extra=extra)

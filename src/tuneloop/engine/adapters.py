@@ -73,11 +73,6 @@ def _freeze(model: Any, trainable_layers: int) -> Any:
     return model
 
 
-def trainable_state(model: Any) -> dict[str, Any]:
-    """The trainable parameters (what a checkpoint must save), by name."""
-    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-
-
 def count_parameters(model: Any) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
