@@ -96,4 +96,5 @@ def resolve_version(root: Path, ref: str) -> Version:
         return Version(version, root / version, _read_meta(root / version))
     if len(matches) > 1:
         raise DataError(f"dataset version prefix '{ref}' is ambiguous: {', '.join(p.name for p in matches)}")
-    raise DataError(f"no dataset version or name '{ref}' in {root}; `tuneloop data list` shows what is imported")
+    raise DataError(f"'{ref}' is neither an existing file nor a dataset version or name in {root}; "
+                    "check the path, or see `tuneloop data list` for what is imported")
