@@ -93,3 +93,23 @@ def chat_rows(n: int = 12) -> list[dict]:
     return [{"messages": [{"role": "system", "content": "Be brief."},
                           {"role": "user", "content": f"What is {i} plus {i}?"},
                           {"role": "assistant", "content": f"{2 * i}"}]} for i in range(n)]
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-32 BERT with a WordPiece vocabulary from the corpus, saved as a folder."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-encoder")
+    words = sorted({w for line in CORPUS.lower().splitlines() for w in line.replace(",", " ").replace(":", " ").split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *"abcdefghijklmnopqrstuvwxyz0123456789",
+             *(f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789")]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, max_position_embeddings=128,
+                        initializer_range=0.3)  # large enough that the [CLS] output depends on the text
+    BertModel(config).save_pretrained(folder)
+    return folder

@@ -22,6 +22,7 @@ app.command("generate")(models.generate_cmd)
 app.command("chat")(models.chat_cmd)
 app.command("train")(train.train_cmd)
 app.command("eval")(train.eval_cmd)
+app.command("export")(train.export_cmd)
 app.command("quickstart")(quickstart.quickstart_cmd)
 
 

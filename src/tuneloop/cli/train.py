@@ -37,7 +37,8 @@ class TrainProgress:
             self.progress.update(self.task, completed=event["step"], loss=f"{event['loss']:.4f}",
                                  lr=f"{event['lr']:.2e}", tps=f"{event['tokens_per_second']:.0f}")
         elif kind == "eval":
-            self.progress.console.print(f"step {event['step']}: eval_loss {event['eval_loss']:.4f}")
+            accuracy = f"  eval_accuracy {event['eval_accuracy']:.3f}" if "eval_accuracy" in event else ""
+            self.progress.console.print(f"step {event['step']}: eval_loss {event['eval_loss']:.4f}{accuracy}")
         elif kind == "early_stop":
             self.progress.console.print(f"early stop at step {event['step']}: best {event['metric']} "
                                         f"{event['best']:.4f} ({event['best_checkpoint']})")
@@ -54,6 +55,7 @@ def train_cmd(
     data: Annotated[Optional[list[str]], typer.Option(help="Training file or dataset version (repeatable).")] = None,
     validation: Annotated[Optional[str], typer.Option(help="Validation file or dataset version.")] = None,
     method: Annotated[Optional[str], typer.Option(help="sft or classify.")] = None,
+    classifier: Annotated[Optional[str], typer.Option(help="With classify: head, generative or auto.")] = None,
     adapter: Annotated[Optional[str], typer.Option(help=f"Adapter type: {ADAPTERS}.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,
     epochs: Annotated[Optional[float], typer.Option(help="Passes over the data.")] = None,
@@ -70,7 +72,7 @@ def train_cmd(
             result = resume_run(resume, settings(), TrainProgress())
         else:
             raw: dict[str, Any] = load_recipe(recipe_file).model_dump(exclude_unset=True) if recipe_file else {}
-            overrides = {"model": model, "method": method, "output_dir": str(output) if output else None}
+            overrides = {"model": model, "method": method, "classifier": classifier, "output_dir": str(output) if output else None}
             raw.update({k: v for k, v in overrides.items() if v is not None})
             if data:
                 raw.setdefault("data", {})["train"] = data
@@ -86,55 +88,127 @@ def train_cmd(
             result = train(recipe, settings(), listener=TrainProgress())
     except (RecipeError, TrainingError) as e:
         fail(str(e), 1)
+    meta = json.loads((result.final_dir / "run.json").read_text())
+    try_it = (f"tuneloop eval {result.run_dir} --data TEST.jsonl" if meta.get("classifier") == "head"
+              else f"tuneloop chat {result.run_dir}")
     console.print(f"[green]✓[/] {result.steps} steps in {result.seconds:.0f}s "
                   f"({result.tokens_per_second:.0f} tokens/s); final loss {result.losses[-1]:.4f}\n"
                   f"run: {result.run_dir}\nmodel: {result.final_dir}\n"
-                  f"try it: tuneloop chat {result.run_dir}", highlight=False)
+                  f"try it: {try_it}", highlight=False)
 
 
 @handle_errors
 def eval_cmd(
     model: Annotated[str, typer.Argument(help="A model name/folder or a run folder.")],
-    data: Annotated[Path, typer.Option(help="Labelled test data (text + label).")],
-    plot: Annotated[Optional[Path], typer.Option(help="Write the confusion matrix as a PNG.")] = None,
+    data: Annotated[str, typer.Option(help="Test data: a file or a dataset version.")],
+    plot: Annotated[Optional[Path], typer.Option(help="Classification: write the confusion matrix as a PNG.")] = None,
+    max_generate: Annotated[int, typer.Option(help="SFT: answer this many conversations by greedy generation "
+                                                   "for exact match and ROUGE-L (0: none, -1: all).")] = 100,
+    max_length: Annotated[int, typer.Option(help="Tokens per example (longer ones are truncated).")] = 1024,
+    output: Annotated[Optional[Path], typer.Option(help="Write the results JSON here (default: beside the run, "
+                                                        "as eval-<data>.json).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Evaluate a classifier: accuracy, macro-F1, per-label precision/recall, confusion matrix."""
-    from tuneloop.data.dataset import Source, load_records
+    """Evaluate a model. Labelled data: accuracy, macro-F1, per-label precision/recall, confusion matrix.
+    Conversations: loss, perplexity, token accuracy, exact match and ROUGE-L of greedy answers."""
+    from tuneloop.config.recipe import DataSource
     from tuneloop.data.records import LabelledRecord
+    from tuneloop.engine.data import load_source
     from tuneloop.evals.metrics import format_confusion, plot_confusion
-    from tuneloop.models.loading import find_run_output
+    from tuneloop.models.loading import find_run_output, model_kind, run_meta
 
-    _, records = load_records(Source(data))
-    if not all(isinstance(r, LabelledRecord) for _, r in records):
-        fail(f"{data}: evaluation needs labelled data (text + label)")
+    records = load_source(DataSource(path=data), settings().datasets_dir)
+    if not records:
+        fail(f"--data {data}: no records")
     run_output = find_run_output(model)
-    labels = None
-    if run_output is not None:
-        labels = json.loads((run_output / "run.json").read_text()).get("label_set")
-    labels = labels or sorted({label for _, r in records for label in r.labels})
-    report = evaluate_with_progress(model, [r.text for _, r in records], [r.labels[0] for _, r in records], labels)
-    if plot:
-        plot_confusion(report, plot)
-    if run_output is not None:
-        (run_output.parent / "eval.json").write_text(json.dumps({"data": str(data), **report.to_dict()}, indent=1))
+    kind = model_kind(model, settings())
+    labelled = all(isinstance(r, LabelledRecord) for r in records)
+    if kind == "classifier" and not labelled:
+        fail(f"{model} is a classifier: evaluate it on labelled data (text + label)")
+    if labelled:
+        labels = run_meta(run_output).get("label_set") if run_output is not None else None
+        labels = labels or sorted({label for r in records for label in r.labels})
+        report = evaluate_with_progress(model, [r.text for r in records], [r.labels[0] for r in records], labels)
+        result = {"task": "classification", **report.to_dict()}
+        if plot:
+            plot_confusion(report, plot)
+    else:
+        sft = evaluate_sft_with_progress(model, records, max_length, None if max_generate < 0 else max_generate)
+        result = {"task": "sft", **sft.to_dict()}
+    result = {"model": model, "data": data, **result}
+    target = output or (run_output.parent / f"eval-{Path(data).stem}.json" if run_output is not None else None)
+    if target is not None:
+        target.write_text(json.dumps(result, indent=1))
     if as_json:
-        console.print_json(data=report.to_dict())
+        console.print_json(data=result)
         return
-    print_classification(report)
-    console.print(format_confusion(report), highlight=False, markup=False)
+    if labelled:
+        print_classification(report)
+        console.print(format_confusion(report), highlight=False, markup=False)
+    else:
+        print_sft(sft)
+    if target is not None:
+        console.print(f"results: {target}", highlight=False)
+
+
+@handle_errors
+def export_cmd(
+    run: Annotated[Path, typer.Argument(help="A run folder.")],
+    out: Annotated[Path, typer.Argument(help="The folder to write (must be new or empty).")],
+    merge: Annotated[bool, typer.Option("--merge", help="Merge the adapter into the base: a standalone "
+                                                        "transformers model folder.")] = False,
+) -> None:
+    """Export a fine-tuned model: the adapter alone, or with --merge a standalone model folder."""
+    from tuneloop.engine.export import export_run
+
+    with err_console.status("merging the adapter into the base model" if merge else "copying the adapter"):
+        folder = export_run(run, out, settings(), merge=merge)
+    meta = json.loads((folder / "tuneloop-export.json").read_text())
+    if merge:
+        loader = "AutoModelForSequenceClassification" if meta["classifier"] == "head" else "AutoModelForCausalLM"
+        console.print(f"[green]✓[/] standalone model in {folder}\nload it: {loader}.from_pretrained('{folder}')",
+                      highlight=False)
+    else:
+        console.print(f"[green]✓[/] adapter in {folder} (base: {meta['base_model']})\n"
+                      f"use it: tuneloop chat {folder}, or PeftModel.from_pretrained(base, '{folder}')", highlight=False)
 
 
 def evaluate_with_progress(model_ref: str, texts: list[str], gold: list[str], labels: list[str]):
     from tuneloop.evals.classify import evaluate_classification
-    from tuneloop.models.loading import load_causal_lm
+    from tuneloop.models.loading import load_model
 
-    model, tokenizer = load_causal_lm(model_ref, settings())
+    model, tokenizer = load_model(model_ref, settings())
     with Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=True) as progress:
         task = progress.add_task("eval", total=len(texts))
         return evaluate_classification(model, tokenizer, texts, gold, labels,
                                        on_progress=lambda n: progress.advance(task, n))
+
+
+def evaluate_sft_with_progress(model_ref: str, records: list, max_length: int, max_generate: int | None):
+    from tuneloop.evals.sft import evaluate_sft
+    from tuneloop.models.loading import load_causal_lm
+
+    model, tokenizer = load_causal_lm(model_ref, settings())
+    generated = len(records) if max_generate is None else min(max_generate, len(records))
+    with Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task("eval", total=len(records) + generated)
+        return evaluate_sft(model, tokenizer, records, max_length, max_generate,
+                            on_progress=lambda n: progress.advance(task, n))
+
+
+def print_sft(report) -> None:
+    table = Table(title=f"n={report.n} conversations, {report.tokens} answer tokens")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("loss", f"{report.loss:.4f}")
+    table.add_row("perplexity", f"{report.perplexity:.3f}")
+    table.add_row("token accuracy", f"{report.token_accuracy:.3f}")
+    if report.generated:
+        table.add_row(f"exact match ({report.generated} generated)", f"{report.exact_match:.3f}")
+        table.add_row(f"ROUGE-L ({report.generated} generated)", f"{report.rouge_l:.3f}")
+    console.print(table)
 
 
 def print_classification(report) -> None:

@@ -110,9 +110,14 @@ class CheckpointSection(_Section):
 
 class Recipe(_Section):
     model: str = "smollm2-135m-instruct"
-    """Base model: a registry name, a folder, a .gguf file, a hub id, or a previous run folder."""
+    """Base model: a registry name, a folder, a .gguf file, a hub id, or a previous run folder
+    (sequential fine-tuning: the same adapter type continues that run's adapter; another merges it first)."""
     method: Literal["sft", "classify"] = "sft"
-    """sft: learn the assistant answers. classify: learn to answer with the label (generative)."""
+    """sft: learn the assistant answers. classify: learn the label of each text (see classifier)."""
+    classifier: Literal["auto", "head", "generative"] = "auto"
+    """With method classify: 'head' trains a sequence-classification layer on an encoder or a decoder;
+    'generative' teaches a chat model to answer with the label (scored by each label's likelihood);
+    'auto' picks head for encoders and generative for chat models."""
     train_on: Literal["assistant", "all"] = "assistant"
     """sft loss on assistant tokens only (honouring weight: 0), or on every token."""
     data: DataSection = Field(default_factory=DataSection)

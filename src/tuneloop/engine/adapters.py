@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from tuneloop.config.recipe import AdapterSection
 
 
@@ -17,8 +19,31 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def apply_adapter(model: Any, adapter: AdapterSection) -> Any:
-    """Return the model to train, with exactly the parameters to train left trainable."""
+PEFT_TYPES = {"lora": "LORA", "dora": "LORA", "ia3": "IA3"}
+
+
+def continues(model: Any, adapter: AdapterSection) -> bool:
+    """Whether `model` carries a previous run's adapter that this adapter section continues: the same
+    type (and for LoRA/DoRA the same rank) continues it; anything else merges it into the base first."""
+    config = getattr(model, "peft_config", {}).get("default")
+    if config is None or PEFT_TYPES.get(adapter.type) != config.peft_type.value:
+        return False
+    if config.peft_type.value == "LORA":
+        return config.r == adapter.r and bool(config.use_dora) == (adapter.type == "dora")
+    return True
+
+
+def apply_adapter(model: Any, adapter: AdapterSection, task_type: str = "CAUSAL_LM") -> Any:
+    """Return the model to train, with exactly the parameters to train left trainable.
+
+    A model that already carries a previous run's adapter (sequential fine-tuning) keeps training
+    that adapter when `continues` says so; otherwise the old adapter is merged into the base first."""
+    if hasattr(model, "peft_config"):
+        if continues(model, adapter):
+            for name, p in model.named_parameters():
+                p.requires_grad_(".default." in name + ".")  # the adapter's own weights (and saved heads)
+            return model
+        model = model.merge_and_unload()
     if adapter.type == "full":
         for p in model.parameters():
             p.requires_grad_(True)
@@ -33,41 +58,59 @@ def apply_adapter(model: Any, adapter: AdapterSection) -> Any:
     from peft import IA3Config, LoraConfig, get_peft_model
 
     if adapter.type == "ia3":
-        targets = adapter.target_modules
-        config = IA3Config(task_type="CAUSAL_LM", target_modules=targets,
-                           feedforward_modules=_feedforward(model, targets))
+        targets = _linear_names(model) if adapter.target_modules == "all-linear" else adapter.target_modules
+        config = IA3Config(task_type=task_type, target_modules=targets,
+                           feedforward_modules=[n for n in ("down_proj", "fc2", "w2", "output.dense") if n in targets])
     else:
-        config = LoraConfig(task_type="CAUSAL_LM", r=adapter.r, lora_alpha=adapter.alpha,
+        config = LoraConfig(task_type=task_type, r=adapter.r, lora_alpha=adapter.alpha,
                             lora_dropout=adapter.dropout, target_modules=adapter.target_modules,
                             use_dora=adapter.type == "dora")
     return get_peft_model(model, config)
 
 
-def _feedforward(model: Any, targets: Any) -> list[str]:
-    """IA3 scales the inputs of feed-forward layers and the outputs of the others."""
-    names = {name.split(".")[-1] for name, _ in model.named_modules()}
-    feedforward = [n for n in ("down_proj", "fc2", "w2") if n in names]
-    if targets == "all-linear":
-        return feedforward
-    return [n for n in feedforward if n in targets]
+def _linear_names(model: Any) -> list[str]:
+    """Names of the linear layers inside the transformer blocks (what 'all-linear' means), spelled out:
+    a saved IA3 adapter must name its feed-forward layers among its targets to load again."""
+    head = model.get_output_embeddings()
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and module is not head and not name.endswith(("score", "classifier")):
+            parts = name.split(".")
+            names.add(".".join(parts[-2:]) if parts[-1] == "dense" else parts[-1])
+    return sorted(names)
+
+
+def _head(model: Any) -> Any:
+    """The output layer: the LM head, or a classification head ('score', 'classifier')."""
+    head = model.get_output_embeddings()
+    for name in ("score", "classifier"):
+        if head is None and isinstance(getattr(model, name, None), torch.nn.Module):
+            head = getattr(model, name)
+    if head is None:
+        raise AdapterError("adapter.type 'freeze' needs a model with an output head")
+    return head
+
+
+def _layers(model: Any) -> list[Any]:
+    """The transformer blocks, wherever the architecture keeps them (model.layers, encoder.layer...)."""
+    count = getattr(model.config, "num_hidden_layers", None)
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return list(module)
+    raise AdapterError("adapter.trainable_layers: cannot find this model's list of transformer layers")
 
 
 def _freeze(model: Any, trainable_layers: int) -> Any:
     """Feature extraction: freeze the base; train the output head and the last `trainable_layers` layers."""
     for p in model.parameters():
         p.requires_grad_(False)
-    head = model.get_output_embeddings()
-    if head is None:
-        raise AdapterError("adapter.type 'freeze' needs a model with an output head")
+    head = _head(model)
     for p in head.parameters():
         p.requires_grad_(True)
-    layers = getattr(getattr(model, "model", model), "layers", None)
-    if trainable_layers and layers is None:
-        raise AdapterError("adapter.trainable_layers needs a model whose layers are at model.layers")
-    for layer in list(layers or [])[len(layers or []) - trainable_layers:] if trainable_layers else []:
+    for layer in _layers(model)[-trainable_layers:] if trainable_layers else []:
         for p in layer.parameters():
             p.requires_grad_(True)
-    if getattr(model.config, "tie_word_embeddings", False):
+    if head is model.get_output_embeddings() and getattr(model.config, "tie_word_embeddings", False):
         # a tied head shares its weight with the input embeddings: training it trains both
         model.get_input_embeddings().weight.requires_grad_(True)
     return model

@@ -17,12 +17,13 @@ import torch
 
 from tuneloop.config.recipe import Recipe, dump_recipe, load_recipe
 from tuneloop.config.settings import Settings
-from tuneloop.engine.adapters import apply_adapter, count_parameters
+from tuneloop.engine.adapters import apply_adapter, continues, count_parameters
 from tuneloop.engine.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
-from tuneloop.engine.data import PreparedData, epoch_batches, prepare_data
+from tuneloop.engine.data import PreparedData, epoch_batches, load_recipe_records, prepare_data
 from tuneloop.engine.events import EventLog, Listener
-from tuneloop.engine.methods.sft import collate, sft_loss
-from tuneloop.models.loading import load_causal_lm
+from tuneloop.engine.methods import CAUSAL_LM, SEQUENCE_CLASSIFICATION, Method
+from tuneloop.engine.methods.classify import head_logits, label_logprobs, label_token_ids
+from tuneloop.models.loading import find_run_output, load_causal_lm, load_sequence_classifier, model_kind, run_meta
 
 RUN_META = "run.json"
 
@@ -87,12 +88,26 @@ class Loop:
     def setup(self) -> None:
         recipe = self.recipe
         seed_everything(recipe.seed)
-        self.model, self.tokenizer = load_causal_lm(recipe.model, self.settings)
+        records = load_recipe_records(recipe, self.settings.datasets_dir)
+        kind = model_kind(recipe.model, self.settings)
+        self.head = uses_head(recipe, kind)
+        self.method: Method = SEQUENCE_CLASSIFICATION if self.head else CAUSAL_LM
+        previous = find_run_output(recipe.model)
+        if self.head:
+            labels = run_meta(previous)["label_set"] if kind == "classifier" else records.label_set
+            self.model, self.tokenizer = load_sequence_classifier(recipe.model, self.settings, labels)
+            records.label_set = labels
+        else:
+            self.model, self.tokenizer = load_causal_lm(recipe.model, self.settings)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.data: PreparedData = prepare_data(recipe, self.tokenizer, self.settings.datasets_dir)
-        torch.manual_seed(recipe.seed)  # adapter initialisation depends only on the seed
-        self.model = apply_adapter(self.model, recipe.adapter).to(self.device)
+        self.data: PreparedData = prepare_data(recipe, self.tokenizer, records, head=self.head)
+        # a previous run's adapter of the same type is continued: the result stays an adapter on its base
+        self.base_model = recipe.model
+        if previous is not None and continues(self.model, recipe.adapter):
+            self.base_model = run_meta(previous)["base_model"]
+        torch.manual_seed(recipe.seed)  # adapter and head initialisation depend only on the seed
+        self.model = apply_adapter(self.model, recipe.adapter, self.method.task_type).to(self.device)
         self.model.train()
         self.lengths = [len(e.input_ids) for e in self.data.train]
         hp = recipe.hyperparameters
@@ -120,18 +135,18 @@ class Loop:
         return batches[self.state["batch_pos"]:]
 
     def _batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        batch = collate([self.data.train[i] for i in indices], self.tokenizer.pad_token_id)
+        batch = self.method.collate([self.data.train[i] for i in indices], self.tokenizer.pad_token_id)
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def _optimizer_step(self, group: list[list[int]]) -> tuple[float, int, float]:
         """Forward/backward over the micro-batches of one step; returns (mean loss, tokens, grad norm)."""
         batches = [self._batch(indices) for indices in group]
-        targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        targets = sum(self.method.targets(b) for b in batches)
         tokens = sum(int(b["attention_mask"].sum()) for b in batches)
         total = 0.0
         for batch in batches:
             with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
-                loss_sum, _ = sft_loss(self.model, batch)
+                loss_sum, _ = self.method.loss(self.model, batch)
             (loss_sum / max(targets, 1)).backward()
             total += float(loss_sum.detach())
         loss = total / max(targets, 1)
@@ -196,33 +211,58 @@ class Loop:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def eval_loss(self) -> float | None:
+    def eval_metrics(self) -> dict[str, float]:
+        """eval_loss on the validation data; for classification also eval_accuracy."""
         if not self.data.validation:
-            return None
+            return {}
         self.model.eval()
-        order = sorted(range(len(self.data.validation)), key=lambda i: len(self.data.validation[i].input_ids))
-        total, targets = 0.0, 0
+        validation = self.data.validation
+        order = sorted(range(len(validation)), key=lambda i: len(validation[i].input_ids))
+        total, targets, correct = 0.0, 0, 0
         bs = self.recipe.hyperparameters.batch_size
         for start in range(0, len(order), bs):
-            batch = collate([self.data.validation[i] for i in order[start : start + bs]], self.tokenizer.pad_token_id)
+            batch = self.method.collate([validation[i] for i in order[start : start + bs]], self.tokenizer.pad_token_id)
             batch = {k: v.to(self.device) for k, v in batch.items()}
             with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
-                loss_sum, n = sft_loss(self.model, batch)
-            total += float(loss_sum)
-            targets += n
+                if self.head:
+                    logits = head_logits(self.model, batch)
+                    total += float(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum"))
+                    correct += int((logits.argmax(-1) == batch["labels"]).sum())
+                    targets += len(batch["labels"])
+                else:
+                    loss_sum, n = self.method.loss(self.model, batch)
+                    total += float(loss_sum)
+                    targets += n
+        metrics = {"eval_loss": total / max(targets, 1)}
+        if self.head:
+            metrics["eval_accuracy"] = correct / len(validation)
+        elif self.recipe.method == "classify":
+            metrics["eval_accuracy"] = self._generative_accuracy()
         self.model.train()
-        return total / max(targets, 1)
+        return metrics
+
+    def _generative_accuracy(self) -> float:
+        """Share of validation texts whose most likely label (by the model's likelihood) is the gold one."""
+        labels = self.data.label_set or []
+        ids = label_token_ids(self.tokenizer, labels)
+        correct = 0
+        for record in self.data.validation_records:
+            scores = label_logprobs(self.model, self.tokenizer, record.text, labels, ids)
+            correct += labels[max(range(len(labels)), key=scores.__getitem__)] == record.labels[0]
+        return correct / max(len(self.data.validation_records), 1)
 
     def _evaluate_and_maybe_stop(self) -> bool:
-        loss = self.eval_loss()
-        if loss is None:
+        metrics = self.eval_metrics()
+        if not metrics:
             return False
-        metrics = {"eval_loss": loss}
         self.state["evals"].append({"step": self.state["step"], **metrics})
         self.events.write("eval", step=self.state["step"], **metrics)
         es = self.recipe.early_stopping
         if not es.enabled:
             return False
+        if es.metric not in metrics:
+            raise TrainingError(f"early_stopping.metric '{es.metric}' is not measured by method "
+                                f"'{self.recipe.method}' (it measures {', '.join(metrics)})")
         value = metrics[es.metric]
         better = self.state["best"] is None or (
             value < self.state["best"] - es.min_delta if es.metric == "eval_loss" else value > self.state["best"] + es.min_delta)
@@ -260,11 +300,26 @@ class Loop:
         final = self.run_dir / "final"
         self.model.save_pretrained(final)
         self.tokenizer.save_pretrained(final)
-        meta = {"base_model": self.recipe.model, "method": self.recipe.method, "adapter": self.recipe.adapter.type,
+        meta = {"base_model": self.base_model, "method": self.recipe.method, "adapter": self.recipe.adapter.type,
+                "classifier": ("head" if self.head else "generative") if self.recipe.method == "classify" else None,
                 "label_set": self.data.label_set, "steps": self.state["step"],
+                "started_from": self.recipe.model if find_run_output(self.recipe.model) else None,
                 "best_checkpoint": best if self.recipe.early_stopping.enabled else None}
         (final / RUN_META).write_text(json.dumps(meta, indent=1))
         return final
+
+
+def uses_head(recipe: Recipe, kind: str) -> bool:
+    """Whether a recipe trains a classification head on a model of this kind; errors for a bad pairing."""
+    if recipe.method != "classify":
+        if kind in {"encoder", "classifier"}:
+            raise ValueError(f"method '{recipe.method}' needs a model that generates text; '{recipe.model}' is an "
+                             "encoder or classifier (use method: classify)")
+        return False
+    if recipe.classifier == "generative" and kind in {"encoder", "classifier"}:
+        raise ValueError(f"classifier 'generative' needs a chat model; '{recipe.model}' is an encoder or a "
+                         "classifier. Use classifier: head (or auto)")
+    return recipe.classifier == "head" or (recipe.classifier == "auto" and kind in {"encoder", "classifier"})
 
 
 def new_run_dir(settings: Settings) -> Path:

@@ -110,6 +110,8 @@ def load_gguf_direct(spec: ModelSpec, dtype: Any = None) -> tuple[Any, Any]:
 
 
 RUN_META = "run.json"
+ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert", "deberta", "deberta-v2", "electra", "mpnet",
+                 "albert", "modernbert"}
 
 
 def find_run_output(ref: str) -> Path | None:
@@ -121,23 +123,89 @@ def find_run_output(ref: str) -> Path | None:
     return None
 
 
+def run_meta(final: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((final / RUN_META).read_text())
+
+
+def model_kind(ref: str, settings: Settings) -> str:
+    """'chat', 'causal', 'encoder', or 'classifier' (a run that trained a classification head)."""
+    if (final := find_run_output(ref)) is not None:
+        meta = run_meta(final)
+        return "classifier" if meta.get("classifier") == "head" else model_kind(meta["base_model"], settings)
+    return resolve(ref).kind
+
+
+def _base_of(model: Any) -> Any:
+    """A model with any previous run's adapter merged in: the weights a new adapter trains on."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
 def load_run_output(final: Path, settings: Settings, dtype: Any = None,
                     on_stage: StageFn | None = None) -> tuple[Any, Any]:
     """A fine-tuned model: its base with the adapter applied, or the fully trained weights."""
-    import json
-
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_transformers()
-    meta = json.loads((final / RUN_META).read_text())
+    meta = run_meta(final)
+    if meta.get("classifier") == "head":
+        raise ModelError(f"{final.parent} trained a classification head; it classifies but cannot generate "
+                         "text (`tuneloop eval` scores it)")
     tokenizer = AutoTokenizer.from_pretrained(final)  # the template the run trained with
     if (final / "adapter_config.json").exists():
         from peft import PeftModel
 
         base, _ = load_causal_lm(meta["base_model"], settings, dtype, on_stage)
-        model = PeftModel.from_pretrained(base, final)
+        model = PeftModel.from_pretrained(_base_of(base), final)
     else:
         model = AutoModelForCausalLM.from_pretrained(final, dtype=dtype or torch.float32)
     model.eval()
     return model, tokenizer
+
+
+def load_sequence_classifier(ref: str, settings: Settings, labels: list[str] | None = None, dtype: Any = None,
+                             on_stage: StageFn | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) with a sequence-classification head: a trained run's head, or a new one over
+    `labels` on an encoder or a decoder (its last token)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    quiet_transformers()
+    if (final := find_run_output(ref)) is not None:
+        meta = run_meta(final)
+        if meta.get("classifier") != "head":
+            raise ModelError(f"{ref} is a {meta['method']} run without a classification head; train a head on "
+                             f"its base model '{meta['base_model']}' instead")
+        tokenizer = AutoTokenizer.from_pretrained(final)
+        if (final / "adapter_config.json").exists():
+            from peft import PeftModel
+
+            base, _ = load_sequence_classifier(meta["base_model"], settings, meta["label_set"], dtype, on_stage)
+            model = PeftModel.from_pretrained(_base_of(base), final)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(final, dtype=dtype or torch.float32)
+        model.eval()
+        return model, tokenizer
+    spec = resolve(ref)
+    folder = model_dir(spec, settings, on_stage)
+    if not labels:
+        raise ModelError(f"'{spec.name}' has no trained classification head; train one first: "
+                         f"tuneloop train --method classify --model {ref} --data labelled.jsonl")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)}, dtype=dtype or torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return model, tokenizer
+
+
+def load_model(ref: str, settings: Settings, dtype: Any = None, on_stage: StageFn | None = None) -> tuple[Any, Any]:
+    """Whatever a reference names, ready to use: a trained classifier, or a causal LM (with its adapter)."""
+    if model_kind(ref, settings) == "classifier":
+        return load_sequence_classifier(ref, settings, dtype=dtype, on_stage=on_stage)
+    return load_causal_lm(ref, settings, dtype, on_stage)

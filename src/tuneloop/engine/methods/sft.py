@@ -35,13 +35,21 @@ def causal_parts(model: Any) -> tuple[Any, Any]:
     return decoder, base.get_output_embeddings()
 
 
-def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """(sum of token losses, number of target tokens) for one micro-batch."""
+def target_count(batch: dict[str, torch.Tensor]) -> int:
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+
+def labelled_logits(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N, V), targets (N,)) at the positions that carry a label, N over the whole batch."""
     decoder, head = causal_parts(model)
     hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     hidden = hidden[:, :-1]                      # (B, T-1, H): position t predicts token t+1
     targets = batch["labels"][:, 1:]             # (B, T-1)
     keep = targets != IGNORE                     # (B, T-1)
-    logits = head(hidden[keep]).float()          # (N, H) -> (N, V), only where there is a label
-    loss_sum = F.cross_entropy(logits, targets[keep], reduction="sum")
-    return loss_sum, int(keep.sum())
+    return head(hidden[keep]).float(), targets[keep]  # the head runs only where there is a label
+
+
+def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """(sum of token losses, number of target tokens) for one micro-batch."""
+    logits, targets = labelled_logits(model, batch)
+    return F.cross_entropy(logits, targets, reduction="sum"), len(targets)

@@ -1,0 +1,122 @@
+"""`tuneloop train`, `eval` and `export` end to end on tiny models."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tests.conftest import chat_rows, write_jsonl
+from tests.engine.test_classify_head import topic_rows
+from tuneloop.cli.main import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def sft_run(tiny_chat_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sft")
+    data = write_jsonl(folder / "train.jsonl", chat_rows(16))
+    invoke("train", "--model", tiny_chat_model, "--data", data, "--max-steps", 3, "--lr", 1e-2,
+           "--output", folder / "run")
+    return folder / "run"
+
+
+def test_sft_eval_reports_and_saves_beside_the_run(sft_run, tmp_path):
+    test = write_jsonl(tmp_path / "test.jsonl", chat_rows(6))
+    invoke("eval", sft_run, "--data", test, "--max-generate", 3)
+    saved = json.loads((sft_run / "eval-test.json").read_text())
+    assert saved["task"] == "sft" and saved["n"] == 6 and saved["generated"] == 3
+    assert math.isclose(saved["perplexity"], math.exp(saved["loss"]), rel_tol=1e-9)
+    assert 0 <= saved["token_accuracy"] <= 1 and 0 <= saved["rouge_l"] <= 1 and 0 <= saved["exact_match"] <= 1
+    assert saved["samples"][0]["reference"] == "0"  # chat_rows(0): "What is 0 plus 0?" -> "0"
+
+
+def test_sft_eval_loss_matches_the_training_loss_function(sft_run, tmp_path):
+    """The eval loss is the same token-mean cross-entropy the loop trains on."""
+    from tuneloop.config.settings import get_settings
+    from tuneloop.engine.methods.sft import collate, sft_loss
+    from tuneloop.engine.tokenize import tokenize_messages
+    from tuneloop.models.loading import load_causal_lm
+
+    rows = chat_rows(5)
+    test = write_jsonl(tmp_path / "t.jsonl", rows)
+    out = tmp_path / "r.json"
+    invoke("eval", sft_run, "--data", test, "--max-generate", 0, "--output", out)
+    model, tokenizer = load_causal_lm(str(sft_run), get_settings())
+    batch = collate([tokenize_messages(tokenizer, r["messages"], 1024) for r in rows], tokenizer.pad_token_id)
+    with torch.no_grad():
+        total, n = sft_loss(model, batch)
+    saved = json.loads(out.read_text())
+    assert saved["generated"] == 0 and saved["exact_match"] is None
+    assert math.isclose(saved["loss"], float(total) / n, rel_tol=1e-5)
+
+
+def test_export_merged_answers_like_the_adapter(sft_run, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from tuneloop.config.settings import get_settings
+    from tuneloop.models.loading import load_causal_lm
+    from tuneloop.serve.generation import GenerationConfig, encode_chat, generate
+
+    invoke("export", sft_run, tmp_path / "merged", "--merge")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    adapter_model, tokenizer = load_causal_lm(str(sft_run), get_settings())
+    ids = encode_chat(tokenizer, [{"role": "user", "content": "What is 4 plus 4?"}])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, adapter_model(ids).logits, atol=1e-5)
+    config = GenerationConfig(max_new_tokens=8)
+    assert generate(merged, tokenizer, ids, config) == generate(adapter_model, tokenizer, ids, config)
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+
+
+def test_export_adapter_only_and_refuse_to_overwrite(sft_run, tmp_path):
+    invoke("export", sft_run, tmp_path / "adapter")
+    files = {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "run.json", "tokenizer.json"} <= files
+    assert "model.safetensors" not in files
+    chat = runner.invoke(app, ["chat", str(tmp_path / "adapter"), "--max-tokens", "3"], input="hi\n/exit\n")
+    assert chat.exit_code == 0, chat.output
+    again = runner.invoke(app, ["export", str(sft_run), str(tmp_path / "adapter")])
+    assert again.exit_code == 2 and "already exists and is not empty" in again.output
+
+
+def test_head_classifier_cli_train_eval_export(tiny_encoder, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    data = write_jsonl(tmp_path / "labelled.jsonl", topic_rows())
+    result = invoke("train", "--model", tiny_encoder, "--method", "classify", "--data", data, "--epochs", 10,
+                    "--lr", 3e-2, "--output", tmp_path / "run")
+    assert "tuneloop eval" in result.output
+    invoke("eval", tmp_path / "run", "--data", data, "--plot", tmp_path / "confusion.png")
+    saved = json.loads((tmp_path / "run" / "eval-labelled.json").read_text())
+    assert saved["task"] == "classification" and saved["n"] == 36
+    from tuneloop.config.settings import get_settings
+    from tuneloop.evals.classify import predict_labels
+    from tuneloop.models.loading import load_model
+
+    model, tokenizer = load_model(str(tmp_path / "run"), get_settings())
+    rows = topic_rows()
+    predicted = [label for label, _ in predict_labels(model, tokenizer, [r["text"] for r in rows], saved["labels"])]
+    assert saved["accuracy"] == sum(p == r["label"] for p, r in zip(predicted, rows)) / len(rows)
+    assert (tmp_path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    invoke("export", tmp_path / "run", tmp_path / "merged", "--merge")
+    merged = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged")
+    assert merged.config.id2label == {0: "billing", 1: "shipping", 2: "technical"}
+    chat_data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(3))
+    wrong = runner.invoke(app, ["eval", str(tmp_path / "run"), "--data", str(chat_data)])
+    assert wrong.exit_code == 2 and "is a classifier: evaluate it on labelled data" in wrong.output
+
+
+def test_export_of_something_that_is_not_a_run(tiny_chat_model, tmp_path):
+    result = runner.invoke(app, ["export", str(tiny_chat_model), str(tmp_path / "x")])
+    assert result.exit_code == 2 and "is not a training run" in result.output
