@@ -113,3 +113,28 @@ def tiny_encoder(tmp_path_factory) -> Path:
                         initializer_range=0.3)  # large enough that the [CLS] output depends on the text
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def real_chat_model(tmp_path_factory) -> Path:
+    """The embedded SmolLM2-135M-Instruct, converted once per session into its own folder."""
+    from tuneloop.config.settings import Settings
+    from tuneloop.models.loading import model_dir
+    from tuneloop.models.registry import resolve
+
+    home = tmp_path_factory.mktemp("real-home")
+    return model_dir(resolve("smollm2-135m-instruct"), Settings(home=home, offline=True))
+
+
+def ticket_split(tmp_path: Path) -> tuple[Path, Path]:
+    """The shipped support tickets split 80/20 (seeded, stratified) into train.jsonl and test.jsonl."""
+    from tuneloop.data.dataset import Source, load_records
+    from tuneloop.data.split import split_records
+    from tuneloop.data.writers import write_records
+
+    root = Path(__file__).resolve().parents[1]
+    _, numbered = load_records(Source(root / "src/tuneloop/examples/support_tickets.jsonl"))
+    parts = split_records(numbered, {"train": 0.8, "test": 0.2}, seed=0)
+    for name, rows in parts.items():
+        write_records(rows, tmp_path / f"{name}.jsonl", "labelled")
+    return tmp_path / "train.jsonl", tmp_path / "test.jsonl"
