@@ -138,3 +138,36 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_chat_
     assert events[-1]["type"] == "error" and "last good checkpoint is kept" in events[-1]["message"]
     assert (run_dir / "checkpoints" / "step-0000002").is_dir()
     assert not (run_dir / "checkpoints" / "step-0000003").exists()
+
+
+def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_chat_model, tiny_tokenizer):
+    """A system prompt common to the batch runs once; loss and every gradient match the plain forward."""
+    from transformers import AutoModelForCausalLM
+
+    from tuneloop.engine.methods.sft import labelled_logits, shared_prefix_length
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_model)
+    rows = [[{"role": "system", "content": "you are a helpful assistant answer in one word"},
+             {"role": "user", "content": f"the router keeps dropping {'the connection ' * (i % 3)}after update {i}"},
+             {"role": "assistant", "content": ["technical", "billing", "shipping"][i % 3]}] for i in range(5)]
+    batch = collate([tokenize_messages(tiny_tokenizer, r, 512) for r in rows], tiny_tokenizer.pad_token_id)
+    assert shared_prefix_length(batch) >= 10
+
+    def loss_and_grads(share):
+        model.zero_grad()
+        logits, targets = labelled_logits(model, batch, share_prefix=share)
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    shared, plain = loss_and_grads(True), loss_and_grads(False)
+    assert torch.allclose(shared[0], plain[0], atol=1e-6)
+    for name, grad in plain[1].items():
+        assert torch.allclose(shared[1][name], grad, atol=1e-6), name
+
+
+def test_no_shared_prefix_when_a_target_is_inside_it(tiny_tokenizer):
+    examples = [tokenize_messages(tiny_tokenizer, row["messages"], 512, train_on="all") for row in chat_rows(3)]
+    from tuneloop.engine.methods.sft import shared_prefix_length
+
+    assert shared_prefix_length(collate(examples, tiny_tokenizer.pad_token_id)) == 0

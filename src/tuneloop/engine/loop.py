@@ -21,6 +21,7 @@ from tuneloop.engine.adapters import apply_adapter, continues, count_parameters
 from tuneloop.engine.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from tuneloop.engine.data import PreparedData, epoch_batches, load_recipe_records, prepare_data
 from tuneloop.engine.events import EventLog, Listener
+from tuneloop.engine.fast_lora import speed_up_lora
 from tuneloop.engine.methods import CAUSAL_LM, SEQUENCE_CLASSIFICATION, Method
 from tuneloop.engine.methods.classify import head_logits, label_logprobs, label_token_ids
 from tuneloop.models.loading import find_run_output, load_causal_lm, load_sequence_classifier, model_kind, run_meta
@@ -108,6 +109,7 @@ class Loop:
             self.base_model = run_meta(previous)["base_model"]
         torch.manual_seed(recipe.seed)  # adapter and head initialisation depend only on the seed
         self.model = apply_adapter(self.model, recipe.adapter, self.method.task_type).to(self.device)
+        speed_up_lora(self.model)
         self.model.train()
         self.lengths = [len(e.input_ids) for e in self.data.train]
         hp = recipe.hyperparameters

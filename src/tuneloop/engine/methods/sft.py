@@ -39,14 +39,48 @@ def target_count(batch: dict[str, torch.Tensor]) -> int:
     return int((batch["labels"][:, 1:] != IGNORE).sum())
 
 
-def labelled_logits(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+MIN_SHARED_PREFIX = 8
+"""Shorter common prefixes are not worth a second forward call."""
+
+
+def shared_prefix_length(batch: dict[str, torch.Tensor]) -> int:
+    """How many leading tokens every row of the batch has in common with no target among them (0: none
+    worth sharing). Typical SFT data repeats one system prompt: those tokens then run once, not B times."""
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    if ids.shape[0] < 2:
+        return 0
+    same = ((ids == ids[:1]).all(0) & (mask == 1).all(0)).tolist()
+    prefix = same.index(False) if False in same else len(same)
+    labelled = (labels != IGNORE).any(0).tolist()
+    first_label = labelled.index(True) if True in labelled else len(labelled)
+    # position t predicts token t+1: the prefix may not hold the position before a target
+    prefix = min(prefix, first_label - 1, ids.shape[1] - 1)
+    return prefix if prefix >= MIN_SHARED_PREFIX else 0
+
+
+def hidden_states(decoder: Any, batch: dict[str, torch.Tensor], prefix: int) -> torch.Tensor:
+    """Last hidden states (B, T - prefix, H) of positions prefix..T-1. The shared prefix runs once, for one
+    row; every row's suffix attends to its keys and values, so gradients reach it from all rows."""
+    if prefix == 0:
+        return decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=decoder.config)
+    decoder(input_ids=batch["input_ids"][:1, :prefix], past_key_values=cache, use_cache=True)
+    cache.batch_repeat_interleave(batch["input_ids"].shape[0])
+    return decoder(input_ids=batch["input_ids"][:, prefix:], attention_mask=batch["attention_mask"],
+                   past_key_values=cache, use_cache=True).last_hidden_state
+
+
+def labelled_logits(model: Any, batch: dict[str, torch.Tensor],
+                    share_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (N, V), targets (N,)) at the positions that carry a label, N over the whole batch."""
     decoder, head = causal_parts(model)
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    hidden = hidden[:, :-1]                      # (B, T-1, H): position t predicts token t+1
-    targets = batch["labels"][:, 1:]             # (B, T-1)
-    keep = targets != IGNORE                     # (B, T-1)
-    return head(hidden[keep]).float(), targets[keep]  # the head runs only where there is a label
+    prefix = shared_prefix_length(batch) if share_prefix else 0
+    hidden = hidden_states(decoder, batch, prefix)[:, :-1]  # (B, T-1-prefix, H): position t predicts t+1
+    targets = batch["labels"][:, prefix + 1 :]               # (B, T-1-prefix)
+    keep = targets != IGNORE
+    return head(hidden[keep]).float(), targets[keep]         # the head runs only where there is a label
 
 
 def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
