@@ -64,7 +64,6 @@ def real_tokens(folder: str, rows: list[dict], max_length: int) -> int:
 def run_trl(args, rows, folder) -> dict:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -75,18 +74,23 @@ def run_trl(args, rows, folder) -> dict:
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
-    torch.manual_seed(args.seed)
+    from tuneloop.config.recipe import AdapterSection
+    from tuneloop.engine.adapters import apply_adapter
+
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    torch.manual_seed(args.seed)  # the same LoRA initial weights as our loop draws (a PeftModel TRL accepts as is)
+    model = apply_adapter(model, AdapterSection(type="lora", r=16, alpha=32, dropout=0.0))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     config = SFTConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch_size,
                        max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="cosine",
                        warmup_steps=round(0.03 * args.steps),  # our warmup_ratio 0.03 rounds the same way
                        logging_steps=1, save_strategy="no", report_to=[], max_length=args.max_length,
-                       seed=args.seed, bf16=False, use_cpu=True, gradient_checkpointing=False,
-                       dataloader_num_workers=0)
-    peft = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+                       seed=args.seed, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+                       # TRL's defaults turn on gradient checkpointing and bf16, both slower here; the peer
+                       # runs at its best unless --trl-defaults asks for it as shipped
+                       **({} if args.trl_defaults else {"bf16": False, "gradient_checkpointing": False}))
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=peft, callbacks=[Losses()])
+                         callbacks=[Losses()])
     started = time.perf_counter()
     trainer.train()
     return {"seconds": time.perf_counter() - started, "losses": losses, "model": trainer.model}
@@ -156,6 +160,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trl-defaults", action="store_true",
+                        help="Run TRL with its own defaults (bf16 autocast, gradient checkpointing).")
     parser.add_argument("--ablate", action="store_true", help="Also run tuneloop without its two CPU speed-ups.")
     parser.add_argument("--side", choices=["trl", "tuneloop", "tuneloop-plain"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -165,6 +171,7 @@ def main() -> None:
     for side in ("tuneloop", "trl") + (("tuneloop-plain",) if args.ablate else ()):
         cmd = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--batch-size",
                str(args.batch_size), "--max-length", str(args.max_length), "--lr", str(args.lr), "--seed", str(args.seed)]
+        cmd += ["--trl-defaults"] if args.trl_defaults else []
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:

@@ -15,6 +15,7 @@ def test_there_is_a_config_for_each_method_and_adapter():
     recipes = [load_recipe(p) for p in CONFIGS]
     assert {r.method for r in recipes} == {"sft", "classify"}
     assert {r.adapter.type for r in recipes} == {"lora", "dora", "ia3", "qlora", "full", "freeze"}
+    assert {r.classifier for r in recipes if r.method == "classify"} >= {"head", "auto"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -36,6 +37,8 @@ def test_errors_name_the_field_and_the_allowed_values():
     assert "adapter.type: Input should be 'lora', 'dora', 'ia3', 'qlora', 'full' or 'freeze' (got 'lorra')" in message
     assert "hyperparameters.lr: unknown field" in message
     assert "hyperparameters.batch_size" in message and "greater than or equal to 1" in message
+    with pytest.raises(RecipeError, match="classifier: Input should be 'auto', 'head' or 'generative' .got 'svm'."):
+        parse_recipe({"method": "classify", "classifier": "svm"})
 
 
 def test_early_stopping_needs_validation_data():

@@ -35,3 +35,13 @@ def test_truncation_keeps_the_start(tiny_tokenizer):
     example = tokenize_messages(tiny_tokenizer, CONVERSATION, max_length=10)
     full = tokenize_messages(tiny_tokenizer, CONVERSATION, max_length=512)
     assert example.input_ids == full.input_ids[:10] and example.n_target_tokens == 0
+
+
+def test_tokens_after_the_last_target_are_not_kept(tiny_tokenizer):
+    """They cannot change the loss (attention is causal), so they are never computed."""
+    example = tokenize_messages(tiny_tokenizer, CONVERSATION, max_length=512)
+    assert tiny_tokenizer.decode(example.input_ids).endswith("the code never comes<|im_end|>")
+    first_only = [CONVERSATION[0], dict(CONVERSATION[1], weight=1), CONVERSATION[2], dict(CONVERSATION[3], weight=0)]
+    cut = tokenize_messages(tiny_tokenizer, first_only, max_length=512)
+    assert tiny_tokenizer.decode(cut.input_ids).endswith("the package will arrive<|im_end|>")
+    assert cut.labels[-1] != IGNORE

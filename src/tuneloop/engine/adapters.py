@@ -33,6 +33,17 @@ def continues(model: Any, adapter: AdapterSection) -> bool:
     return True
 
 
+def check_qlora() -> None:
+    """QLoRA needs a CUDA GPU and bitsandbytes; say so before any model is loaded."""
+    if not _cuda_available():
+        raise AdapterError("adapter.type 'qlora' loads the base in 4 bits with bitsandbytes, which needs a CUDA "
+                           "GPU; none is present here. Use 'lora' (same adapter, full-precision base) instead")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise AdapterError("adapter.type 'qlora' needs the bitsandbytes package: pip install 'tuneloop[gpu]'")
+
+
 def apply_adapter(model: Any, adapter: AdapterSection, task_type: str = "CAUSAL_LM") -> Any:
     """Return the model to train, with exactly the parameters to train left trainable.
 
@@ -51,10 +62,10 @@ def apply_adapter(model: Any, adapter: AdapterSection, task_type: str = "CAUSAL_
     if adapter.type == "freeze":
         return _freeze(model, adapter.trainable_layers)
     if adapter.type == "qlora":
-        if not _cuda_available():
-            raise AdapterError("adapter.type 'qlora' loads the base in 4 bits with bitsandbytes, which needs a CUDA "
-                               "GPU; none is present here. Use 'lora' (same adapter, full-precision base) instead")
-        raise AdapterError("adapter.type 'qlora' is not available in this build yet; use 'lora'")
+        check_qlora()
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     from peft import IA3Config, LoraConfig, get_peft_model
 
     if adapter.type == "ia3":

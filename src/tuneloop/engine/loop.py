@@ -17,7 +17,7 @@ import torch
 
 from tuneloop.config.recipe import Recipe, dump_recipe, load_recipe
 from tuneloop.config.settings import Settings
-from tuneloop.engine.adapters import apply_adapter, continues, count_parameters
+from tuneloop.engine.adapters import apply_adapter, check_qlora, continues, count_parameters
 from tuneloop.engine.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from tuneloop.engine.data import PreparedData, epoch_batches, load_recipe_records, prepare_data
 from tuneloop.engine.events import EventLog, Listener
@@ -94,12 +94,18 @@ class Loop:
         self.head = uses_head(recipe, kind)
         self.method: Method = SEQUENCE_CLASSIFICATION if self.head else CAUSAL_LM
         previous = find_run_output(recipe.model)
+        four_bit = recipe.adapter.type == "qlora"
+        if four_bit:
+            check_qlora()
+            if self.head or previous is not None:
+                raise ValueError("adapter.type 'qlora' trains a causal LM from a base model in this build; use 'lora' "
+                                 "for classification heads and for continuing a previous run")
         if self.head:
             labels = run_meta(previous)["label_set"] if kind == "classifier" else records.label_set
             self.model, self.tokenizer = load_sequence_classifier(recipe.model, self.settings, labels)
             records.label_set = labels
         else:
-            self.model, self.tokenizer = load_causal_lm(recipe.model, self.settings)
+            self.model, self.tokenizer = load_causal_lm(recipe.model, self.settings, four_bit=four_bit)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.data: PreparedData = prepare_data(recipe, self.tokenizer, records, head=self.head)
@@ -108,7 +114,9 @@ class Loop:
         if previous is not None and continues(self.model, recipe.adapter):
             self.base_model = run_meta(previous)["base_model"]
         torch.manual_seed(recipe.seed)  # adapter and head initialisation depend only on the seed
-        self.model = apply_adapter(self.model, recipe.adapter, self.method.task_type).to(self.device)
+        self.model = apply_adapter(self.model, recipe.adapter, self.method.task_type)
+        if not four_bit:  # a 4-bit model is already on its GPU and cannot be moved
+            self.model = self.model.to(self.device)
         speed_up_lora(self.model)
         self.model.train()
         self.lengths = [len(e.input_ids) for e in self.data.train]

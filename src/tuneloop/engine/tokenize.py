@@ -90,7 +90,9 @@ def tokenize_messages(tokenizer: Any, messages: list[dict[str, Any]], max_length
     for t, (start, end) in enumerate(encoded["offset_mapping"]):
         if any(s <= start < e for s, e in spans):
             labels[t] = ids[t]
-    return Example(ids, labels)
+    # tokens after the last target change no loss (attention is causal): do not compute them
+    last = max((t for t, label in enumerate(labels) if label != IGNORE), default=len(ids) - 1)
+    return Example(ids[: last + 1], labels[: last + 1])
 
 
 def tokenize_records(tokenizer: Any, records: list[Record], max_length: int, train_on: str = "assistant",

@@ -80,8 +80,9 @@ def load_tokenizer(ref: str | ModelSpec, settings: Settings, on_stage: StageFn |
 
 
 def load_causal_lm(ref: str | ModelSpec, settings: Settings, dtype: Any = None,
-                   on_stage: StageFn | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) of a model that generates text; a clear error for an encoder."""
+                   on_stage: StageFn | None = None, four_bit: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) of a model that generates text; a clear error for an encoder.
+    four_bit: the base in NF4 with bitsandbytes on the current CUDA device (for QLoRA)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -92,7 +93,15 @@ def load_causal_lm(ref: str | ModelSpec, settings: Settings, dtype: Any = None,
         raise ModelError(f"'{spec.name}' is an encoder; it cannot generate text. Use a chat model such as "
                          "smollm2-135m-instruct (encoders are for classification and embeddings)")
     folder = model_dir(spec, settings, on_stage)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
+    extra: dict[str, Any] = {}
+    if four_bit:
+        from transformers import BitsAndBytesConfig
+
+        extra = {"quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16), "device_map": {"": torch.cuda.current_device()}}
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or (torch.bfloat16 if four_bit else torch.float32),
+                                                 **extra)
     model.eval()
     return model, AutoTokenizer.from_pretrained(folder)
 
