@@ -7,7 +7,7 @@ import warnings
 import typer
 
 from tuneloop import __version__
-from tuneloop.cli import data, models, quickstart, train
+from tuneloop.cli import data, models, quickstart, serve, train
 
 # Deprecation notices from libraries are for their callers' developers, not for our users' terminals.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
@@ -24,6 +24,9 @@ app.command("train")(train.train_cmd)
 app.command("eval")(train.eval_cmd)
 app.command("export")(train.export_cmd)
 app.command("quickstart")(quickstart.quickstart_cmd)
+app.command("serve")(serve.serve_cmd)
+app.command("worker")(serve.worker_cmd)
+app.add_typer(serve.keys_app, name="keys")
 
 
 def _version(value: bool) -> None:

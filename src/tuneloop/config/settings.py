@@ -17,11 +17,19 @@ class Settings(BaseModel):
     offline: bool = False
     """Never try the Hugging Face Hub (TUNELOOP_OFFLINE=1); hub ids then need a local cache."""
 
+    database_url: str | None = None
+    """TUNELOOP_DATABASE_URL: a SQLAlchemy URL (postgresql+psycopg://...); default SQLite in the home folder."""
+
+    max_upload_bytes: int = 512 * 1024 * 1024
+    """TUNELOOP_MAX_UPLOAD_BYTES: the largest file the API accepts."""
+
     @classmethod
     def from_env(cls) -> "Settings":
         home = os.environ.get("TUNELOOP_HOME")
         offline = os.environ.get("TUNELOOP_OFFLINE", "").lower() in {"1", "true", "yes"}
-        return cls(home=Path(home) if home else Path(".tuneloop"), offline=offline)
+        return cls(home=Path(home) if home else Path(".tuneloop"), offline=offline,
+                   database_url=os.environ.get("TUNELOOP_DATABASE_URL") or None,
+                   max_upload_bytes=int(os.environ.get("TUNELOOP_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)))
 
     @property
     def models_dir(self) -> Path:
@@ -34,6 +42,14 @@ class Settings(BaseModel):
     @property
     def runs_dir(self) -> Path:
         return self.home / "runs"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.home / "files"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'tuneloop.db').resolve()}"
 
 
 def get_settings() -> Settings:

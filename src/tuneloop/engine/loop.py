@@ -293,6 +293,8 @@ class Loop:
         if best:
             self.state["best_checkpoint"] = str(folder)
         save_checkpoint(folder, self.model, self.optimizer, self.scheduler, self.state)
+        if hasattr(self.model, "peft_config"):  # an adapter is small: keep each checkpoint usable as a model
+            self._save_model(folder / "model")
         best_path = Path(self.state["best_checkpoint"]) if self.state["best_checkpoint"] else None
         prune_checkpoints(self.run_dir, self.recipe.checkpoints.keep_last, best_path)
         self.events.write("checkpoint", step=self.state["step"], path=str(folder), best=best)
@@ -307,16 +309,20 @@ class Loop:
             with torch.no_grad():
                 for name, tensor in load_file(Path(best) / "trainable.safetensors").items():
                     params[name].copy_(tensor)
-        final = self.run_dir / "final"
-        self.model.save_pretrained(final)
-        self.tokenizer.save_pretrained(final)
+        return self._save_model(self.run_dir / "final")
+
+    def _save_model(self, folder: Path) -> Path:
+        """The model as a loadable folder: adapter (or weights), tokenizer with its template, run.json."""
+        best = self.state.get("best_checkpoint")
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
         meta = {"base_model": self.base_model, "method": self.recipe.method, "adapter": self.recipe.adapter.type,
                 "classifier": ("head" if self.head else "generative") if self.recipe.method == "classify" else None,
                 "label_set": self.data.label_set, "steps": self.state["step"],
                 "started_from": self.recipe.model if find_run_output(self.recipe.model) else None,
                 "best_checkpoint": best if self.recipe.early_stopping.enabled else None}
-        (final / RUN_META).write_text(json.dumps(meta, indent=1))
-        return final
+        (folder / RUN_META).write_text(json.dumps(meta, indent=1))
+        return folder
 
 
 def uses_head(recipe: Recipe, kind: str) -> bool:

@@ -1,0 +1,55 @@
+"""The app factory: the database engine, sessions and model cache are built here, per app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tuneloop.api.deps import require_key
+from tuneloop.config.settings import Settings
+from tuneloop.serve.cache import ModelCache
+from tuneloop.services import ServiceError
+from tuneloop.store.db import make_engine, sessions, upgrade
+
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 409: "conflict_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
+    headers = {"x-should-retry": "false"} if status < 500 else {}
+    body = {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": param,
+                      "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from tuneloop.api.routes import openai_chat, openai_files, openai_fine_tuning, openai_models
+
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    app = FastAPI(title="tuneloop", version="0.1.0", description="Fine-tune and serve models with people in the loop.")
+    app.state.settings, app.state.engine, app.state.sessions = settings, engine, sessions(engine)
+    app.state.models = ModelCache(settings)
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_request: Request, e: ServiceError) -> JSONResponse:
+        return error_response(e.status, e.message, e.param, e.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, e: RequestValidationError) -> JSONResponse:
+        first: dict[str, Any] = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
+        return error_response(400, f"{where or 'request'}: {first['msg']}", where or None, "invalid_request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, e: StarletteHTTPException) -> JSONResponse:
+        return error_response(e.status_code, str(e.detail))
+
+    secured = [Depends(require_key)]
+    for module in (openai_files, openai_fine_tuning, openai_models, openai_chat):
+        app.include_router(module.router, prefix="/v1", dependencies=secured)
+    return app

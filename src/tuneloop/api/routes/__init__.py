@@ -1,0 +1,1 @@
+"""Thin route handlers: parse, call a service, shape the answer."""

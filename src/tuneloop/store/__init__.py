@@ -1,0 +1,1 @@
+"""The store: SQLAlchemy tables, repositories with keyword-only functions, Alembic migrations."""

@@ -1,0 +1,114 @@
+"""The official openai SDK, unchanged, drives the whole flow against a live tuneloop server."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import openai
+import pytest
+
+from tests.conftest import chat_rows
+
+
+def jsonl(rows) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def wait_for(client, job_id, statuses, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = client.fine_tuning.jobs.retrieve(job_id)
+        if job.status in statuses:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {job.status} after {timeout}s")
+
+
+def test_upload_train_chat_delete(client, tiny_chat_model):
+    uploaded = client.files.create(file=("train.jsonl", io.BytesIO(jsonl(chat_rows(12)))), purpose="fine-tune")
+    assert uploaded.object == "file" and uploaded.bytes > 0 and uploaded.filename == "train.jsonl"
+    assert client.files.content(uploaded.id).read() == jsonl(chat_rows(12))
+    assert uploaded.id in [f.id for f in client.files.list()]
+
+    job = client.fine_tuning.jobs.create(
+        model=str(tiny_chat_model), training_file=uploaded.id, suffix="tiny", seed=1,
+        method={"type": "supervised", "supervised": {"hyperparameters": {
+            "n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 10, "lora_rank": 4}}})
+    assert job.status == "validating_files" and job.id.startswith("ftjob-")
+    done = wait_for(client, job.id, {"succeeded", "failed", "cancelled"})
+    assert done.status == "succeeded", done.error
+    assert done.fine_tuned_model == f"ft:{tiny_chat_model.name}:tuneloop:tiny:{job.id}"
+    assert done.trained_tokens and done.trained_tokens > 0
+
+    events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    metrics = [e for e in events if e.type == "metrics"]
+    assert len(metrics) == 6 and all("train_loss" in e.data for e in metrics)  # 12 examples / 4 x 2 epochs
+    assert any("successfully completed" in e.message for e in events)
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert sorted(c.step_number for c in checkpoints) == [3, 6]  # one per epoch
+
+    results = client.files.content(done.result_files[0]).read().decode().splitlines()
+    assert results[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy" and len(results) == 7
+
+    ids = [m.id for m in client.models.list().data]
+    assert done.fine_tuned_model in ids and "smollm2-135m-instruct" in ids
+    messages = [{"role": "user", "content": "What is 3 plus 3?"}]
+    reply = client.chat.completions.create(model=done.fine_tuned_model, messages=messages, max_tokens=5,
+                                           temperature=0)
+    assert reply.choices[0].message.role == "assistant" and reply.usage.completion_tokens <= 5
+    streamed = client.chat.completions.create(model=done.fine_tuned_model, messages=messages, max_tokens=5,
+                                              temperature=0, stream=True, stream_options={"include_usage": True})
+    chunks = list(streamed)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == reply.usage.completion_tokens
+    assert len({c.id for c in chunks}) == 1
+    checkpoint = next(c for c in checkpoints if c.step_number == 3).fine_tuned_model_checkpoint
+    at_checkpoint = client.chat.completions.create(model=checkpoint, messages=messages, max_tokens=5, temperature=0,
+                                                   logprobs=True, top_logprobs=2)
+    assert at_checkpoint.choices[0].logprobs.content[0].logprob <= 0
+    assert len(at_checkpoint.choices[0].logprobs.content[0].top_logprobs) == 2
+
+    with pytest.raises(openai.ConflictError):
+        client.files.delete(uploaded.id)  # the job uses it
+    assert client.models.delete(done.fine_tuned_model).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=done.fine_tuned_model, messages=messages, max_tokens=2)
+
+
+def test_error_paths_through_the_sdk(client, server, tiny_chat_model):
+    from openai import OpenAI
+
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.fine_tuning.jobs.create(model=str(tiny_chat_model), training_file="file-nope")
+    assert missing.value.body["param"] == "training_file"
+    good = client.files.create(file=("t.jsonl", io.BytesIO(jsonl(chat_rows(12)))), purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.fine_tuning.jobs.create(model=str(tiny_chat_model), training_file=good.id,
+                                       method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 0}}})
+    assert bad.value.body["param"] == "method.supervised.hyperparameters.n_epochs"
+    with pytest.raises(openai.BadRequestError) as rank:
+        client.fine_tuning.jobs.create(model=str(tiny_chat_model), training_file=good.id,
+                                       method={"type": "supervised", "supervised": {"hyperparameters": {"lora_rank": "x"}}})
+    assert rank.value.body["param"] == "method.supervised.hyperparameters.lora_rank"
+    with pytest.raises(openai.BadRequestError, match="not available in this build yet"):
+        client.fine_tuning.jobs.create(model=str(tiny_chat_model), training_file=good.id,
+                                       method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}})
+    with pytest.raises(openai.AuthenticationError):
+        OpenAI(base_url=server["url"], api_key="tl-wrong", max_retries=0).models.list()
+
+    broken = jsonl(chat_rows(11)) + b'{"messages": [{"role": "user", "content": "hi"}]}\n' + b"not json\n"
+    bad_file = client.files.create(file=("broken.jsonl", io.BytesIO(broken)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=str(tiny_chat_model), training_file=bad_file.id)
+    failed = wait_for(client, job.id, {"failed", "succeeded"}, timeout=60)
+    assert failed.status == "failed" and failed.error.param == "training_file"
+    assert "line 12" in failed.error.message and "line 13" in failed.error.message
+
+
+def test_no_key_is_401_with_the_error_shape(server):
+    import httpx
+
+    response = httpx.get(server["url"] + "/models")
+    assert response.status_code == 401 and response.headers["x-should-retry"] == "false"
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
