@@ -1,11 +1,7 @@
-"""Uploaded files: streamed to disk under their SHA-256 (identical uploads share bytes), size-limited."""
+"""Uploaded files: checked purpose and size; deleting one that a job uses is refused."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy.orm import Session
@@ -13,60 +9,19 @@ from sqlalchemy.orm import Session
 from tuneloop.config.settings import Settings
 from tuneloop.services import ServiceError
 from tuneloop.store import repo
+from tuneloop.store.blobs import TooLarge, content_path, save_stream
 from tuneloop.store.tables import File
 
 PURPOSES = {"fine-tune", "fine-tune-results", "batch", "assistants", "vision", "user_data", "evals"}
-CHUNK = 1 << 20
-
-
-READABLE = {".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet", ".pq"}
-
-
-def _extension(filename: str) -> str:
-    """Kept on the stored bytes so the data readers know the file type."""
-    suffix = Path(filename).suffix.lower()
-    return suffix if suffix in READABLE else ""
-
-
-def content_path(settings: Settings, file: File) -> Path:
-    return settings.files_dir / f"{file.sha256}{_extension(file.filename)}"
 
 
 def save_upload(session: Session, settings: Settings, *, stream: BinaryIO, filename: str, purpose: str) -> File:
     if purpose not in PURPOSES:
         raise ServiceError(400, f"purpose '{purpose}' is not one of {', '.join(sorted(PURPOSES))}", "purpose")
-    settings.files_dir.mkdir(parents=True, exist_ok=True)
-    digest, size = hashlib.sha256(), 0
-    fd, tmp = tempfile.mkstemp(dir=settings.files_dir, prefix=".upload-")
     try:
-        with os.fdopen(fd, "wb") as out:
-            while chunk := stream.read(CHUNK):
-                size += len(chunk)
-                if size > settings.max_upload_bytes:
-                    raise ServiceError(400, f"file is larger than the limit of {settings.max_upload_bytes} bytes "
-                                            "(TUNELOOP_MAX_UPLOAD_BYTES)", "file", "file_too_large")
-                digest.update(chunk)
-                out.write(chunk)
-        target = settings.files_dir / f"{digest.hexdigest()}{_extension(filename)}"
-        if target.exists():
-            os.unlink(tmp)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    file = repo.add_file(session, filename=filename, purpose=purpose, size=size, sha256=digest.hexdigest())
-    session.commit()
-    return file
-
-
-def store_bytes(session: Session, settings: Settings, *, data: bytes, filename: str, purpose: str) -> File:
-    import io
-
-    return save_upload(session, settings, stream=io.BytesIO(data), filename=filename, purpose=purpose)
-
-
+        return save_stream(session, settings, stream=stream, filename=filename, purpose=purpose)
+    except TooLarge as e:
+        raise ServiceError(400, str(e), "file", "file_too_large") from None
 def require_file(session: Session, file_id: str, param: str = "file_id") -> File:
     file = repo.get_file(session, file_id=file_id)
     if file is None:

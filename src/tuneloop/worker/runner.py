@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tuneloop.config.recipe import dump_recipe, load_recipe
 from tuneloop.config.settings import Settings
 from tuneloop.engine.checkpoint import list_checkpoints
-from tuneloop.services.jobs import build_recipe, fine_tuned_name, store_results
+from tuneloop.worker.jobs import build_recipe, fine_tuned_name, store_results
 from tuneloop.store import repo
 from tuneloop.store.db import make_engine, sessions, upgrade
 from tuneloop.store.tables import Job
