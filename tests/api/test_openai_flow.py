@@ -112,3 +112,20 @@ def test_no_key_is_401_with_the_error_shape(server):
     response = httpx.get(server["url"] + "/models")
     assert response.status_code == 401 and response.headers["x-should-retry"] == "false"
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_cancel_stops_a_running_job_within_seconds(client, tiny_chat_model):
+    uploaded = client.files.create(file=("c.jsonl", io.BytesIO(jsonl(chat_rows(12)))), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=str(tiny_chat_model), training_file=uploaded.id, method={
+        "type": "supervised", "supervised": {"hyperparameters": {"max_steps": 100000, "batch_size": 2}}})
+    wait_for(client, job.id, {"running"}, timeout=60)
+    deadline = time.time() + 60  # until the child has written its first training step
+    while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=50).data):
+        assert time.time() < deadline
+        time.sleep(0.3)
+    client.fine_tuning.jobs.cancel(job.id)
+    started = time.time()
+    cancelled = wait_for(client, job.id, {"cancelled", "failed", "succeeded"}, timeout=30)
+    assert cancelled.status == "cancelled" and time.time() - started < 10
+    with pytest.raises(openai.BadRequestError, match="already cancelled"):
+        client.fine_tuning.jobs.cancel(job.id)
