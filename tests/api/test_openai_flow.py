@@ -26,7 +26,7 @@ def wait_for(client, job_id, statuses, timeout=240):
     raise AssertionError(f"job {job_id} still {job.status} after {timeout}s")
 
 
-def test_upload_train_chat_delete(client, tiny_chat_model):
+def test_upload_train_chat_delete(client, server, tiny_chat_model):
     uploaded = client.files.create(file=("train.jsonl", io.BytesIO(jsonl(chat_rows(12)))), purpose="fine-tune")
     assert uploaded.object == "file" and uploaded.bytes > 0 and uploaded.filename == "train.jsonl"
     assert client.files.content(uploaded.id).read() == jsonl(chat_rows(12))
@@ -69,6 +69,10 @@ def test_upload_train_chat_delete(client, tiny_chat_model):
                                                    logprobs=True, top_logprobs=2)
     assert at_checkpoint.choices[0].logprobs.content[0].logprob <= 0
     assert len(at_checkpoint.choices[0].logprobs.content[0].top_logprobs) == 2
+
+    by_folder = client.chat.completions.create(model=str(server["settings"].runs_dir / job.id), messages=messages,
+                                               max_tokens=5, temperature=0)  # a run folder serves too
+    assert by_folder.choices[0].message.content == reply.choices[0].message.content
 
     with pytest.raises(openai.ConflictError):
         client.files.delete(uploaded.id)  # the job uses it

@@ -102,4 +102,4 @@ def quickstart_cmd() -> None:
                   f"evaluate it again:         tuneloop eval {result.run_dir} --data {work / 'test.jsonl'} "
                   "--plot confusion.png\n"
                   f"look at the data:          tuneloop data stats {version.id} --plot stats.png\n"
-                  "serving it over an OpenAI-compatible API arrives with `tuneloop serve`.")
+                  f"serve it:                  tuneloop serve, then any OpenAI client with model=\"{result.run_dir}\"")

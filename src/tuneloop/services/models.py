@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tuneloop.models.loading import find_run_output
 from tuneloop.models.registry import EMBEDDED, ModelError, resolve
 from tuneloop.services import ServiceError
 from tuneloop.services.jobs import ORG
@@ -30,6 +31,8 @@ def serving_ref(session: Session, model_id: str) -> str:
             raise ServiceError(404, f"no checkpoint at step {step} of '{base_name}' (it may have been pruned)",
                                "model", "model_not_found")
         return checkpoint.path
+    if find_run_output(model_id) is not None:  # a run trained from the CLI, by its folder
+        return model_id
     try:
         spec = resolve(model_id)
     except ModelError as e:
