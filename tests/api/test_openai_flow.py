@@ -133,3 +133,33 @@ def test_cancel_stops_a_running_job_within_seconds(client, tiny_chat_model):
     assert cancelled.status == "cancelled" and time.time() - started < 10
     with pytest.raises(openai.BadRequestError, match="already cancelled"):
         client.fine_tuning.jobs.cancel(job.id)
+
+
+def test_pause_saves_a_checkpoint_and_resume_continues_from_it(client, tiny_chat_model):
+    uploaded = client.files.create(file=("p.jsonl", io.BytesIO(jsonl(chat_rows(12)))), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=str(tiny_chat_model), training_file=uploaded.id, method={
+        "type": "supervised", "supervised": {"hyperparameters": {"max_steps": 100000, "batch_size": 2}}})
+    wait_for(client, job.id, {"running"}, timeout=60)
+    deadline = time.time() + 60
+    while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=50).data):
+        assert time.time() < deadline
+        time.sleep(0.3)
+    client.fine_tuning.jobs.pause(job.id)
+    paused = wait_for(client, job.id, {"paused", "failed"}, timeout=30)
+    assert paused.status == "paused"
+    message = next(e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data
+                   if e.message.startswith("Job paused at step"))
+    step = int(message.split("step ")[1].split()[0])
+    kept = [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id).data]
+    assert kept[0] == step and len(kept) == len(set(kept)) <= 3  # newest first; pruned ones are forgotten
+    with pytest.raises(openai.BadRequestError, match="only a running job can be paused"):
+        client.fine_tuning.jobs.pause(job.id)
+    client.fine_tuning.jobs.resume(job.id)
+    wait_for(client, job.id, {"running"}, timeout=60)
+    deadline = time.time() + 60
+    while not any(e.message == f"Resumed from the checkpoint at step {step}"
+                  for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data):
+        assert time.time() < deadline
+        time.sleep(0.3)
+    client.fine_tuning.jobs.cancel(job.id)
+    assert wait_for(client, job.id, {"cancelled"}, timeout=30).status == "cancelled"

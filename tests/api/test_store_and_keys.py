@@ -55,11 +55,21 @@ def test_upload_limit_and_purpose_store_nothing(tmp_path):
 
 
 def test_migrations_upgrade_an_existing_database(tmp_path):
+    """A database made by the first release (revision 0001, with a job in it) upgrades on start."""
     from sqlalchemy import inspect, text
 
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    upgrade(engine, "0001")
+    with engine.begin() as connection:
+        connection.execute(text("insert into files values ('file-1', 'a.jsonl', 'fine-tune', 3, 'abc', 1, 'processed')"))
+        connection.execute(text(
+            "insert into jobs (id, model, training_file, seed, method, hyperparameters, extra, status, result_files, "
+            "created_at, cancel_requested) values ('ftjob-1', 'm', 'file-1', 0, '{}', '{}', '{}', 'queued', '[]', 1, 0)"))
+    assert "pause_requested" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
     upgrade(engine)
     with engine.connect() as connection:
-        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0001"
+        assert connection.execute(text("select version_num from alembic_version")).scalar() == "0002"
+        row = connection.execute(text("select status, pause_requested, events_offset from jobs")).one()
+    assert tuple(row) == ("queued", 0, 0)  # the old job is kept, with the new columns' defaults
     upgrade(engine)  # starting again on a current database changes nothing
     assert {"api_keys", "files", "jobs", "job_events", "checkpoints"} <= set(inspect(engine).get_table_names())

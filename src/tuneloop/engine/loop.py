@@ -43,6 +43,8 @@ class RunResult:
     tokens_per_second: float = 0.0
     seconds: float = 0.0
     stopped_early: bool = False
+    paused: bool = False
+    """Stopped on request after a checkpoint; `resume` continues it."""
 
 
 def use_bf16(precision: str, device: str) -> bool:
@@ -84,6 +86,8 @@ class Loop:
         self.events = EventLog(self.run_dir / "events.jsonl", listener)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.bf16 = use_bf16(recipe.hyperparameters.precision, self.device)
+        self.pause_requested = False
+        """Set from a signal handler or another thread: the loop checkpoints after this step and stops."""
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -211,6 +215,8 @@ class Loop:
                     self._checkpoint()
                 if stopped_early or step >= self.total_steps:
                     break
+                if self.pause_requested:
+                    return self._pause(started, all_tokens)
         seconds = time.perf_counter() - started
         final = self._write_final()
         result = RunResult(self.run_dir, final, self.state["step"], list(self.state["losses"]),
@@ -218,6 +224,13 @@ class Loop:
         self.events.write("done", step=self.state["step"], final=str(final), seconds=round(seconds, 2),
                           tokens_per_second=result.tokens_per_second, stopped_early=stopped_early)
         return result
+
+    def _pause(self, started: float, tokens: int) -> RunResult:
+        folder = self._checkpoint()
+        seconds = time.perf_counter() - started
+        self.events.write("paused", step=self.state["step"], checkpoint=str(folder))
+        return RunResult(self.run_dir, self.run_dir / "final", self.state["step"], list(self.state["losses"]),
+                         list(self.state["evals"]), tokens / max(seconds, 1e-9), seconds, paused=True)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -362,6 +375,18 @@ def resume(run_dir: Path, settings: Settings, listener: Listener | None = None) 
         raise TrainingError(f"{run_dir} is not a run folder (no recipe.yaml)")
     loop = Loop(load_recipe(run_dir / "recipe.yaml"), run_dir, settings, listener)
     return run_loop(loop, resume=True)
+
+
+def run_in_this_process(run_dir: Path, settings: Settings, pause_signal: int | None = None) -> RunResult:
+    """Train the run folder's recipe, or resume it if it has checkpoints; `pause_signal` (e.g. SIGUSR1)
+    makes the loop checkpoint after the current step and stop. What a worker's child process runs."""
+    import signal
+
+    run_dir = Path(run_dir)
+    loop = Loop(load_recipe(run_dir / "recipe.yaml"), run_dir, settings)
+    if pause_signal is not None:
+        signal.signal(pause_signal, lambda *_: setattr(loop, "pause_requested", True))
+    return run_loop(loop, resume=bool(list_checkpoints(run_dir)))
 
 
 def run_loop(loop: Loop, resume: bool = False) -> RunResult:

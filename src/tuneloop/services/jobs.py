@@ -24,7 +24,7 @@ __all__ = ["ORG", "build_recipe", "fine_tuned_name", "create_job", "validate_fil
 OURS: dict[str, tuple[type, Any]] = {
     "adapter": (str, {"lora", "dora", "ia3", "qlora", "full", "freeze"}),
     "lora_rank": (int, (1, 1024)), "lora_alpha": (int, (1, 4096)), "max_length": (int, (8, 131072)),
-    "max_steps": (int, (1, 10_000_000)),
+    "max_steps": (int, (1, 10_000_000)), "checkpoint_steps": (int, (1, 10_000_000)),
 }
 FINAL = {"succeeded", "failed", "cancelled"}
 
@@ -152,11 +152,33 @@ def request_cancel(session: Session, job_id: str) -> Job:
     job = require_job(session, job_id)
     if job.status in FINAL:
         raise ServiceError(400, f"job {job_id} is already {job.status}", "fine_tuning_job_id")
-    if job.status in {"validating_files", "queued", "paused"}:
+    if job.status in {"validating_files", "queued", "paused"} or (job.status == "running" and job.worker_id is None):
         job.status, job.finished_at = "cancelled", time.time()
         repo.add_event(session, job_id=job.id, message="Job cancelled")
     else:
         job.cancel_requested = True
+    session.commit()
+    return job
+
+
+def request_pause(session: Session, job_id: str) -> Job:
+    job = require_job(session, job_id)
+    if job.status != "running":
+        raise ServiceError(400, f"only a running job can be paused; job {job_id} is {job.status}",
+                           "fine_tuning_job_id")
+    job.pause_requested = True
+    repo.add_event(session, job_id=job.id, message="Pause requested: saving a checkpoint")
+    session.commit()
+    return job
+
+
+def request_resume(session: Session, job_id: str) -> Job:
+    job = require_job(session, job_id)
+    if job.status != "paused":
+        raise ServiceError(400, f"only a paused job can be resumed; job {job_id} is {job.status}",
+                           "fine_tuning_job_id")
+    job.status = "queued"
+    repo.add_event(session, job_id=job.id, message="Resume requested: queued to continue from its checkpoint")
     session.commit()
     return job
 

@@ -98,6 +98,19 @@ def claim_next_job(session: Session, *, worker_id: str) -> Job | None:
     return None
 
 
+def requeue_stale_jobs(session: Session, *, older_than: float) -> list[str]:
+    """Running jobs whose worker stopped beating since `older_than`: back to the queue (atomically, once)."""
+    requeued = []
+    for job_id in session.scalars(select(Job.id).where(Job.status == "running", Job.heartbeat_at < older_than)):
+        done = session.execute(update(Job).where(Job.id == job_id, Job.status == "running",
+                                                 Job.heartbeat_at < older_than)
+                               .values(status="queued", worker_id=None))
+        session.commit()
+        if done.rowcount == 1:
+            requeued.append(job_id)
+    return requeued
+
+
 def add_event(session: Session, *, job_id: str, message: str, level: str = "info", kind: str = "message",
               data: dict[str, Any] | None = None) -> JobEvent:
     event = JobEvent(job_id=job_id, message=message, level=level, type=kind, data=data, created_at=time.time())
@@ -118,6 +131,11 @@ def add_checkpoint(session: Session, *, job_id: str, step: int, path: str, metri
                             created_at=time.time())
     session.add(checkpoint)
     return checkpoint
+
+
+def drop_checkpoints(session: Session, *, job_id: str, step: int) -> None:
+    for checkpoint in session.scalars(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step)):
+        session.delete(checkpoint)
 
 
 def list_checkpoints(session: Session, *, job_id: str, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:

@@ -66,6 +66,9 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    pause_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    events_offset: Mapped[int] = mapped_column(Integer, default=0)
+    """How far into the run's events.jsonl the store has read (a worker taking over continues there)."""
 
 
 class JobEvent(Base):

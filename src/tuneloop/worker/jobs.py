@@ -43,7 +43,8 @@ def build_recipe(session: Session, job: Job, settings: Settings) -> Recipe:
         "hyperparameters": {"epochs": hp.get("n_epochs", 1), "batch_size": hp.get("batch_size", 8),
                             "learning_rate": lr, "max_length": hp.get("max_length", 512),
                             **({"max_steps": hp["max_steps"]} if "max_steps" in hp else {})},
-        "checkpoints": {"each_epoch": True, "keep_last": 3},
+        "checkpoints": {"each_epoch": True, "keep_last": 3,
+                        **({"every_steps": hp["checkpoint_steps"]} if "checkpoint_steps" in hp else {})},
         "evaluation": {"each_epoch": bool(job.validation_file)},
     })
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from tuneloop.config.recipe import dump_recipe, load_recipe
+from tuneloop.config.recipe import dump_recipe
 from tuneloop.config.settings import Settings
 from tuneloop.engine.checkpoint import list_checkpoints
 from tuneloop.worker.jobs import build_recipe, fine_tuned_name, store_results
@@ -22,25 +23,35 @@ from tuneloop.store.tables import Job
 
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 2.0
+STALE_SECONDS = 30.0
+"""A running job whose worker has not beaten for this long goes back to the queue (TUNELOOP_STALE_SECONDS)."""
 
 
-def _train_child(run_dir: str, home: str, resume: bool) -> None:
-    """The child process: the engine alone, knowing nothing of the store."""
+def _die_with_parent() -> None:
+    """If the worker is killed (even with SIGKILL), its training child must not run on unattended."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the heartbeat still lets another worker take over
+        pass
+
+
+def _train_child(run_dir: str, home: str, database_url: str | None) -> None:
+    """The child process: the engine alone, knowing nothing of the store. SIGUSR1 pauses it."""
+    _die_with_parent()
     from tuneloop.config.settings import Settings
-    from tuneloop.engine.loop import resume as resume_run, train
+    from tuneloop.engine.loop import run_in_this_process
 
-    settings = Settings(home=Path(home), offline=True)
-    if resume:
-        resume_run(Path(run_dir), settings)
-    else:
-        train(load_recipe(Path(run_dir) / "recipe.yaml"), settings, Path(run_dir))
+    run_in_this_process(Path(run_dir), Settings(home=Path(home), database_url=database_url, offline=True),
+                        pause_signal=signal.SIGUSR1)
 
 
 class EventFollower:
     """Reads new lines of a run's events.jsonl and turns them into job events and checkpoints."""
 
-    def __init__(self, path: Path):
-        self.path, self.offset, self.last_error = path, 0, None
+    def __init__(self, path: Path, offset: int = 0):
+        self.path, self.offset, self.last_error, self.paused_at = path, offset, None, None
 
     def poll(self, session: Session, job: Job) -> None:
         import json
@@ -54,6 +65,7 @@ class EventFollower:
         self.offset += len(complete)
         for line in complete.decode().splitlines():
             self._event(session, job, json.loads(line))
+        job.events_offset = self.offset
         session.commit()
 
     def _event(self, session: Session, job: Job, e: dict[str, Any]) -> None:
@@ -71,12 +83,20 @@ class EventFollower:
                            message=f"Step {e['step']}: validation loss={e['eval_loss']:.4f}")
         elif kind == "checkpoint":
             model = Path(e["path"]) / "model"
+            repo.drop_checkpoints(session, job_id=job.id, step=e["step"])  # a pause may re-save a step
             if model.exists():
                 repo.add_checkpoint(session, job_id=job.id, step=e["step"], path=str(model), metrics={})
+            for kept in repo.list_checkpoints(session, job_id=job.id, after=None, limit=1000)[0]:
+                if not Path(kept.path).exists():  # the engine keeps the last few; forget the pruned ones
+                    session.delete(kept)
             repo.add_event(session, job_id=job.id, message=f"Checkpoint saved at step {e['step']}")
         elif kind == "error":
             self.last_error = e["message"]
             repo.add_event(session, job_id=job.id, level="error", message=e["message"])
+        elif kind == "resumed":
+            repo.add_event(session, job_id=job.id, message=f"Resumed from the checkpoint at step {e['step']}")
+        elif kind == "paused":
+            self.paused_at = e["step"]
         elif kind == "done":
             repo.add_event(session, job_id=job.id, message=f"Training finished: {e['step']} steps in {e['seconds']}s")
 
@@ -85,6 +105,7 @@ class Worker:
     def __init__(self, settings: Settings, worker_id: str | None = None):
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.stale_seconds = float(os.environ.get("TUNELOOP_STALE_SECONDS", STALE_SECONDS))
         engine = make_engine(settings.db_url)
         upgrade(engine)
         self.sessions: sessionmaker[Session] = sessions(engine)
@@ -93,6 +114,11 @@ class Worker:
         """Claim and run jobs until `stop` (a threading/multiprocessing Event) is set."""
         while stop is None or not stop.is_set():
             with self.sessions() as session:
+                for job_id in repo.requeue_stale_jobs(session, older_than=time.time() - self.stale_seconds):
+                    repo.add_event(session, job_id=job_id, level="warn", message=f"The worker running this job "
+                                   f"stopped answering for {self.stale_seconds:.0f}s; the job is queued again and "
+                                   "resumes from its last checkpoint")
+                    session.commit()
                 job = repo.claim_next_job(session, worker_id=self.worker_id)
             if job is None:
                 if once:
@@ -109,19 +135,18 @@ class Worker:
             assert job is not None
             run_dir = self.settings.runs_dir / job.id
             resume = bool(list_checkpoints(run_dir))
-            if not resume:
+            if not (run_dir / "recipe.yaml").exists():
                 run_dir.mkdir(parents=True, exist_ok=True)
                 (run_dir / "recipe.yaml").write_text(dump_recipe(build_recipe(session, job, self.settings)))
             job.run_dir = str(run_dir)
             repo.add_event(session, job_id=job.id, message=f"Worker {self.worker_id} "
                            f"{'resumed the job from its last checkpoint' if resume else 'started the job'}")
             session.commit()
+            follower = EventFollower(run_dir / "events.jsonl", job.events_offset)
         child = multiprocessing.get_context("spawn").Process(
-            target=_train_child, args=(str(run_dir), str(self.settings.home), resume), daemon=True)
+            target=_train_child, args=(str(run_dir), str(self.settings.home), self.settings.database_url), daemon=True)
         child.start()
-        follower = EventFollower(run_dir / "events.jsonl")
-        last_beat = 0.0
-        cancelled = False
+        last_beat, cancelled, pausing = 0.0, False, False
         while child.is_alive():
             child.join(POLL_SECONDS)
             with self.sessions() as session:
@@ -134,22 +159,34 @@ class Worker:
                     child.terminate()
                     child.join(10)
                     cancelled = True
+                elif job.pause_requested and not pausing and child.is_alive():
+                    os.kill(child.pid, signal.SIGUSR1)  # the loop checkpoints after this step and stops
+                    pausing = True
+        self._finish(job_id, run_dir, child.exitcode, follower, cancelled)
+
+    def _finish(self, job_id: str, run_dir: Path, exitcode: int | None, follower: EventFollower,
+                cancelled: bool) -> None:
         with self.sessions() as session:
             job = repo.get_job(session, job_id=job_id)
             follower.poll(session, job)
-            job.finished_at = time.time()
+            job.pause_requested = False
             if cancelled:
-                job.status = "cancelled"
+                job.status, job.finished_at = "cancelled", time.time()
                 repo.add_event(session, job_id=job.id, message="Job cancelled")
-            elif child.exitcode == 0:
-                job.status, job.fine_tuned_model = "succeeded", fine_tuned_name(job)
+            elif exitcode == 0 and follower.paused_at is not None:
+                job.status = "paused"
+                repo.add_event(session, job_id=job.id, message=f"Job paused at step {follower.paused_at} "
+                               "(a checkpoint was saved; resume continues from it)")
+            elif exitcode == 0:
+                job.status, job.fine_tuned_model, job.finished_at = "succeeded", fine_tuned_name(job), time.time()
                 job.trained_tokens = _trained_tokens(run_dir)
                 job.result_files = [store_results(session, self.settings, job)]
                 repo.add_event(session, job_id=job.id, message=f"The job has successfully completed: "
                                f"{job.fine_tuned_model}")
             else:
-                message = follower.last_error or f"training stopped unexpectedly (exit code {child.exitcode})"
-                job.status, job.error = "failed", {"code": "training_failed", "message": message, "param": None}
+                message = follower.last_error or f"training stopped unexpectedly (exit code {exitcode})"
+                job.status, job.finished_at = "failed", time.time()
+                job.error = {"code": "training_failed", "message": message, "param": None}
                 repo.add_event(session, job_id=job.id, level="error", message=f"Job failed: {message}")
             session.commit()
 

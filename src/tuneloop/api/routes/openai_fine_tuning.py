@@ -78,6 +78,16 @@ def cancel(session: SessionDep, job_id: str) -> dict:
     return job_public(job_service.request_cancel(session, job_id))
 
 
+@router.post("/fine_tuning/jobs/{job_id}/pause")
+def pause(session: SessionDep, job_id: str) -> dict:
+    return job_public(job_service.request_pause(session, job_id))
+
+
+@router.post("/fine_tuning/jobs/{job_id}/resume")
+def resume(session: SessionDep, job_id: str) -> dict:
+    return job_public(job_service.request_resume(session, job_id))
+
+
 @router.get("/fine_tuning/jobs/{job_id}/events")
 def events(session: SessionDep, job_id: str, after: str | None = None, limit: int = 20) -> dict:
     job_service.require_job(session, job_id)
