@@ -18,6 +18,15 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    yield from live_server(tmp_path_factory.mktemp("server-home"), with_worker=True)
+
+
+@pytest.fixture(scope="module")
+def server_without_worker(tmp_path_factory):
+    yield from live_server(tmp_path_factory.mktemp("server-home"), with_worker=False)
+
+
+def live_server(home, with_worker: bool):
     import uvicorn
 
     from tuneloop.api.app import create_app
@@ -25,7 +34,6 @@ def server(tmp_path_factory):
     from tuneloop.store import repo
     from tuneloop.worker.runner import Worker
 
-    home = tmp_path_factory.mktemp("server-home")
     settings = Settings(home=home, offline=True)
     app = create_app(settings)
     with app.state.sessions() as session:
@@ -37,7 +45,8 @@ def server(tmp_path_factory):
     thread.start()
     stop = threading.Event()
     worker = threading.Thread(target=Worker(settings, "test-worker").run, kwargs={"stop": stop}, daemon=True)
-    worker.start()
+    if with_worker:
+        worker.start()
     deadline = time.time() + 20
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
@@ -45,7 +54,8 @@ def server(tmp_path_factory):
     stop.set()
     server.should_exit = True
     thread.join(10)
-    worker.join(30)
+    if with_worker:
+        worker.join(30)
 
 
 @pytest.fixture
