@@ -5,6 +5,7 @@
 # when it could not be installed.
 set -euo pipefail
 REQUIRED=(
+  "/usr/lib/postgresql/15/bin/initdb:postgresql"   # tests start a real PostgreSQL server (job queue, two workers)
 )
 missing=()
 for entry in "${REQUIRED[@]+"${REQUIRED[@]}"}"; do

@@ -138,3 +138,47 @@ def ticket_split(tmp_path: Path) -> tuple[Path, Path]:
     for name, rows in parts.items():
         write_records(rows, tmp_path / f"{name}.jsonl", "labelled")
     return tmp_path / "train.jsonl", tmp_path / "test.jsonl"
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL 15 server for this test session (Debian's package), on 127.0.0.1 and a free
+    port, trust auth; skipped with the reason when it cannot run here."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip("PostgreSQL is not installed (make system-deps installs Debian's postgresql package)")
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL as the postgres user")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="tuneloop-pg-"))  # not under pytest's root-only folder: postgres must reach it
+    data = folder / "data"
+    if as_postgres:
+        shutil.chown(folder, "postgres", "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    user = "postgres" if as_postgres else os.environ.get("USER", "postgres")
+    run = lambda *cmd: subprocess.run([*as_postgres, *cmd], check=True, capture_output=True)  # noqa: E731
+    try:
+        run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "--no-sync")
+        run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+            f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off", "start")
+    except subprocess.CalledProcessError as e:
+        pytest.skip(f"PostgreSQL did not start: {e.stderr.decode()[-300:]}")
+    subprocess.run([*as_postgres, "psql", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", "postgres", "-c",
+                    "create database tuneloop"], check=True, capture_output=True)
+    yield f"postgresql+psycopg://{user}@127.0.0.1:{port}/tuneloop"
+    subprocess.run([*as_postgres, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                   capture_output=True)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -26,7 +26,7 @@ def server_without_worker(tmp_path_factory):
     yield from live_server(tmp_path_factory.mktemp("server-home"), with_worker=False)
 
 
-def live_server(home, with_worker: bool):
+def live_server(home, with_worker: bool, database_url: str | None = None):
     import uvicorn
 
     from tuneloop.api.app import create_app
@@ -34,7 +34,7 @@ def live_server(home, with_worker: bool):
     from tuneloop.store import repo
     from tuneloop.worker.runner import Worker
 
-    settings = Settings(home=home, offline=True)
+    settings = Settings(home=home, offline=True, database_url=database_url)
     app = create_app(settings)
     with app.state.sessions() as session:
         _, key = repo.create_key(session, name="tests")
