@@ -19,7 +19,7 @@ from tuneloop.models.loading import find_run_output, load_causal_lm, load_tokeni
 class ModelCache:
     def __init__(self, settings: Settings, max_adapters: int = 16, max_whole: int = 2):
         self.settings, self.max_adapters, self.max_whole = settings, max_adapters, max_whole
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()  # not RLock: a streamed answer may release it from another thread
         self.bases: dict[str, Any] = {}                       # base ref -> model (a PeftModel once it has adapters)
         self.tokenizers: dict[str, Any] = {}
         self.adapters: OrderedDict[str, str] = OrderedDict()  # adapter name -> base ref, least recent first
