@@ -27,7 +27,7 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from tuneloop.api.routes import openai_chat, openai_files, openai_fine_tuning, openai_models
+    from tuneloop.api.routes import native, openai_chat, openai_files, openai_fine_tuning, openai_models
 
     engine = make_engine(settings.db_url)
     upgrade(engine)
@@ -52,4 +52,5 @@ def create_app(settings: Settings) -> FastAPI:
     secured = [Depends(require_key)]
     for module in (openai_files, openai_fine_tuning, openai_models, openai_chat):
         app.include_router(module.router, prefix="/v1", dependencies=secured)
+    app.include_router(native.router, prefix="/api", dependencies=secured)
     return app

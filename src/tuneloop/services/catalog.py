@@ -1,0 +1,80 @@
+"""What lives in the home folder, for the native API: dataset versions, training runs, evaluations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tuneloop.config.settings import Settings
+from tuneloop.data.problems import DataError
+from tuneloop.data.versions import list_imports, resolve_version
+from tuneloop.engine.events import read_events
+from tuneloop.services import ServiceError
+
+
+def datasets(settings: Settings) -> list[dict[str, Any]]:
+    root = settings.datasets_dir
+    out = []
+    for folder in sorted(root.glob("ds-*")) if root.exists() else []:
+        meta = json.loads((folder / "meta.json").read_text())
+        out.append({k: meta.get(k) for k in ("id", "name", "format", "examples", "created_at", "source")})
+    return out
+
+
+def dataset(settings: Settings, ref: str) -> dict[str, Any]:
+    try:
+        version = resolve_version(settings.datasets_dir, ref)
+    except DataError as e:
+        raise ServiceError(404, str(e), "dataset", "dataset_not_found") from None
+    meta = {k: v for k, v in version.meta.items() if k != "lines"}
+    meta["imports"] = [i for i in list_imports(settings.datasets_dir) if i["version"] == version.id]
+    return meta
+
+
+def _run_dir(settings: Settings, run_id: str) -> Path:
+    folder = settings.runs_dir / run_id
+    if "/" in run_id or run_id.startswith(".") or not (folder / "recipe.yaml").exists():
+        raise ServiceError(404, f"no run '{run_id}' in {settings.runs_dir}", "run_id", "run_not_found")
+    return folder
+
+
+def _status(events: list[dict[str, Any]]) -> str:
+    kinds = [e["type"] for e in events]
+    for kind, status in (("done", "succeeded"), ("error", "failed"), ("paused", "paused")):
+        if kinds and kinds[-1] == kind:
+            return status
+    return "running" if kinds else "created"
+
+
+def run_summary(settings: Settings, folder: Path) -> dict[str, Any]:
+    events = read_events(folder / "events.jsonl")
+    recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+    steps = [e for e in events if e["type"] == "step"]
+    return {"id": folder.name, "model": recipe.get("model"), "method": recipe.get("method"),
+            "adapter": (recipe.get("adapter") or {}).get("type"), "status": _status(events),
+            "steps": steps[-1]["step"] if steps else 0, "total_steps": steps[-1]["total_steps"] if steps else None,
+            "last_loss": steps[-1]["loss"] if steps else None, "has_model": (folder / "final" / "run.json").exists()}
+
+
+def runs(settings: Settings) -> list[dict[str, Any]]:
+    root = settings.runs_dir
+    folders = sorted((p for p in root.iterdir() if (p / "recipe.yaml").exists()), key=lambda p: p.stat().st_mtime,
+                     reverse=True) if root.exists() else []
+    return [run_summary(settings, folder) for folder in folders]
+
+
+def run(settings: Settings, run_id: str) -> dict[str, Any]:
+    folder = _run_dir(settings, run_id)
+    final = folder / "final" / "run.json"
+    return {**run_summary(settings, folder), "recipe": yaml.safe_load((folder / "recipe.yaml").read_text()),
+            "result": json.loads(final.read_text()) if final.exists() else None,
+            "evaluations": [{"file": p.name, **json.loads(p.read_text())} for p in sorted(folder.glob("eval-*.json"))]}
+
+
+def run_events(settings: Settings, run_id: str, after: int = 0, limit: int = 1000) -> dict[str, Any]:
+    events = read_events(_run_dir(settings, run_id) / "events.jsonl")
+    page = events[after : after + limit]
+    return {"object": "list", "data": page, "next": after + len(page), "has_more": after + len(page) < len(events)}
