@@ -163,3 +163,52 @@ def test_pause_saves_a_checkpoint_and_resume_continues_from_it(client, tiny_chat
         time.sleep(0.3)
     client.fine_tuning.jobs.cancel(job.id)
     assert wait_for(client, job.id, {"cancelled"}, timeout=30).status == "cancelled"
+
+
+def test_chat_parameters(client, tiny_chat_model):
+    model, messages = str(tiny_chat_model), [{"role": "user", "content": "where is my order"}]
+    full = client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0)
+    text = full.choices[0].message.content
+    assert full.choices[0].finish_reason == "length" and full.usage.completion_tokens == 12
+    assert full.usage.total_tokens == full.usage.prompt_tokens + 12
+    stop = text.split()[1] if len(text.split()) > 1 else text[2:4]
+    cut = client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0, stop=[stop])
+    assert cut.choices[0].message.content == text[: text.index(stop)] and cut.choices[0].finish_reason == "stop"
+    streamed_cut = client.chat.completions.create(model=model, messages=messages, max_tokens=12, temperature=0,
+                                                  stop=stop, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed_cut) == cut.choices[0].message.content
+    sampled = [client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=1.5,
+                                              seed=7, n=3) for _ in range(2)]
+    assert [c.message.content for c in sampled[0].choices] == [c.message.content for c in sampled[1].choices]
+    assert [c.index for c in sampled[0].choices] == [0, 1, 2] and sampled[0].usage.completion_tokens <= 24
+    assert len({c.message.content for c in sampled[0].choices}) > 1  # each choice its own sample
+
+
+def test_malformed_requests_are_4xx_never_500(server):
+    import httpx
+
+    headers = {"Authorization": f"Bearer {server['key']}"}
+    url = server["url"]
+    cases = [("post", "/chat/completions", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
+             ("post", "/chat/completions", {"json": {"model": "smollm2-135m-instruct"}}),
+             ("post", "/chat/completions", {"json": {"model": "nope/nope-model", "messages": [{"role": "user",
+                                                                                            "content": "hi"}]}}),
+             ("post", "/chat/completions", {"json": {"model": "minilm-l6", "messages": [{"role": "user",
+                                                                                      "content": "hi"}]}}),
+             ("post", "/chat/completions", {"json": {"model": "x", "messages": [], "temperature": 9}}),
+             ("post", "/fine_tuning/jobs", {"content": b"[1, 2]", "headers": {"content-type": "application/json"}}),
+             ("post", "/fine_tuning/jobs", {"json": {"model": "smollm2-135m-instruct", "training_file": 3}}),
+             ("post", "/fine_tuning/jobs", {"json": {"model": "smollm2-135m-instruct", "training_file": "f",
+                                                     "method": "dpo"}}),
+             ("get", "/fine_tuning/jobs", {"params": {"limit": "many"}}),
+             ("get", "/fine_tuning/jobs/ftjob-nope/events", {}),
+             ("post", "/fine_tuning/jobs/ftjob-nope/pause", {}),
+             ("get", "/files/file-nope/content", {}),
+             ("post", "/files", {"data": {"purpose": "fine-tune"}}),
+             ("delete", "/models/smollm2-135m-instruct", {}),
+             ("get", "/models/ft:nope:tuneloop::ftjob-nope", {})]
+    for method, path, kwargs in cases:
+        response = getattr(httpx, method)(url + path, headers={**headers, **kwargs.pop("headers", {})}, timeout=30,
+                                          **kwargs)
+        assert 400 <= response.status_code < 500, (path, kwargs, response.status_code, response.text)
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}, response.text

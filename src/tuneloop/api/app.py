@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuneloop.api.deps import require_key
 from tuneloop.config.settings import Settings
+from tuneloop.models.registry import ModelError
 from tuneloop.serve.cache import ModelCache
 from tuneloop.services import ServiceError
 from tuneloop.store.db import make_engine, sessions, upgrade
@@ -38,6 +39,10 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, e: ServiceError) -> JSONResponse:
         return error_response(e.status, e.message, e.param, e.code)
+
+    @app.exception_handler(ModelError)
+    async def _model_error(_request: Request, e: ModelError) -> JSONResponse:
+        return error_response(404, str(e), "model", "model_not_found")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, e: RequestValidationError) -> JSONResponse:

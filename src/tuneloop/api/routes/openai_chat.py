@@ -75,6 +75,8 @@ def completions(body: ChatRequest, request: Request, session: SessionDep) -> dic
     cache = request.app.state.models
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
+        with cache.using(ref):  # load it now: a model that cannot load is an error status, not a broken stream
+            pass
         return StreamingResponse(_sse(cache, ref, body, messages, options, completion_id, created),
                                  media_type="text/event-stream")
     choices, prompt_tokens, completion_tokens = [], 0, 0
