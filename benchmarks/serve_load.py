@@ -11,7 +11,6 @@ import argparse
 import concurrent.futures
 import json
 import socket
-import statistics
 import tempfile
 import threading
 import time
