@@ -37,6 +37,12 @@ def test_datasets_runs_events_and_missing_ones(server, tmp_path, tiny_chat_model
     events = get(server, "/api/runs/cli-run/events", after=1, limit=2).json()
     assert len(events["data"]) == 2 and events["next"] == 3 and events["has_more"]
 
+    assert runner.invoke(app, ["eval", str(server["settings"].runs_dir / "cli-run"), "--data", str(data),
+                               "--max-generate", "2"]).exit_code == 0
+    evals = get(server, "/api/evals").json()["data"]
+    assert evals[0]["run"] == "cli-run" and evals[0]["task"] == "sft" and evals[0]["generated"] == 2
+    assert get(server, "/api/runs/cli-run").json()["evaluations"][0]["file"] == "eval-chats.json"
+
     for path in ("/api/datasets/ds-nope", "/api/runs/nope", "/api/runs/nope/events"):
         response = get(server, path)
         assert response.status_code == 404 and response.json()["error"]["message"]

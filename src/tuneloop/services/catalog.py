@@ -78,3 +78,15 @@ def run_events(settings: Settings, run_id: str, after: int = 0, limit: int = 100
     events = read_events(_run_dir(settings, run_id) / "events.jsonl")
     page = events[after : after + limit]
     return {"object": "list", "data": page, "next": after + len(page), "has_more": after + len(page) < len(events)}
+
+
+def evaluations(settings: Settings) -> list[dict[str, Any]]:
+    """Every saved evaluation (eval-<data>.json beside its run), newest first, without per-example samples."""
+    root = settings.runs_dir
+    files = sorted(root.glob("*/eval-*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if root.exists() else []
+    out = []
+    for path in files:
+        result = json.loads(path.read_text())
+        result.pop("samples", None)
+        out.append({"run": path.parent.name, "file": path.name, **result})
+    return out

@@ -1,5 +1,5 @@
 """/api: what the OpenAI surface lacks: dataset versions with their statistics, training runs with
-their recipes, events and evaluations."""
+their recipes, events and evaluations (saved by `tuneloop eval`)."""
 
 from __future__ import annotations
 
@@ -35,3 +35,8 @@ def get_run(settings: SettingsDep, run_id: str) -> dict:
 def get_run_events(settings: SettingsDep, run_id: str, after: int = Query(0, ge=0),
                    limit: int = Query(1000, ge=1, le=10000)) -> dict:
     return catalog.run_events(settings, run_id, after, limit)
+
+
+@router.get("/evals")
+def list_evals(settings: SettingsDep) -> dict:
+    return {"object": "list", "data": catalog.evaluations(settings)}
