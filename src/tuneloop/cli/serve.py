@@ -25,7 +25,9 @@ def _run_worker(home: str, database_url: str | None, worker_id: str | None) -> N
     from pathlib import Path
 
     from tuneloop.config.settings import Settings
-    from tuneloop.worker.runner import Worker
+    from tuneloop.worker.runner import Worker, die_with_parent
+
+    die_with_parent()  # not a daemon process (it starts training children), so tie it to `serve` this way
 
     Worker(Settings(home=Path(home), database_url=database_url, offline=True), worker_id).run()
 
@@ -52,7 +54,7 @@ def serve_cmd(
                           highlight=False)
     config = settings()
     children = [multiprocessing.get_context("spawn").Process(
-        target=_run_worker, args=(str(config.home), config.database_url, None), daemon=True) for _ in range(workers)]
+        target=_run_worker, args=(str(config.home), config.database_url, None)) for _ in range(workers)]
     for child in children:
         child.start()
     err_console.print(f"tuneloop API on http://{host}:{port}/v1 ({workers} worker(s)); database {config.db_url}")
@@ -61,6 +63,8 @@ def serve_cmd(
     finally:
         for child in children:
             child.terminate()
+        for child in children:
+            child.join(15)
 
 
 @handle_errors

@@ -27,7 +27,7 @@ STALE_SECONDS = 30.0
 """A running job whose worker has not beaten for this long goes back to the queue (TUNELOOP_STALE_SECONDS)."""
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """If the worker is killed (even with SIGKILL), its training child must not run on unattended."""
     try:
         import ctypes
@@ -39,7 +39,7 @@ def _die_with_parent() -> None:
 
 def _train_child(run_dir: str, home: str, database_url: str | None) -> None:
     """The child process: the engine alone, knowing nothing of the store. SIGUSR1 pauses it."""
-    _die_with_parent()
+    die_with_parent()
     from tuneloop.config.settings import Settings
     from tuneloop.engine.loop import run_in_this_process
 
