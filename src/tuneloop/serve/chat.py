@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from tuneloop.serve.generation import encode_chat
+from tuneloop.serve.generation import GenerationConfig, encode_chat, generate_kwargs
 
 
 @dataclass
@@ -33,14 +33,8 @@ class Answer:
 
 
 def _kwargs(tokenizer: Any, options: Options) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"max_new_tokens": options.max_tokens,
-                              "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                              else tokenizer.eos_token_id}
-    if options.temperature > 0:
-        kwargs.update(do_sample=True, temperature=options.temperature, top_p=options.top_p, top_k=None)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    return kwargs
+    return generate_kwargs(tokenizer, GenerationConfig(max_new_tokens=options.max_tokens,
+                                                       temperature=options.temperature, top_p=options.top_p))
 
 
 def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:

@@ -28,12 +28,12 @@ def encode_chat(tokenizer: Any, messages: list[dict[str, str]]) -> Any:
     return encoded["input_ids"]
 
 
-def _generate_kwargs(tokenizer: Any, config: GenerationConfig) -> dict[str, Any]:
+def generate_kwargs(tokenizer: Any, config: GenerationConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens,
                               "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                               else tokenizer.eos_token_id}
     if config.temperature > 0:
-        kwargs.update(do_sample=True, temperature=config.temperature, top_p=config.top_p)
+        kwargs.update(do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=None)  # no top-k cut
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     return kwargs
@@ -53,7 +53,7 @@ def stream(model: Any, tokenizer: Any, input_ids: Any, config: GenerationConfig 
     if config.seed is not None:
         torch.manual_seed(config.seed)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    kwargs = _generate_kwargs(tokenizer, config)
+    kwargs = generate_kwargs(tokenizer, config)
     errors: list[BaseException] = []
 
     def run() -> None:
