@@ -17,6 +17,7 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
 from tuneloop.config.settings import Settings, get_settings
 from tuneloop.data.problems import DataError
 from tuneloop.models.registry import ModelError
+from tuneloop.services import ServiceError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -40,6 +41,8 @@ def handle_errors(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except (DataError, ModelError, ValueError, FileNotFoundError) as e:
             fail(str(e))
+        except ServiceError as e:
+            fail(e.message)
 
     return wrapper
 
@@ -78,6 +81,15 @@ def stage_progress(description: str) -> Iterator[Callable[[str, int, int], None]
     finally:
         if task is not None:
             progress.stop()
+
+
+def open_sessions() -> Any:
+    """A session factory on the configured database, upgraded to the newest schema."""
+    from tuneloop.store.db import make_engine, sessions, upgrade
+
+    engine = make_engine(settings().db_url)
+    upgrade(engine)
+    return sessions(engine)
 
 
 def load_tokenizer_with_progress(model: str) -> Any:

@@ -8,17 +8,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tuneloop.cli.common import console, err_console, fail, handle_errors, settings
+from tuneloop.cli.common import console, err_console, fail, handle_errors, open_sessions, settings
 
 keys_app = typer.Typer(help="API keys: every request needs `Authorization: Bearer <key>`.", no_args_is_help=True)
 
 
 def _sessions():
-    from tuneloop.store.db import make_engine, sessions, upgrade
-
-    engine = make_engine(settings().db_url)
-    upgrade(engine)
-    return sessions(engine)
+    return open_sessions()
 
 
 def _run_worker(home: str, database_url: str | None, worker_id: str | None) -> None:

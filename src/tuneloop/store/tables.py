@@ -90,3 +90,140 @@ class Checkpoint(Base):
     path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float, default=now)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# ---------------------------------------------------------------- review (people in the loop)
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    username: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    """argon2id, from argon2-cffi; the password itself is never stored."""
+    role: Mapped[str] = mapped_column(String(20))
+    """admin (everything), reviewer (annotates, accepts or rejects others' work), annotator (annotates)."""
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    disabled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    task: Mapped[str] = mapped_column(String(20))
+    """classification, response (people correct the model's draft), preference (A or B), rating (1-5)."""
+    labels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    multi_label: Mapped[bool] = mapped_column(Boolean, default=False)
+    guidelines: Mapped[str] = mapped_column(Text, default="")
+    overlap: Mapped[int] = mapped_column(Integer, default=1)
+    """How many people annotate each record."""
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class ProjectMember(Base):
+    __tablename__ = "project_members"
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+
+
+class Record(Base):
+    __tablename__ = "records"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    source: Mapped[str] = mapped_column(String(500))
+    """Where the record came from: a dataset version id or a file name."""
+    source_index: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The record as imported (text / messages / prompt and answers), kept whole."""
+    text: Mapped[str] = mapped_column(Text)
+    """What people read first (the text, or the last user message); searched by the table view."""
+    split: Mapped[str] = mapped_column(String(10), default="pool")
+    """pool (to review) or holdout (people label it to measure each round's model)."""
+    status: Mapped[str] = mapped_column(String(12), default="open")
+    """open, annotated (enough annotations), accepted (a reviewer accepted it)."""
+    annotations: Mapped[int] = mapped_column(Integer, default=0)
+    human_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """The label most annotators gave (classification), for filtering and agreement."""
+    disagreement: Mapped[bool] = mapped_column(Boolean, default=False)
+    """People disagree with each other, or with the latest prediction."""
+    pred_model: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    pred_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    uncertainty: Mapped[float] = mapped_column(Float, default=0.0)
+    """1 - margin between the two most likely labels, or minus the mean token log-probability; 0 before
+    any prediction (never NULL, so one index serves the uncertainty-first queue on SQLite and PostgreSQL)."""
+    models_disagree: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The latest predictions of two models give different labels."""
+    random_key: Mapped[float] = mapped_column(Float, default=0.0)
+    """A fixed random number per record: the random queue order."""
+    updated_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("records.id"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    model: Mapped[str] = mapped_column(String(500))
+    answer: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """{"label": ...} or {"text": ...}."""
+    label: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
+    mean_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class Annotation(Base):
+    __tablename__ = "annotations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("records.id"), index=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """{"label"}, {"labels"}, {"text"}, {"choice", "rewrite"} or {"rating", "comment"}."""
+    status: Mapped[str] = mapped_column(String(12))
+    """submitted, skipped, accepted, rejected, withdrawn (undone)."""
+    review_comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reviewer_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+    updated_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class AnnotationChange(Base):
+    """Every change to an annotation, with who, when, and the value and status before and after."""
+
+    __tablename__ = "annotation_changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    annotation_id: Mapped[int] = mapped_column(ForeignKey("annotations.id"), index=True)
+    record_id: Mapped[int] = mapped_column(Integer, index=True)
+    user_id: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(12))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class Assignment(Base):
+    """A record handed to one person until `expires_at`, so two people never get it at once."""
+
+    __tablename__ = "assignments"
+    record_id: Mapped[int] = mapped_column(ForeignKey("records.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(40), index=True)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class Round(Base):
+    """One turn of the loop: the labels it used, the model it trained, its accuracy against people."""
+
+    __tablename__ = "rounds"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(500))
+    labels_used: Mapped[int] = mapped_column(Integer)
+    accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    macro_f1: Mapped[float | None] = mapped_column(Float, nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)

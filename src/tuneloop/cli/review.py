@@ -1,0 +1,255 @@
+"""`tuneloop review` (projects, pre-labels, agreement, export, the loop) and `tuneloop users`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import TimeRemainingColumn
+from rich.table import Table
+
+from tuneloop.cli.common import console, err_console, handle_errors, open_sessions, print_json, settings
+
+app = typer.Typer(help="Review projects: people check and correct a model's labels; the loop trains on them.",
+                  no_args_is_help=True)
+users_app = typer.Typer(help="People who log in to the review UI (admin, reviewer, annotator).",
+                        no_args_is_help=True)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+# ---------------------------------------------------------------- users
+@users_app.command("create")
+@handle_errors
+def users_create(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    role: Annotated[str, typer.Option(help="admin, reviewer or annotator.")] = "annotator",
+    password: Annotated[Optional[str], typer.Option(help="The password (default: $TUNELOOP_PASSWORD, else asked).",
+                                                    envvar="TUNELOOP_PASSWORD")] = None,
+) -> None:
+    """Create a user who can log in to the review UI."""
+    from tuneloop.services.auth import create_user
+
+    if password is None:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    with open_sessions()() as session:
+        user = create_user(session, username=username, password=password, role=role)
+        console.print(f"created {user.role} '{user.username}' ({user.id})", highlight=False)
+
+
+@users_app.command("list")
+@handle_errors
+def users_list() -> None:
+    """Every user with their role."""
+    from tuneloop.store import review as store
+
+    table = Table("id", "username", "role", "disabled")
+    with open_sessions()() as session:
+        for user in store.list_users(session):
+            table.add_row(user.id, user.username, user.role, "yes" if user.disabled_at else "")
+    console.print(table)
+
+
+# ---------------------------------------------------------------- projects
+@app.command("create")
+@handle_errors
+def create_cmd(
+    name: Annotated[str, typer.Argument(help="Project name.")],
+    data: Annotated[str, typer.Option(help="A data file or an imported dataset version.")],
+    task: Annotated[str, typer.Option(help="classification, response, preference or rating.")] = "classification",
+    labels: Annotated[Optional[str], typer.Option(help="Comma-separated label set (default: the data's labels).")] = None,
+    multi_label: Annotated[bool, typer.Option(help="Each record may take several labels.")] = False,
+    guidelines: Annotated[Optional[str], typer.Option(help="Guidelines text, or a file holding it.")] = None,
+    overlap: Annotated[int, typer.Option(help="Annotations needed per record.")] = 1,
+    holdout: Annotated[float, typer.Option(help="Fraction held out to measure each round's model.")] = 0.0,
+    member: Annotated[Optional[list[str]], typer.Option(help="Username to add (repeatable).")] = None,
+) -> None:
+    """Create a review project from a data file or dataset version."""
+    from tuneloop.services.review import projects
+
+    text = guidelines or ""
+    if guidelines and Path(guidelines).is_file():
+        text = Path(guidelines).read_text()
+    with open_sessions()() as session:
+        project = projects.create_project(session, settings(), name=name, task=task, data=data,
+                                          labels=labels.split(",") if labels else None, multi_label=multi_label,
+                                          guidelines=text, overlap=overlap, holdout=holdout)
+        for username in member or []:
+            projects.add_member(session, project, username)
+        info = projects.summary(session, project)
+    held = f", {info['holdout']} held out" if info["holdout"] else ""
+    labelled = f"; labels {', '.join(project.labels)}" if project.labels else ""
+    console.print(f"created project '{name}' ({project.id}): {info['records']} {task} records{held}{labelled}",
+                  highlight=False)
+
+
+@app.command("add-member")
+@handle_errors
+def add_member_cmd(project: Annotated[str, typer.Argument(help="Project name or id.")],
+                   usernames: Annotated[list[str], typer.Argument(help="Users to add.")]) -> None:
+    """Let users see and annotate a project."""
+    from tuneloop.services.review import projects
+
+    with open_sessions()() as session:
+        found = projects.get_project(session, project)
+        for username in usernames:
+            projects.add_member(session, found, username)
+    console.print(f"added {', '.join(usernames)} to '{project}'")
+
+
+@app.command("list")
+@handle_errors
+def list_cmd() -> None:
+    """Projects with their progress."""
+    from tuneloop.services.review import projects
+
+    table = Table("name", "task", "records", "open", "annotated", "accepted", "overlap")
+    with open_sessions()() as session:
+        for project in projects.visible_projects(session, None):
+            s = projects.summary(session, project)
+            table.add_row(s["name"], s["task"], str(s["records"]), str(s["open"]), str(s["annotated"]),
+                          str(s["accepted"]), str(s["overlap"]))
+    console.print(table)
+
+
+@app.command("show")
+@handle_errors
+def show_cmd(project: Annotated[str, typer.Argument(help="Project name or id.")],
+             as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Progress, agreement among people, each model's agreement with people, and the rounds."""
+    from tuneloop.services.review import projects, quality
+    from tuneloop.store import review as store
+
+    with open_sessions()() as session:
+        found = projects.get_project(session, project)
+        info = {"summary": projects.summary(session, found), "agreement": quality.agreement(session, found),
+                "models": quality.model_vs_human(session, found),
+                "rounds": [{"round": r.number, "model": r.model, "labels_used": r.labels_used,
+                            "accuracy": r.accuracy, "macro_f1": r.macro_f1, "seconds": r.seconds}
+                           for r in store.list_rounds(session, project_id=found.id)]}
+    if as_json:
+        print_json(info)
+        return
+    s = info["summary"]
+    console.print(f"[bold]{s['name']}[/] ({s['task']}): {s['records']} records, {s['open']} open, "
+                  f"{s['annotated']} annotated, {s['accepted']} accepted", highlight=False)
+    alpha = info["agreement"]["alpha"]
+    console.print(f"Krippendorff's alpha {_fmt(alpha['value'])} on {alpha['records']} records", highlight=False)
+    for pair in info["agreement"]["kappa_pairs"]:
+        console.print(f"Cohen's kappa {' / '.join(pair['people'])}: {_fmt(pair['value'])} on {pair['records']} "
+                      "records", highlight=False)
+    for model in info["models"]:
+        console.print(f"model {model['model']}: accuracy {model['accuracy']:.3f}, kappa "
+                      f"{_fmt(model['kappa']['value'])} on {model['records']} records", highlight=False)
+    _print_rounds(info["rounds"])
+
+
+def _print_rounds(rounds: list[dict]) -> None:
+    if not rounds:
+        return
+    table = Table("round", "labels used", "accuracy", "macro-F1", "seconds", "model", title="rounds")
+    for r in rounds:
+        table.add_row(str(r["round"]), str(r["labels_used"]), _fmt(r["accuracy"]), _fmt(r["macro_f1"]),
+                      f"{r['seconds']:.0f}" if r["seconds"] is not None else "-", Path(r["model"]).name)
+    console.print(table)
+
+
+@app.command("prelabel")
+@handle_errors
+def prelabel_cmd(
+    project: Annotated[str, typer.Argument(help="Project name or id.")],
+    model: Annotated[str, typer.Option(help="A registered or fine-tuned model (name, run folder or ft: id); "
+                                            "with --base-url, the endpoint's model name.")] = "smollm2-135m-instruct",
+    base_url: Annotated[Optional[str], typer.Option(help="An OpenAI-compatible endpoint (e.g. https://host/v1).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="Its key (default $OPENAI_API_KEY).")] = None,
+    records: Annotated[str, typer.Option(help="remaining (open and held-out records) or all.")] = "remaining",
+    uncertainty: Annotated[str, typer.Option(help="margin or entropy of the label probabilities.")] = "margin",
+    max_tokens: Annotated[int, typer.Option(help="Longest drafted answer (response projects).")] = 256,
+) -> None:
+    """Pre-label a project's records with a model; interrupted runs continue where they stopped."""
+    from tuneloop.services.models import serving_ref
+    from tuneloop.services.review import prelabel, projects
+
+    with open_sessions()() as session:
+        found = projects.get_project(session, project)
+        if base_url:
+            predictor = prelabel.Endpoint(base_url, api_key or os.environ.get("OPENAI_API_KEY", ""), model,
+                                          max_tokens=max_tokens)
+        else:
+            with console.status(f"loading {model}"):
+                predictor = prelabel.LocalModel(serving_ref(session, model), settings(), name=model,
+                                                max_tokens=max_tokens)
+        columns = [SpinnerColumn(), TextColumn("pre-labelling"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn()]
+        with Progress(*columns, console=err_console) as progress:
+            task = progress.add_task("prelabel", total=None)
+            result = prelabel.prelabel(session, found, predictor, records=records, uncertainty=uncertainty,
+                                       on_progress=lambda done, total: progress.update(task, completed=done,
+                                                                                       total=total))
+    console.print(f"{result.predicted} records pre-labelled by {result.model}"
+                  + (f" ({result.skipped} already had its prediction)" if result.skipped else ""), highlight=False)
+
+
+@app.command("export")
+@handle_errors
+def export_cmd(
+    project: Annotated[str, typer.Argument(help="Project name or id.")],
+    as_: Annotated[str, typer.Option("--as", help="classify, chat or sft (classification); sft or dpo (response, "
+                                                  "preference); reward (rating).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL file (default: stdout).")] = None,
+    split: Annotated[str, typer.Option(help="pool (for training), holdout, or all.")] = "pool",
+) -> None:
+    """Reviewed records as training data (JSONL)."""
+    from tuneloop.services.review import export, projects
+
+    with open_sessions()() as session:
+        rows = export.export_rows(session, projects.get_project(session, project), as_, split)
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        err_console.print(f"wrote {len(rows)} examples to {output}")
+
+
+@app.command("loop")
+@handle_errors
+def loop_cmd(
+    project: Annotated[str, typer.Argument(help="Project name or id (classification, with held-out records).")],
+    simulate_from: Annotated[str, typer.Option(help="Answer from this field of each record's data (the gold label) "
+                                                    "instead of people.")],
+    rounds: Annotated[int, typer.Option(help="Rounds of label → train → re-predict.")] = 3,
+    per_round: Annotated[int, typer.Option(help="Records labelled per round.")] = 50,
+    model: Annotated[str, typer.Option(help="What each round trains (a head on it).")] = "minilm-l6",
+    order: Annotated[str, typer.Option(help="Queue order: uncertainty, models, random or id.")] = "uncertainty",
+    epochs: Annotated[float, typer.Option(help="Epochs per round.")] = 8,
+) -> None:
+    """Run the loop without people, answering from gold labels, and print accuracy per round."""
+    from tuneloop.services.review import loop, projects
+
+    def report(stage: str, numbers: dict) -> None:
+        if stage == "round":
+            console.print(f"round {numbers['round']}: {numbers['labels']} labels → accuracy "
+                          f"{_fmt(numbers['accuracy'])}, macro-F1 {_fmt(numbers['macro_f1'])} "
+                          f"({numbers['seconds']:.0f} s)", highlight=False)
+        else:
+            err_console.print(f"[dim]{stage} {numbers}[/]", highlight=False)
+
+    config = loop.LoopSettings(model=model, order=order, epochs=epochs)
+    with open_sessions()() as session:
+        found = projects.get_project(session, project)
+        with console.status("running the loop"):
+            done = loop.run_simulation(session, settings(), found, field=simulate_from, rounds=rounds,
+                                       per_round=per_round, config=config, report=report)
+    _print_rounds([{"round": r.number, "model": r.model, "labels_used": r.labels_used, "accuracy": r.accuracy,
+                    "macro_f1": r.macro_f1, "seconds": r.seconds} for r in done])
+    if len(done) > 1 and None not in (done[0].accuracy, done[-1].accuracy):
+        console.print(f"accuracy {done[0].accuracy:.3f} → {done[-1].accuracy:.3f} over {len(done)} rounds")
+

@@ -1,0 +1,186 @@
+"""Pre-labels: a model's answer for each record, with a confidence people can sort by.
+
+- Classification: the probability of each label (a head's softmax, or a chat model's likelihood of each
+  label as its answer; an OpenAI-compatible endpoint's first-token log-probabilities).
+- Responses: the model's draft and its mean token log-probability.
+
+Resumable: records that already have a prediction from the same model are skipped, and predictions are
+committed in batches, so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from tuneloop.config.settings import Settings
+from tuneloop.engine.tokenize import classification_messages
+from tuneloop.evals.agreement import entropy_uncertainty, margin_uncertainty
+from tuneloop.services import ServiceError
+from tuneloop.store import review as store
+from tuneloop.store.tables import Project, Record
+
+Progress = Callable[[int, int], None]
+UNCERTAINTY = {"margin": margin_uncertainty, "entropy": entropy_uncertainty}
+
+
+class Predictor(Protocol):
+    name: str
+
+    def classify(self, texts: Sequence[str], labels: Sequence[str]) -> list[list[float]]:
+        """Probabilities over `labels`, one list per text."""
+
+    def respond(self, prompts: Sequence[list[dict[str, Any]]]) -> list[tuple[str, float]]:
+        """(answer, mean token log-probability) per conversation."""
+
+
+class LocalModel:
+    """A registered, fine-tuned (run folder or ft: id) or local model of tuneloop, run in this process."""
+
+    def __init__(self, ref: str, settings: Settings, name: str | None = None, max_tokens: int = 256):
+        from tuneloop.models.loading import load_model
+
+        self.name, self.max_tokens = name or ref, max_tokens
+        self.model, self.tokenizer = load_model(ref, settings)
+
+    def classify(self, texts: Sequence[str], labels: Sequence[str]) -> list[list[float]]:
+        from tuneloop.evals.classify import has_head, predict_labels
+
+        if not has_head(self.model):
+            return [probs for _, probs in predict_labels(self.model, self.tokenizer, texts, labels)]
+        own = [self.model.config.id2label[i] for i in range(len(self.model.config.id2label))]
+        missing = sorted(set(labels) - set(own))
+        if missing:
+            raise ServiceError(400, f"{self.name} was trained on the labels {own}; it cannot predict {missing}",
+                               "model")
+        rows = predict_labels(self.model, self.tokenizer, texts, own)
+        return [[probs[own.index(label)] for label in labels] for _, probs in rows]
+
+    def respond(self, prompts: Sequence[list[dict[str, Any]]]) -> list[tuple[str, float]]:
+        from tuneloop.serve.chat import Options, complete
+
+        out = []
+        for messages in prompts:
+            answer = complete(self.model, self.tokenizer, messages, Options(max_tokens=self.max_tokens,
+                                                                            temperature=0.0, logprobs=True))
+            logprobs = [entry["logprob"] for entry in answer.logprobs or []]
+            out.append((answer.text, sum(logprobs) / len(logprobs) if logprobs else 0.0))
+        return out
+
+
+class Endpoint:
+    """Any OpenAI-compatible chat completions endpoint (a larger teacher model, or another tuneloop)."""
+
+    def __init__(self, base_url: str, api_key: str, model: str, max_tokens: int = 256, timeout: float = 120.0):
+        import httpx
+
+        self.name, self.model, self.max_tokens = f"{model}@{base_url}", model, max_tokens
+        self.client = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout,
+                                   headers={"Authorization": f"Bearer {api_key}"})
+
+    def _chat(self, messages: list[dict[str, Any]], max_tokens: int, top_logprobs: int) -> dict[str, Any]:
+        import httpx
+
+        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0,
+                "logprobs": True, "top_logprobs": top_logprobs}
+        try:
+            response = self.client.post("/chat/completions", json=body)
+        except httpx.HTTPError as e:
+            raise ServiceError(502, f"the endpoint {self.client.base_url} did not answer: {e}", "base_url") from None
+        if response.status_code != 200:
+            raise ServiceError(502, f"the endpoint {self.client.base_url} answered {response.status_code}: "
+                                    f"{response.text[:300]}", "base_url")
+        return response.json()["choices"][0]
+
+    def classify(self, texts: Sequence[str], labels: Sequence[str]) -> list[list[float]]:
+        out = []
+        for text in texts:
+            choice = self._chat(classification_messages(text, list(labels)), 1, 20)
+            top = (choice.get("logprobs") or {}).get("content") or [{"top_logprobs": []}]
+            scores = [0.0] * len(labels)
+            for candidate in top[0].get("top_logprobs", []):
+                token = candidate["token"].strip().lower()
+                matching = [i for i, label in enumerate(labels) if token and label.lower().startswith(token)]
+                for i in matching:  # a first token that starts several labels is shared among them
+                    scores[i] += math.exp(candidate["logprob"]) / len(matching)
+            total = sum(scores)
+            out.append([s / total for s in scores] if total > 0 else [1.0 / len(labels)] * len(labels))
+        return out
+
+    def respond(self, prompts: Sequence[list[dict[str, Any]]]) -> list[tuple[str, float]]:
+        out = []
+        for messages in prompts:
+            choice = self._chat(messages, self.max_tokens, 0)
+            logprobs = [t["logprob"] for t in (choice.get("logprobs") or {}).get("content") or []]
+            out.append((choice["message"]["content"], sum(logprobs) / len(logprobs) if logprobs else 0.0))
+        return out
+
+
+@dataclass
+class PrelabelResult:
+    model: str
+    predicted: int
+    skipped: int
+
+
+def _targets(session: Session, project: Project, which: str, model: str) -> tuple[list[Record], int]:
+    if which not in ("remaining", "all"):
+        raise ServiceError(400, f"records '{which}' is not one of remaining, all", "records")
+    records = store.all_records(session, project_id=project.id)
+    if which == "remaining":  # what people have not finished, and the held-out records every round is measured on
+        records = [r for r in records if r.status == "open" or r.split == "holdout"]
+    done = store.predicted_ids(session, project_id=project.id, model=model)
+    todo = [r for r in records if r.id not in done]
+    return todo, len(records) - len(todo)
+
+
+def prelabel(session: Session, project: Project, predictor: Predictor, *, records: str = "remaining",
+             uncertainty: str = "margin", batch_size: int = 16, on_progress: Progress | None = None
+             ) -> PrelabelResult:
+    if project.task not in ("classification", "response"):
+        raise ServiceError(400, f"a {project.task} project has no pre-labels: people judge the answers it holds",
+                           "task")
+    if uncertainty not in UNCERTAINTY:
+        raise ServiceError(400, f"uncertainty '{uncertainty}' is not one of {', '.join(UNCERTAINTY)}", "uncertainty")
+    todo, skipped = _targets(session, project, records, predictor.name)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        rows = _predict(project, predictor, batch, UNCERTAINTY[uncertainty])
+        measures = [row.pop("uncertainty") for row in rows]
+        store.add_predictions(session, project_id=project.id, rows=rows)
+        for record, row, measure in zip(batch, rows, measures):
+            _mark(session, project, record, predictor.name, row, measure)
+        session.commit()
+        if on_progress:
+            on_progress(start + len(batch), len(todo))
+    return PrelabelResult(predictor.name, len(todo), skipped)
+
+
+def _predict(project: Project, predictor: Predictor, batch: list[Record], measure: Callable) -> list[dict[str, Any]]:
+    if project.task == "classification":
+        rows = []
+        for record, probs in zip(batch, predictor.classify([r.text for r in batch], project.labels)):
+            best = max(range(len(probs)), key=probs.__getitem__)
+            rows.append({"record_id": record.id, "model": predictor.name, "answer": {"label": project.labels[best]},
+                         "label": project.labels[best], "confidence": probs[best],
+                         "probabilities": dict(zip(project.labels, probs)), "uncertainty": measure(probs)})
+        return rows
+    answers = predictor.respond([r.data.get("prompt", []) for r in batch])
+    return [{"record_id": r.id, "model": predictor.name, "answer": {"text": text}, "label": None,
+             "confidence": math.exp(mean), "mean_logprob": mean, "uncertainty": -mean}
+            for r, (text, mean) in zip(batch, answers)]
+
+
+def _mark(session: Session, project: Project, record: Record, model: str, row: dict[str, Any],
+          uncertainty: float) -> None:
+    """Put the newest prediction on the record (for sorting and filtering) and recheck disagreement."""
+    others = {p.model: p.label for p in store.predictions_of(session, record_id=record.id) if p.model != model}
+    record.pred_model, record.pred_label, record.confidence = model, row["label"], row["confidence"]
+    record.uncertainty = uncertainty
+    record.models_disagree = any(label is not None and label != row["label"] for label in others.values())
+    if record.annotations:
+        store.refresh_record(session, record=record, project=project)

@@ -1,0 +1,366 @@
+"""Repositories for people in the loop: users, projects, records, predictions, annotations and their
+history, assignments and rounds. Keyword-only functions over a session; callers commit."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, exists, func, insert, select
+from sqlalchemy.orm import Session
+
+from tuneloop.store.repo import new_id
+from tuneloop.store.tables import (Annotation, AnnotationChange, Assignment, Prediction, Project, ProjectMember,
+                                   Record, Round, User)
+
+COUNTED = ("submitted", "accepted")
+"""Annotation statuses that count towards a record's overlap (skipped, rejected and withdrawn do not)."""
+HOLDS = ("submitted", "skipped", "accepted")
+"""Statuses that keep a record out of that person's queue."""
+ASSIGNMENT_SECONDS = 30 * 60
+
+
+# ---------------------------------------------------------------- users
+def create_user(session: Session, *, username: str, password_hash: str, role: str) -> User:
+    user = User(id=new_id("user"), username=username, password_hash=password_hash, role=role, created_at=time.time())
+    session.add(user)
+    return user
+
+
+def user_by_name(session: Session, *, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def get_user(session: Session, *, user_id: str) -> User | None:
+    return session.get(User, user_id)
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.created_at)))
+
+
+# ---------------------------------------------------------------- projects
+def create_project(session: Session, *, name: str, task: str, labels: list[str], multi_label: bool,
+                   guidelines: str, overlap: int) -> Project:
+    project = Project(id=new_id("proj"), name=name, task=task, labels=labels, multi_label=multi_label,
+                      guidelines=guidelines, overlap=overlap, created_at=time.time())
+    session.add(project)
+    return project
+
+
+def find_project(session: Session, *, ref: str) -> Project | None:
+    return session.get(Project, ref) or session.scalar(select(Project).where(Project.name == ref))
+
+
+def list_projects(session: Session, *, member: str | None = None) -> list[Project]:
+    query = select(Project).order_by(Project.created_at)
+    if member is not None:
+        query = query.join(ProjectMember, ProjectMember.project_id == Project.id).where(ProjectMember.user_id == member)
+    return list(session.scalars(query))
+
+
+def add_member(session: Session, *, project_id: str, user_id: str) -> None:
+    if session.get(ProjectMember, (project_id, user_id)) is None:
+        session.add(ProjectMember(project_id=project_id, user_id=user_id))
+
+
+def is_member(session: Session, *, project_id: str, user_id: str) -> bool:
+    return session.get(ProjectMember, (project_id, user_id)) is not None
+
+
+def members(session: Session, *, project_id: str) -> list[User]:
+    return list(session.scalars(select(User).join(ProjectMember, ProjectMember.user_id == User.id)
+                                .where(ProjectMember.project_id == project_id).order_by(User.username)))
+
+
+# ---------------------------------------------------------------- records
+def add_records(session: Session, *, project_id: str, rows: Sequence[dict[str, Any]], seed: int = 0) -> int:
+    """Bulk insert: each row has source, source_index, data, text and split."""
+    rng = random.Random(seed)
+    now = time.time()
+    values = [{"project_id": project_id, "status": "open", "annotations": 0, "disagreement": False,
+               "models_disagree": False, "uncertainty": 0.0, "random_key": rng.random(), "updated_at": now, **row}
+              for row in rows]
+    for start in range(0, len(values), 5000):
+        session.execute(insert(Record), values[start : start + 5000])
+    return len(values)
+
+
+def get_record(session: Session, *, project_id: str, record_id: int) -> Record | None:
+    record = session.get(Record, record_id)
+    return record if record is not None and record.project_id == project_id else None
+
+
+def count_records(session: Session, *, project_id: str) -> dict[str, int]:
+    rows = session.execute(select(Record.split, Record.status, func.count()).where(Record.project_id == project_id)
+                           .group_by(Record.split, Record.status))
+    counts: Counter[str] = Counter()
+    for split, status, n in rows:
+        counts[status] += n
+        counts[f"{split}:{status}"] += n
+        counts["total"] += n
+    return dict(counts)
+
+
+def records_by_id(session: Session, *, project_id: str, ids: Iterable[int]) -> list[Record]:
+    return list(session.scalars(select(Record).where(Record.project_id == project_id, Record.id.in_(list(ids)))))
+
+
+def all_records(session: Session, *, project_id: str, split: str | None = None) -> list[Record]:
+    query = select(Record).where(Record.project_id == project_id)
+    if split:
+        query = query.where(Record.split == split)
+    return list(session.scalars(query.order_by(Record.id)))
+
+
+@dataclass
+class TableQuery:
+    status: str | None = None
+    label: str | None = None
+    prediction: str | None = None
+    annotator: str | None = None
+    disagreement: bool | None = None
+    min_confidence: float | None = None
+    max_confidence: float | None = None
+    search: str | None = None
+    split: str | None = None
+    sort: str = "id"
+    descending: bool = False
+    offset: int = 0
+    limit: int = 50
+
+
+SORTS = {"id": Record.id, "confidence": Record.confidence, "uncertainty": Record.uncertainty,
+         "updated": Record.updated_at, "label": Record.human_label, "prediction": Record.pred_label,
+         "annotations": Record.annotations}
+
+
+def table_page(session: Session, *, project_id: str, query: TableQuery) -> tuple[list[Record], int]:
+    """One page of records with the table view's filters and sort, and how many match in all."""
+    conditions = [Record.project_id == project_id]
+    if query.status:
+        conditions.append(Record.status == query.status)
+    if query.split:
+        conditions.append(Record.split == query.split)
+    if query.label:
+        conditions.append(Record.human_label == query.label)
+    if query.prediction:
+        conditions.append(Record.pred_label == query.prediction)
+    if query.disagreement is not None:
+        conditions.append(Record.disagreement.is_(query.disagreement))
+    if query.min_confidence is not None:
+        conditions.append(Record.confidence >= query.min_confidence)
+    if query.max_confidence is not None:
+        conditions.append(Record.confidence <= query.max_confidence)
+    if query.search:
+        conditions.append(Record.text.ilike(f"%{query.search}%"))
+    if query.annotator:
+        conditions.append(exists().where(Annotation.record_id == Record.id, Annotation.user_id == query.annotator,
+                                         Annotation.status.in_(COUNTED + ("rejected",))))
+    column = SORTS[query.sort]
+    order = (column.desc(), Record.id.desc()) if query.descending else (column, Record.id)
+    rows = list(session.scalars(select(Record).where(*conditions).order_by(*order)
+                                .offset(query.offset).limit(query.limit)))
+    total = session.scalar(select(func.count()).select_from(Record).where(*conditions)) or 0
+    return rows, total
+
+
+# ---------------------------------------------------------------- the queue
+QUEUE_ORDERS = {
+    "uncertainty": (Record.uncertainty.desc(), Record.id),
+    "models": (Record.models_disagree.desc(), Record.uncertainty.desc(), Record.id),
+    "random": (Record.random_key, Record.id),
+    "id": (Record.id,),
+}
+
+
+def active_assignment(session: Session, *, project_id: str, user_id: str, now: float) -> Record | None:
+    return session.scalar(select(Record).join(Assignment, Assignment.record_id == Record.id)
+                          .where(Assignment.project_id == project_id, Assignment.user_id == user_id,
+                                 Assignment.expires_at > now, Record.status == "open"))
+
+
+def claim_next(session: Session, *, project: Project, user_id: str, order: str, now: float) -> Record | None:
+    """The next record for this person: held-out records first (every round is measured on them), then the
+    pool in `order`. A record is handed to at most `overlap` people at a time, counting finished
+    annotations, and never twice to one person. Commits."""
+    held = active_assignment(session, project_id=project.id, user_id=user_id, now=now)
+    if held is not None:
+        return held
+    others = (select(func.count()).select_from(Assignment)
+              .where(Assignment.record_id == Record.id, Assignment.user_id != user_id, Assignment.expires_at > now)
+              .scalar_subquery())
+    mine = exists().where(Annotation.record_id == Record.id, Annotation.user_id == user_id,
+                          Annotation.status.in_(HOLDS))
+    for split in ("holdout", "pool"):
+        query = (select(Record).where(Record.project_id == project.id, Record.split == split, Record.status == "open",
+                                      ~mine, Record.annotations + others < project.overlap)
+                 .order_by(*QUEUE_ORDERS[order]).limit(5))
+        for record in session.scalars(query):
+            if _take(session, project, record, user_id, now):
+                return record
+    return None
+
+
+def _take(session: Session, project: Project, record: Record, user_id: str, now: float) -> bool:
+    """Hold the record; if someone took it in the meantime, the earlier holders keep it (by user id when tied)."""
+    session.execute(delete(Assignment).where(Assignment.record_id == record.id, Assignment.expires_at <= now))
+    session.merge(Assignment(record_id=record.id, user_id=user_id, project_id=project.id,
+                             expires_at=now + ASSIGNMENT_SECONDS))
+    session.commit()
+    ahead = session.scalar(select(func.count()).select_from(Assignment).where(
+        Assignment.record_id == record.id, Assignment.user_id < user_id, Assignment.expires_at > now)) or 0
+    session.refresh(record)
+    if record.annotations + ahead < project.overlap:
+        return True
+    release(session, record_id=record.id, user_id=user_id)
+    session.commit()
+    return False
+
+
+def release(session: Session, *, record_id: int, user_id: str) -> None:
+    session.execute(delete(Assignment).where(Assignment.record_id == record_id, Assignment.user_id == user_id))
+
+
+def hold(session: Session, *, project_id: str, record_id: int, user_id: str, now: float) -> None:
+    """Give a record back to one person now (after an undo), dropping what else they held."""
+    session.execute(delete(Assignment).where(Assignment.project_id == project_id, Assignment.user_id == user_id))
+    session.merge(Assignment(record_id=record_id, user_id=user_id, project_id=project_id,
+                             expires_at=now + ASSIGNMENT_SECONDS))
+
+
+# ---------------------------------------------------------------- annotations
+def _snapshot(annotation: Annotation) -> dict[str, Any]:
+    return {"value": annotation.value, "status": annotation.status, "review_comment": annotation.review_comment}
+
+
+def add_annotation(session: Session, *, record: Record, user_id: str, value: dict[str, Any], status: str) -> Annotation:
+    now = time.time()
+    annotation = Annotation(record_id=record.id, project_id=record.project_id, user_id=user_id, value=value,
+                            status=status, created_at=now, updated_at=now)
+    session.add(annotation)
+    session.flush()
+    session.add(AnnotationChange(annotation_id=annotation.id, record_id=record.id, user_id=user_id, action="create",
+                                 before=None, after=_snapshot(annotation), at=now))
+    return annotation
+
+
+def change_status(session: Session, *, annotation: Annotation, by: str, status: str, action: str,
+                  comment: str | None = None) -> None:
+    """A new status (and review comment), with the before and after kept in the history."""
+    before = _snapshot(annotation)
+    annotation.status, annotation.updated_at = status, time.time()
+    if comment is not None:
+        annotation.review_comment, annotation.reviewer_id = comment, by
+    session.add(AnnotationChange(annotation_id=annotation.id, record_id=annotation.record_id, user_id=by,
+                                 action=action, before=before, after=_snapshot(annotation), at=annotation.updated_at))
+
+
+def last_annotation(session: Session, *, project_id: str, user_id: str) -> Annotation | None:
+    return session.scalar(select(Annotation).where(Annotation.project_id == project_id, Annotation.user_id == user_id,
+                                                   Annotation.status.in_(("submitted", "skipped")))
+                          .order_by(Annotation.id.desc()).limit(1))
+
+
+def get_annotation(session: Session, *, project_id: str, annotation_id: int) -> Annotation | None:
+    annotation = session.get(Annotation, annotation_id)
+    return annotation if annotation is not None and annotation.project_id == project_id else None
+
+
+def annotations_of(session: Session, *, record_ids: Sequence[int], statuses: Sequence[str] | None = None
+                   ) -> list[Annotation]:
+    query = select(Annotation).where(Annotation.record_id.in_(list(record_ids)))
+    if statuses:
+        query = query.where(Annotation.status.in_(list(statuses)))
+    return list(session.scalars(query.order_by(Annotation.id)))
+
+
+def project_annotations(session: Session, *, project_id: str, statuses: Sequence[str] = COUNTED) -> list[Annotation]:
+    return list(session.scalars(select(Annotation).where(Annotation.project_id == project_id,
+                                                         Annotation.status.in_(list(statuses)))
+                                .order_by(Annotation.id)))
+
+
+def history(session: Session, *, record_id: int) -> list[AnnotationChange]:
+    return list(session.scalars(select(AnnotationChange).where(AnnotationChange.record_id == record_id)
+                                .order_by(AnnotationChange.id)))
+
+
+def refresh_record(session: Session, *, record: Record, project: Project) -> None:
+    """Recount a record's annotations and what follows from them: status, the people's label, disagreement."""
+    counted = [a for a in annotations_of(session, record_ids=[record.id], statuses=COUNTED)]
+    record.annotations = len(counted)
+    labels = [a.value.get("label") for a in counted if a.value.get("label") is not None]
+    votes = Counter(labels).most_common()
+    record.human_label = votes[0][0] if votes else None
+    people_disagree = len(votes) > 1
+    model_disagrees = bool(record.human_label and record.pred_label and record.pred_label != record.human_label)
+    record.disagreement = people_disagree or model_disagrees
+    if record.annotations < project.overlap:
+        record.status = "open"
+    else:
+        record.status = "accepted" if any(a.status == "accepted" for a in counted) else "annotated"
+    record.updated_at = time.time()
+
+
+def per_person(session: Session, *, project_id: str) -> list[tuple[str, str, int]]:
+    """(username, status, count) of every person's annotations in a project."""
+    rows = session.execute(select(User.username, Annotation.status, func.count())
+                           .join(User, User.id == Annotation.user_id)
+                           .where(Annotation.project_id == project_id).group_by(User.username, Annotation.status))
+    return [(name, status, n) for name, status, n in rows]
+
+
+def submitted_times(session: Session, *, project_id: str) -> list[tuple[float, dict[str, Any]]]:
+    rows = session.execute(select(Annotation.created_at, Annotation.value)
+                           .where(Annotation.project_id == project_id, Annotation.status.in_(COUNTED))
+                           .order_by(Annotation.created_at))
+    return [(at, value) for at, value in rows]
+
+
+# ---------------------------------------------------------------- predictions
+def add_predictions(session: Session, *, project_id: str, rows: Sequence[dict[str, Any]]) -> None:
+    now = time.time()
+    session.execute(insert(Prediction), [{"project_id": project_id, "created_at": now, **row} for row in rows])
+
+
+def predictions_of(session: Session, *, record_id: int) -> list[Prediction]:
+    return list(session.scalars(select(Prediction).where(Prediction.record_id == record_id).order_by(Prediction.id)))
+
+
+def predicted_ids(session: Session, *, project_id: str, model: str) -> set[int]:
+    return set(session.scalars(select(Prediction.record_id).where(Prediction.project_id == project_id,
+                                                                  Prediction.model == model)))
+
+
+def latest_predictions(session: Session, *, project_id: str, model: str | None = None) -> list[Prediction]:
+    """The newest prediction of each (record, model)."""
+    newest = (select(func.max(Prediction.id)).where(Prediction.project_id == project_id)
+              .group_by(Prediction.record_id, Prediction.model))
+    query = select(Prediction).where(Prediction.id.in_(newest))
+    if model:
+        query = query.where(Prediction.model == model)
+    return list(session.scalars(query.order_by(Prediction.record_id)))
+
+
+def prediction_models(session: Session, *, project_id: str) -> list[str]:
+    return list(session.scalars(select(Prediction.model).where(Prediction.project_id == project_id)
+                                .group_by(Prediction.model).order_by(func.min(Prediction.id))))
+
+
+# ---------------------------------------------------------------- rounds
+def add_round(session: Session, *, project_id: str, model: str, labels_used: int, accuracy: float | None,
+              macro_f1: float | None, seconds: float | None, job_id: str | None = None) -> Round:
+    number = (session.scalar(select(func.max(Round.number)).where(Round.project_id == project_id)) or 0) + 1
+    row = Round(project_id=project_id, number=number, model=model, labels_used=labels_used, accuracy=accuracy,
+                macro_f1=macro_f1, seconds=seconds, job_id=job_id, created_at=time.time())
+    session.add(row)
+    return row
+
+
+def list_rounds(session: Session, *, project_id: str) -> list[Round]:
+    return list(session.scalars(select(Round).where(Round.project_id == project_id).order_by(Round.number)))
