@@ -6,6 +6,7 @@
 set -euo pipefail
 REQUIRED=(
   "/usr/lib/postgresql/15/bin/initdb:postgresql"   # tests start a real PostgreSQL server (job queue, two workers)
+  "/usr/bin/chromium:chromium"                      # browser tests of the review UI (Playwright drives it)
 )
 missing=()
 for entry in "${REQUIRED[@]+"${REQUIRED[@]}"}"; do

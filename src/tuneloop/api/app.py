@@ -7,7 +7,9 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
 
 from tuneloop.api.deps import require_key
 from tuneloop.config.settings import Settings
@@ -15,6 +17,9 @@ from tuneloop.models.registry import ModelError
 from tuneloop.serve.cache import ModelCache
 from tuneloop.services import ServiceError
 from tuneloop.store.db import make_engine, sessions, upgrade
+from tuneloop.web import pages
+
+SESSION_DAYS = 14
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 409: "conflict_error", 422: "invalid_request_error", 429: "rate_limit_error"}
@@ -28,13 +33,16 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from tuneloop.api.routes import native, openai_chat, openai_files, openai_fine_tuning, openai_models
+    from tuneloop.api.routes import native, openai_chat, openai_files, openai_fine_tuning, openai_models, projects
 
     engine = make_engine(settings.db_url)
     upgrade(engine)
     app = FastAPI(title="tuneloop", version="0.1.0", description="Fine-tune and serve models with people in the loop.")
     app.state.settings, app.state.engine, app.state.sessions = settings, engine, sessions(engine)
     app.state.models = ModelCache(settings)
+    app.add_middleware(SessionMiddleware, secret_key=settings.session_secret(), session_cookie="tuneloop_session",
+                       max_age=SESSION_DAYS * 24 * 3600, same_site="lax")
+    app.add_exception_handler(pages.LoginRequired, pages.login_redirect)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, e: ServiceError) -> JSONResponse:
@@ -58,4 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (openai_files, openai_fine_tuning, openai_models, openai_chat):
         app.include_router(module.router, prefix="/v1", dependencies=secured)
     app.include_router(native.router, prefix="/api", dependencies=secured)
+    app.include_router(projects.router, prefix="/api")  # people (session cookie) or API keys, checked per route
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     return app

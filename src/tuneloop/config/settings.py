@@ -23,12 +23,17 @@ class Settings(BaseModel):
     max_upload_bytes: int = 512 * 1024 * 1024
     """TUNELOOP_MAX_UPLOAD_BYTES: the largest file the API accepts."""
 
+    secret_key: str | None = None
+    """TUNELOOP_SECRET_KEY: signs the review UI's session cookies. Default: a random key kept in
+    <home>/secret_key (set it when several servers share one database, so a login works on each)."""
+
     @classmethod
     def from_env(cls) -> "Settings":
         home = os.environ.get("TUNELOOP_HOME")
         offline = os.environ.get("TUNELOOP_OFFLINE", "").lower() in {"1", "true", "yes"}
         return cls(home=Path(home) if home else Path(".tuneloop"), offline=offline,
                    database_url=os.environ.get("TUNELOOP_DATABASE_URL") or None,
+                   secret_key=os.environ.get("TUNELOOP_SECRET_KEY") or None,
                    max_upload_bytes=int(os.environ.get("TUNELOOP_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)))
 
     @property
@@ -50,6 +55,21 @@ class Settings(BaseModel):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'tuneloop.db').resolve()}"
+
+
+    def session_secret(self) -> str:
+        """The key that signs session cookies: TUNELOOP_SECRET_KEY, or one made once and kept (mode 600)."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.home / "secret_key"
+        if not path.exists():
+            import secrets
+
+            self.home.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
 
 
 def get_settings() -> Settings:

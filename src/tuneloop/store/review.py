@@ -185,17 +185,26 @@ def active_assignment(session: Session, *, project_id: str, user_id: str, now: f
 
 
 def claim_next(session: Session, *, project: Project, user_id: str, order: str, now: float) -> Record | None:
-    """The next record for this person: held-out records first (every round is measured on them), then the
-    pool in `order`. A record is handed to at most `overlap` people at a time, counting finished
+    """The next record for this person: their work a reviewer rejected, the record they already hold, held-out
+    records (every round is measured on them), then the pool in `order`. A record is handed to at most `overlap` people at a time, counting finished
     annotations, and never twice to one person. Commits."""
-    held = active_assignment(session, project_id=project.id, user_id=user_id, now=now)
-    if held is not None:
-        return held
     others = (select(func.count()).select_from(Assignment)
               .where(Assignment.record_id == Record.id, Assignment.user_id != user_id, Assignment.expires_at > now)
               .scalar_subquery())
     mine = exists().where(Annotation.record_id == Record.id, Annotation.user_id == user_id,
                           Annotation.status.in_(HOLDS))
+    rejected = exists().where(Annotation.record_id == Record.id, Annotation.user_id == user_id,
+                              Annotation.status == "rejected")
+    rework = session.scalar(select(Record).where(Record.project_id == project.id, Record.status == "open", rejected,
+                                                 ~mine, Record.annotations + others < project.overlap)
+                            .order_by(Record.id).limit(1))
+    if rework is not None:  # work a reviewer sent back comes first, to the person who did it
+        hold(session, project_id=project.id, record_id=rework.id, user_id=user_id, now=now)
+        session.commit()
+        return rework
+    held = active_assignment(session, project_id=project.id, user_id=user_id, now=now)
+    if held is not None:
+        return held
     for split in ("holdout", "pool"):
         query = (select(Record).where(Record.project_id == project.id, Record.split == split, Record.status == "open",
                                       ~mine, Record.annotations + others < project.overlap)

@@ -68,7 +68,7 @@ class LocalModel:
             answer = complete(self.model, self.tokenizer, messages, Options(max_tokens=self.max_tokens,
                                                                             temperature=0.0, logprobs=True))
             logprobs = [entry["logprob"] for entry in answer.logprobs or []]
-            out.append((answer.text, sum(logprobs) / len(logprobs) if logprobs else 0.0))
+            out.append((answer.text.strip(), sum(logprobs) / len(logprobs) if logprobs else 0.0))
         return out
 
 
@@ -116,7 +116,7 @@ class Endpoint:
         for messages in prompts:
             choice = self._chat(messages, self.max_tokens, 0)
             logprobs = [t["logprob"] for t in (choice.get("logprobs") or {}).get("content") or []]
-            out.append((choice["message"]["content"], sum(logprobs) / len(logprobs) if logprobs else 0.0))
+            out.append(((choice["message"]["content"] or "").strip(), sum(logprobs) / len(logprobs) if logprobs else 0.0))
         return out
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -151,15 +150,8 @@ def summary(session: Session, project: Project) -> dict[str, Any]:
     people: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for username, status, n in store.per_person(session, project_id=project.id):
         people[username][status] += n
-    distribution: Counter[str] = Counter()
-    timeline: dict[str, Counter[str]] = defaultdict(Counter)
-    for at, value in store.submitted_times(session, project_id=project.id):
-        key = value.get("label")
-        if key is None:
-            continue
-        distribution[key] += 1
-        day = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d")
-        timeline[day][key] += 1
+    times = store.submitted_times(session, project_id=project.id)
+    distribution: Counter[str] = Counter(value.get("label") for _, value in times if value.get("label") is not None)
     return {"id": project.id, "name": project.name, "task": project.task, "labels": project.labels,
             "multi_label": project.multi_label, "overlap": project.overlap, "guidelines": project.guidelines,
             "records": counts.get("total", 0), "open": counts.get("open", 0),
@@ -167,4 +159,23 @@ def summary(session: Session, project: Project) -> dict[str, Any]:
             "holdout": sum(n for k, n in counts.items() if k.startswith("holdout:")),
             "people": {name: dict(by_status) for name, by_status in sorted(people.items())},
             "label_distribution": dict(distribution.most_common()),
-            "timeline": [{"day": day, **dict(c)} for day, c in sorted(timeline.items())]}
+            "timeline": timeline(times)}
+
+
+def timeline(times: list[tuple[float, dict[str, Any]]], buckets: int = 60) -> list[dict[str, Any]]:
+    """Cumulative labels over time, in at most `buckets` evenly spaced points: [{"at": unix time, label: n}]."""
+    labelled = [(at, value["label"]) for at, value in times if value.get("label") is not None]
+    if not labelled:
+        return []
+    start, end = labelled[0][0], labelled[-1][0]
+    width = max((end - start) / buckets, 1e-9)
+    points: list[dict[str, Any]] = []
+    running: Counter[str] = Counter()
+    for at, label in labelled:
+        running[label] += 1
+        bucket_end = start + width * (int((at - start) / width) + 1)
+        if points and points[-1]["at"] >= at:
+            points[-1].update(running)
+        else:
+            points.append({"at": min(bucket_end, end), **running})
+    return points

@@ -1,0 +1,207 @@
+"""/api/projects: review projects, the queue, annotations, reviews, the table view, quality and export.
+Callers are people logged in to the UI (session cookie) or API keys (admin rights; they cannot annotate)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from tuneloop.api.deps import Actor, ActorDep, SessionDep, SettingsDep
+from tuneloop.services import ServiceError
+from tuneloop.services.auth import check_project_access, create_user, require_admin, require_reviewer
+from tuneloop.services.review import export, projects, quality, queue
+from tuneloop.store import review as store
+from tuneloop.store.tables import Project
+
+router = APIRouter(tags=["review"])
+
+
+def _project(session: Any, actor: Actor, ref: str) -> Project:
+    project = projects.get_project(session, ref)
+    if actor.user is not None:
+        check_project_access(session, actor.user, project)
+    return project
+
+
+def _admin(actor: Actor) -> None:
+    if actor.user is not None:
+        require_admin(actor.user)
+
+
+class UserCreate(BaseModel):
+    username: str
+    password: str
+    role: Literal["admin", "reviewer", "annotator"] = "annotator"
+
+
+class ProjectCreate(BaseModel):
+    name: str
+    data: str
+    """A data file on the server, or an imported dataset version."""
+    task: Literal["classification", "response", "preference", "rating"] = "classification"
+    labels: list[str] | None = None
+    multi_label: bool = False
+    guidelines: str = ""
+    overlap: int = Field(1, ge=1, le=20)
+    holdout: float = Field(0.0, ge=0, lt=1)
+    members: list[str] = Field(default_factory=list)
+
+
+class AnnotationIn(BaseModel):
+    value: dict[str, Any]
+
+
+class ReviewIn(BaseModel):
+    accept: bool
+    comment: str = ""
+
+
+class BulkAccept(BaseModel):
+    record_ids: list[int] = Field(min_length=1, max_length=1000)
+
+
+class MemberIn(BaseModel):
+    username: str
+
+
+@router.post("/users")
+def add_user(session: SessionDep, actor: ActorDep, body: UserCreate) -> dict:
+    _admin(actor)
+    user = create_user(session, username=body.username, password=body.password, role=body.role)
+    return {"id": user.id, "username": user.username, "role": user.role}
+
+
+@router.get("/users")
+def list_users(session: SessionDep, actor: ActorDep) -> dict:
+    _admin(actor)
+    return {"object": "list", "data": [{"id": u.id, "username": u.username, "role": u.role}
+                                       for u in store.list_users(session)]}
+
+
+@router.get("/projects")
+def list_projects(session: SessionDep, actor: ActorDep) -> dict:
+    return {"object": "list", "data": [projects.summary(session, p)
+                                       for p in projects.visible_projects(session, actor.user)]}
+
+
+@router.post("/projects")
+def create_project(session: SessionDep, settings: SettingsDep, actor: ActorDep, body: ProjectCreate) -> dict:
+    _admin(actor)
+    project = projects.create_project(session, settings, name=body.name, task=body.task, data=body.data,
+                                      labels=body.labels, multi_label=body.multi_label, guidelines=body.guidelines,
+                                      overlap=body.overlap, holdout=body.holdout)
+    for username in body.members:
+        projects.add_member(session, project, username)
+    return projects.summary(session, project)
+
+
+@router.get("/projects/{ref}")
+def get_project(session: SessionDep, actor: ActorDep, ref: str) -> dict:
+    project = _project(session, actor, ref)
+    return {**projects.summary(session, project), "agreement": quality.agreement(session, project),
+            "models": quality.model_vs_human(session, project),
+            "disagreements": quality.disagreement_counts(session, project),
+            "members": [u.username for u in store.members(session, project_id=project.id)],
+            "rounds": [{"round": r.number, "model": r.model, "labels_used": r.labels_used, "accuracy": r.accuracy,
+                        "macro_f1": r.macro_f1, "seconds": r.seconds, "created_at": r.created_at}
+                       for r in store.list_rounds(session, project_id=project.id)]}
+
+
+@router.post("/projects/{ref}/members")
+def add_member(session: SessionDep, actor: ActorDep, ref: str, body: MemberIn) -> dict:
+    _admin(actor)
+    user = projects.add_member(session, _project(session, actor, ref), body.username)
+    return {"username": user.username, "role": user.role}
+
+
+@router.get("/projects/{ref}/next")
+def next_record(session: SessionDep, actor: ActorDep, ref: str,
+                order: str = Query("uncertainty", description="uncertainty, models, random or id")) -> dict:
+    project = _project(session, actor, ref)
+    record = queue.next_record(session, project, actor.person(), order)
+    return {"record": record, "counts": _counts(session, project, actor)}
+
+
+def _counts(session: Any, project: Project, actor: Actor) -> dict[str, int]:
+    summary = projects.summary(session, project)
+    mine = summary["people"].get(actor.user.username, {}) if actor.user else {}
+    return {"open": summary["open"], "done": summary["annotated"] + summary["accepted"],
+            "records": summary["records"], "mine": mine.get("submitted", 0) + mine.get("accepted", 0),
+            "skipped": mine.get("skipped", 0)}
+
+
+@router.post("/projects/{ref}/records/{record_id}/annotations")
+def annotate(session: SessionDep, actor: ActorDep, ref: str, record_id: int, body: AnnotationIn) -> dict:
+    project = _project(session, actor, ref)
+    annotation = queue.submit(session, project, actor.person(), record_id, body.value)
+    return {"id": annotation.id, "record_id": record_id, "value": annotation.value, "status": annotation.status,
+            "counts": _counts(session, project, actor)}
+
+
+@router.post("/projects/{ref}/records/{record_id}/skip")
+def skip(session: SessionDep, actor: ActorDep, ref: str, record_id: int) -> dict:
+    project = _project(session, actor, ref)
+    annotation = queue.skip(session, project, actor.person(), record_id)
+    return {"id": annotation.id, "record_id": record_id, "status": annotation.status,
+            "counts": _counts(session, project, actor)}
+
+
+@router.post("/projects/{ref}/undo")
+def undo(session: SessionDep, actor: ActorDep, ref: str) -> dict:
+    project = _project(session, actor, ref)
+    record = queue.undo(session, project, actor.person())
+    return {"record": record, "counts": _counts(session, project, actor)}
+
+
+@router.get("/projects/{ref}/records")
+def table(session: SessionDep, actor: ActorDep, ref: str, status: str | None = None, label: str | None = None,
+          prediction: str | None = None, annotator: str | None = None, disagreement: bool | None = None,
+          min_confidence: float | None = None, max_confidence: float | None = None, search: str | None = None,
+          split: str | None = None, sort: str = "id", descending: bool = False,
+          offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> dict:
+    project = _project(session, actor, ref)
+    annotator_id = None
+    if annotator:
+        user = store.user_by_name(session, username=annotator)
+        if user is None:
+            raise ServiceError(404, f"no user '{annotator}'", "annotator", "user_not_found")
+        annotator_id = user.id
+    query = store.TableQuery(status=status or None, label=label or None, prediction=prediction or None,
+                             annotator=annotator_id, disagreement=disagreement, min_confidence=min_confidence,
+                             max_confidence=max_confidence, search=search or None, split=split or None, sort=sort,
+                             descending=descending, offset=offset, limit=limit)
+    return queue.table(session, project, query)
+
+
+@router.get("/projects/{ref}/records/{record_id}")
+def record(session: SessionDep, actor: ActorDep, ref: str, record_id: int) -> dict:
+    return queue.record_detail(session, _project(session, actor, ref), record_id)
+
+
+@router.post("/projects/{ref}/annotations/{annotation_id}/review")
+def review(session: SessionDep, actor: ActorDep, ref: str, annotation_id: int, body: ReviewIn) -> dict:
+    project = _project(session, actor, ref)
+    reviewer = actor.person()
+    require_reviewer(reviewer)
+    annotation = queue.review(session, project, reviewer, annotation_id, body.accept, body.comment)
+    return {"id": annotation.id, "status": annotation.status, "review_comment": annotation.review_comment}
+
+
+@router.post("/projects/{ref}/bulk-accept")
+def bulk_accept(session: SessionDep, actor: ActorDep, ref: str, body: BulkAccept) -> dict:
+    project = _project(session, actor, ref)
+    return {"accepted": queue.bulk_accept(session, project, actor.person(), body.record_ids)}
+
+
+@router.get("/projects/{ref}/export")
+def export_jsonl(session: SessionDep, actor: ActorDep, ref: str, as_: str = Query(..., alias="as"),
+                 split: str = "pool") -> Response:
+    project = _project(session, actor, ref)
+    rows = export.export_rows(session, project, as_, split)
+    body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return Response(body, media_type="application/jsonl",
+                    headers={"content-disposition": f'attachment; filename="{project.name}-{as_}.jsonl"'})

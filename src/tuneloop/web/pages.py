@@ -1,0 +1,162 @@
+"""The browser UI: server-rendered Jinja2 pages; small scripts in static/ call /api for the live parts.
+No front-end build step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from tuneloop.web.session import SessionDep, SettingsDep, csrf_token, session_user
+from tuneloop.services import ServiceError, catalog
+from tuneloop.services.auth import authenticate, check_project_access, require_admin
+from tuneloop.services.review import projects, queue
+from tuneloop.store import review as store
+from tuneloop.store.tables import User
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.filters["tojson_attr"] = lambda value: json.dumps(value)
+
+router = APIRouter(include_in_schema=False)
+
+
+class LoginRequired(Exception):
+    """A page asked for without a session: the app answers with a redirect to /login."""
+
+    def __init__(self, next_url: str):
+        self.next_url = next_url
+
+
+def login_redirect(request: Request, e: LoginRequired) -> RedirectResponse:
+    return RedirectResponse(f"/login?next={quote(e.next_url)}", status_code=303)
+
+
+def _user(request: Request, session: Any) -> User:
+    user = session_user(request, session)
+    if user is None:
+        raise LoginRequired(str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""))
+    return user
+
+
+def render(request: Request, name: str, user: User | None, status: int = 200, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, {"user": user, "csrf": csrf_token(request), **context},
+                                      status_code=status)
+
+
+def error_page(request: Request, user: User | None, e: ServiceError) -> HTMLResponse:
+    return render(request, "error.html", user, status=e.status, error=e)
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    return render(request, "login.html", None, next=next if next.startswith("/") else "/", failed=False)
+
+
+@router.post("/login", response_model=None)
+def login(request: Request, session: SessionDep, username: str = Form(...), password: str = Form(...),
+          next: str = Form("/")) -> Response:
+    user = authenticate(session, username=username, password=password)
+    if user is None:
+        return render(request, "login.html", None, status=401, next=next, failed=True, username=username)
+    request.session.clear()
+    request.session["user_id"] = user.id
+    return RedirectResponse(next if next.startswith("/") and not next.startswith("//") else "/", status_code=303)
+
+
+@router.post("/logout")
+def logout(request: Request) -> RedirectResponse:
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/")
+def home(request: Request, session: SessionDep) -> HTMLResponse:
+    user = _user(request, session)
+    rows = [projects.summary(session, p) for p in projects.visible_projects(session, user)]
+    return render(request, "projects.html", user, projects=rows)
+
+
+def _project_or_error(request: Request, session: Any, user: User, ref: str):
+    project = projects.get_project(session, ref)
+    check_project_access(session, user, project)
+    return project
+
+
+@router.get("/projects/{ref}", response_model=None)
+def project_page(request: Request, session: SessionDep, ref: str) -> HTMLResponse:
+    user = _user(request, session)
+    try:
+        project = _project_or_error(request, session, user, ref)
+    except ServiceError as e:
+        return error_page(request, user, e)
+    return render(request, "project.html", user, project=project)
+
+
+@router.get("/projects/{ref}/queue", response_model=None)
+def queue_page(request: Request, session: SessionDep, ref: str, order: str = "uncertainty") -> HTMLResponse:
+    user = _user(request, session)
+    try:
+        project = _project_or_error(request, session, user, ref)
+    except ServiceError as e:
+        return error_page(request, user, e)
+    return render(request, "queue.html", user, project=project, order=order, orders=queue.ORDERS)
+
+
+@router.get("/projects/{ref}/table", response_model=None)
+def table_page(request: Request, session: SessionDep, ref: str) -> HTMLResponse:
+    user = _user(request, session)
+    try:
+        project = _project_or_error(request, session, user, ref)
+    except ServiceError as e:
+        return error_page(request, user, e)
+    people = [u.username for u in store.members(session, project_id=project.id)]
+    return render(request, "table.html", user, project=project, people=people, sorts=list(store.SORTS))
+
+
+@router.get("/projects/{ref}/records/{record_id}", response_model=None)
+def record_page(request: Request, session: SessionDep, ref: str, record_id: int) -> HTMLResponse:
+    user = _user(request, session)
+    try:
+        project = _project_or_error(request, session, user, ref)
+        detail = queue.record_detail(session, project, record_id)
+    except ServiceError as e:
+        return error_page(request, user, e)
+    return render(request, "record.html", user, project=project, record=detail)
+
+
+@router.get("/admin/users", response_model=None)
+def users_page(request: Request, session: SessionDep) -> HTMLResponse:
+    user = _user(request, session)
+    try:
+        require_admin(user)
+    except ServiceError as e:
+        return error_page(request, user, e)
+    return render(request, "users.html", user, users=store.list_users(session),
+                  projects=projects.visible_projects(session, user))
+
+
+@router.get("/runs", response_model=None)
+def runs_page(request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
+    user = _user(request, session)
+    if user.role == "annotator":
+        return error_page(request, user, ServiceError(403, "training runs are for admins and reviewers"))
+    return render(request, "runs.html", user, runs=catalog.runs(settings))
+
+
+@router.get("/runs/{run_id}", response_model=None)
+def run_page(request: Request, session: SessionDep, settings: SettingsDep, run_id: str) -> HTMLResponse:
+    user = _user(request, session)
+    if user.role == "annotator":
+        return error_page(request, user, ServiceError(403, "training runs are for admins and reviewers"))
+    try:
+        run = catalog.run(settings, run_id)
+    except ServiceError as e:
+        return error_page(request, user, e)
+    return render(request, "run.html", user, run=run)

@@ -1,0 +1,52 @@
+// The project page: counters, people, label distribution and timeline, agreement, models, rounds.
+"use strict";
+
+const el = document.getElementById("project");
+const name = el.dataset.project;
+
+function agreementHtml(a) {
+  const alpha = `<p>Krippendorff's alpha: <b data-testid="alpha">${fmt(a.alpha.value)}</b> <span class="muted">on ${a.alpha.records} records, ${a.annotators} annotators</span></p>`;
+  const pairs = a.kappa_pairs.map((p) => `<li>Cohen's kappa ${esc(p.people.join(" / "))}: <b>${fmt(p.value)}</b> <span class="muted">on ${p.records} records</span></li>`).join("");
+  const per = Object.entries(a.alpha_per_label).map(([l, v]) => `<tr><td>${esc(l)}</td><td>${fmt(v.value)}</td><td>${v.records}</td></tr>`).join("");
+  return alpha + (pairs ? `<ul>${pairs}</ul>` : "") + (per ? `<table class="grid"><thead><tr><th>label</th><th>alpha</th><th>records</th></tr></thead><tbody>${per}</tbody></table>` : "");
+}
+
+function modelsHtml(models) {
+  if (!models.length) return '<p class="muted">No predictions on labelled records yet (<code>tuneloop review prelabel</code>).</p>';
+  return models.map((m) => {
+    const head = m.labels.map((l) => `<th>${esc(l)}</th>`).join("");
+    const rows = m.confusion.map((row, i) => `<tr><th>${esc(m.labels[i])}</th>${row.slice(0, m.labels.length).map((n) => `<td>${n || ""}</td>`).join("")}</tr>`).join("");
+    return `<h3>${esc(m.model)}</h3><p>accuracy <b>${fmt(m.accuracy)}</b>, macro-F1 ${fmt(m.macro_f1)}, kappa ${fmt(m.kappa.value)} <span class="muted">on ${m.records} records</span></p>` +
+      `<table class="grid"><thead><tr><th>people \\ model</th>${head}</tr></thead><tbody>${rows}</tbody></table>`;
+  }).join("");
+}
+
+async function load() {
+  const p = await api(`/api/projects/${encodeURIComponent(name)}`);
+  const stat = (label, value, id) => `<div class="stat"><b data-testid="${id}">${value}</b>${label}</div>`;
+  document.getElementById("counters").innerHTML = stat("records", p.records, "count-records") + stat("open", p.open, "count-open") +
+    stat("annotated", p.annotated, "count-annotated") + stat("accepted", p.accepted, "count-accepted") +
+    stat("held out", p.holdout, "count-holdout") + stat("disagreements", (p.disagreements.people_or_model || 0), "count-disagreements");
+  const statuses = ["submitted", "skipped", "accepted", "rejected", "withdrawn"];
+  document.getElementById("people").innerHTML = `<thead><tr><th>person</th>${statuses.map((s) => `<th>${s}</th>`).join("")}</tr></thead><tbody>` +
+    Object.entries(p.people).map(([who, c]) => `<tr data-person="${esc(who)}"><td>${esc(who)}</td>${statuses.map((s) => `<td>${c[s] || 0}</td>`).join("")}</tr>`).join("") + "</tbody>";
+  document.getElementById("distribution").innerHTML = barChart(Object.entries(p.label_distribution));
+  const keys = [...new Set(p.timeline.flatMap((d) => Object.keys(d).filter((k) => k !== "at")))];
+  const series = keys.map((k) => ({ name: k, points: p.timeline.map((d) => [d.at, d[k] || 0]) }));
+  const when = (t) => new Date(t * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+  document.getElementById("timeline").innerHTML = p.timeline.length
+    ? lineChart(series, { yLabel: "labels so far", xFormat: when }) : '<p class="muted">No labels yet.</p>';
+  document.getElementById("agreement").innerHTML = agreementHtml(p.agreement);
+  document.getElementById("models").innerHTML = modelsHtml(p.models);
+  document.getElementById("rounds").innerHTML = p.rounds.length ? `<table class="grid" data-testid="rounds"><thead><tr><th>round</th><th>labels used</th><th>model</th><th>accuracy</th><th>macro-F1</th><th>time</th></tr></thead><tbody>` +
+    p.rounds.map((r) => `<tr><td>${r.round}</td><td>${r.labels_used}</td><td>${esc(r.model.split("/").slice(-1)[0])}</td><td>${fmt(r.accuracy)}</td><td>${fmt(r.macro_f1)}</td><td>${r.seconds ? Math.round(r.seconds) + " s" : "–"}</td></tr>`).join("") + "</tbody></table>"
+    : '<p class="muted">No rounds yet: <code>tuneloop review loop</code> trains on reviewed records, re-predicts and measures.</p>';
+  document.getElementById("rounds-chart").innerHTML = p.rounds.length > 1
+    ? lineChart([{ name: "accuracy", points: p.rounds.map((r) => [r.labels_used, r.accuracy || 0]) }], { yLabel: "accuracy", xLabel: "labels used" }) : "";
+  const kinds = { classification: ["classify", "chat"], response: ["sft", "dpo"], preference: ["dpo", "sft"], rating: ["reward"] }[p.task];
+  document.getElementById("exports").innerHTML = kinds.map((k) => `<a class="button" href="/api/projects/${encodeURIComponent(name)}/export?as=${k}">${k} JSONL</a>`).join(" ") +
+    ` <span class="muted">or <code>tuneloop review export ${esc(name)} --as ${kinds[0]}</code></span>`;
+}
+
+load();
+setInterval(load, 10000);

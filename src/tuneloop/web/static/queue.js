@@ -1,0 +1,195 @@
+// The queue: one record at a time, keyboard first. 1-9 pick, Enter submits, S skips, Ctrl+Z undoes,
+// arrows move the selection. Response correction edits the draft and shows the diff as you type.
+"use strict";
+
+const root = document.getElementById("queue");
+const project = root.dataset.project, task = root.dataset.task, order = root.dataset.order;
+const labels = JSON.parse(root.dataset.labels || "[]"), multi = root.dataset.multi === "true";
+const base = `/api/projects/${encodeURIComponent(project)}`;
+let record = null, selected = new Set(), focus = 0;
+
+const KEYS = {
+  classification: [["1–9", multi ? "toggle a label" : "pick a label"], ["← →", "move"], ...(multi ? [["Space", "toggle the highlighted label"]] : []), ["Enter", "submit"], ["S", "skip"], ["Ctrl+Z", "undo the last submit"]],
+  response: [["E", "edit the draft"], ["Esc", "leave the editor"], ["Ctrl+Enter", "submit"], ["Enter", "submit (outside the editor)"], ["S", "skip"], ["Ctrl+Z", "undo the last submit"]],
+  preference: [["1 / 2", "prefer A / B"], ["← →", "move"], ["R", "rewrite the preferred answer"], ["Enter", "submit"], ["S", "skip"], ["Ctrl+Z", "undo the last submit"]],
+  rating: [["1–5", "rate"], ["← →", "move"], ["C", "comment"], ["Enter", "submit"], ["S", "skip"], ["Ctrl+Z", "undo the last submit"]],
+};
+document.getElementById("legend-keys").innerHTML = KEYS[task].map(([k, what]) => `<li><kbd>${k}</kbd> ${what}</li>`).join("");
+
+const options = () => (task === "classification" ? labels : task === "preference" ? record.options.map((o) => o.key) : ["1", "2", "3", "4", "5"]);
+
+function showCounts(c) {
+  if (!c) return;
+  document.getElementById("queue-counters").textContent =
+    `You: ${c.mine} done, ${c.skipped} skipped · project: ${c.done} of ${c.records} done, ${c.open} open`;
+  document.getElementById("queue-counters").dataset.mine = c.mine;
+}
+
+function banner(text) {
+  const el = document.getElementById("banner");
+  el.hidden = !text;
+  el.textContent = text || "";
+}
+
+function wordDiff(before, after) {
+  const a = before.split(/(\s+)/), b = after.split(/(\s+)/);
+  const n = a.length, m = b.length, dp = Array.from({ length: n + 1 }, () => new Uint16Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) dp[i][j] = a[i] === b[j] ? dp[i + 1][j + 1] + 1 : Math.max(dp[i + 1][j], dp[i][j + 1]);
+  const ops = [];  // [kind, text] with kind "=", "-" or "+"; runs of one kind are merged
+  const push = (kind, text) => { if (ops.length && ops[ops.length - 1][0] === kind) ops[ops.length - 1][1] += text; else ops.push([kind, text]); };
+  let i = 0, j = 0;
+  while (i < n && j < m) {
+    if (a[i] === b[j]) { push("=", a[i]); i++; j++; }
+    else if (dp[i + 1][j] >= dp[i][j + 1]) push("-", a[i++]);
+    else push("+", b[j++]);
+  }
+  while (i < n) push("-", a[i++]);
+  while (j < m) push("+", b[j++]);
+  return ops.map(([kind, text]) => (kind === "=" ? esc(text) : kind === "-" ? `<del>${esc(text)}</del>` : `<ins>${esc(text)}</ins>`)).join("");
+}
+
+function promptHtml(messages) {
+  return (messages || []).map((m) => `<div class="prompt"><b>${esc(m.role)}:</b> ${esc(m.content)}</div>`).join("");
+}
+
+function render(previous) {
+  const box = document.getElementById("record"), answer = document.getElementById("answer");
+  box.dataset.recordId = record ? record.id : "";
+  document.getElementById("submit").disabled = !record;
+  document.getElementById("skip").disabled = !record;
+  if (!record) {
+    box.innerHTML = '<p data-testid="queue-empty">Nothing left for you in this queue. Thank you!</p>';
+    answer.innerHTML = "";
+    return;
+  }
+  const prediction = record.prediction;
+  const meta = `<p class="muted">#${record.id} · ${esc(record.source)} line ${record.source_index}${record.split === "holdout" ? " · held out" : ""}` +
+    (prediction && prediction.label ? ` · model says <b data-testid="prelabel">${esc(prediction.label)}</b> (${fmt(prediction.confidence, 2)})` : "") + "</p>";
+  if (record.rejected) banner(`A reviewer rejected your earlier answer: ${record.rejected.comment}`);
+  selected = new Set();
+  if (task === "classification") {
+    box.innerHTML = `<div class="text" data-testid="record-text">${esc(record.text)}</div>${meta}`;
+    const start = previous ? (previous.labels || [previous.label]) : prediction && prediction.label ? [prediction.label] : [];
+    start.forEach((l) => selected.add(l));
+    focus = Math.max(0, labels.indexOf(start[0]));
+    answer.innerHTML = `<div class="labels" role="listbox">${labels.map((l, i) => {
+      const p = prediction && prediction.probabilities ? prediction.probabilities[l] : null;
+      return `<button type="button" data-label="${esc(l)}" data-key="${i + 1}"><kbd>${i + 1}</kbd> ${esc(l)}${p !== null && p !== undefined ? `<span class="prob">${Math.round(p * 100)}%</span>` : ""}</button>`;
+    }).join("")}</div>`;
+  } else if (task === "response") {
+    box.innerHTML = promptHtml(record.prompt) + meta;
+    const draft = previous ? previous.text : record.draft;
+    answer.innerHTML = `<p class="muted">Draft by <span data-testid="draft-model">${esc(record.draft_model)}</span>; correct it below.</p>` +
+      `<textarea class="editor" id="editor" data-testid="editor">${esc(draft)}</textarea><h2>Your changes</h2><div class="diff" id="diff" data-testid="diff"></div>`;
+    const editor = document.getElementById("editor");
+    const update = () => { document.getElementById("diff").innerHTML = wordDiff(record.draft, editor.value); };
+    editor.addEventListener("input", update);
+    update();
+  } else if (task === "preference") {
+    box.innerHTML = promptHtml(record.prompt) + meta;
+    if (previous) selected.add(previous.label);
+    answer.innerHTML = `<div class="pair">${record.options.map((o, i) => `<div class="option" data-label="${o.key}" data-testid="option-${"AB"[i]}"><h2>${"AB"[i]} <kbd>${i + 1}</kbd></h2>${esc(o.text)}</div>`).join("")}</div>` +
+      `<label>Rewrite of the preferred answer (optional) <textarea class="editor" id="editor"></textarea></label>`;
+  } else {
+    box.innerHTML = promptHtml(record.prompt) + `<div class="text">${esc(record.answer)}</div>` + meta;
+    if (previous) selected.add(String(previous.rating));
+    answer.innerHTML = `<div class="labels">${[1, 2, 3, 4, 5].map((r) => `<button type="button" data-label="${r}"><kbd>${r}</kbd> ${"★".repeat(r)}</button>`).join("")}</div>` +
+      `<label>Comment (optional) <input id="comment" style="width:100%"></label>`;
+  }
+  answer.querySelectorAll("[data-label]").forEach((el) => el.addEventListener("click", () => choose(el.dataset.label)));
+  paint();
+  box.focus();
+}
+
+function paint() {
+  document.querySelectorAll("#answer [data-label]").forEach((el, i) => {
+    el.classList.toggle("selected", selected.has(el.dataset.label));
+    el.classList.toggle("focused", i === focus);
+  });
+}
+
+function choose(label) {
+  const i = options().indexOf(label);
+  if (i < 0) return;
+  focus = i;
+  if (multi && task === "classification") selected.has(label) ? selected.delete(label) : selected.add(label);
+  else selected = new Set([label]);
+  paint();
+}
+
+function value() {
+  if (task === "classification") return multi ? { labels: [...selected] } : { label: [...selected][0] };
+  if (task === "response") return { text: document.getElementById("editor").value, draft: record.draft, draft_model: record.draft_model };
+  if (task === "preference") return { preferred: [...selected][0], rewrite: document.getElementById("editor").value || null };
+  return { rating: Number([...selected][0]), comment: document.getElementById("comment").value };
+}
+
+// Actions run one after another, in the order the keys were pressed.
+let chain = Promise.resolve();
+function act(fn) {
+  chain = chain.then(fn).catch((e) => banner(e.message));
+  return chain;
+}
+
+const load = () => act(async () => {
+  const data = await api(`${base}/next?order=${encodeURIComponent(order)}`);
+  record = data.record;
+  showCounts(data.counts);
+  render();
+});
+
+const submit = () => act(async () => {
+  if (!record) return;
+  if (task !== "response" && !selected.size) { banner("Pick an answer first (1–9), or skip with S."); return; }
+  const data = await api(`${base}/records/${record.id}/annotations`, { method: "POST", body: { value: value() } });
+  banner("");
+  showCounts(data.counts);
+  const next = await api(`${base}/next?order=${encodeURIComponent(order)}`);
+  record = next.record;
+  render();
+});
+
+const skip = () => act(async () => {
+  if (!record) return;
+  const data = await api(`${base}/records/${record.id}/skip`, { method: "POST" });
+  showCounts(data.counts);
+  banner("");
+  const next = await api(`${base}/next?order=${encodeURIComponent(order)}`);
+  record = next.record;
+  render();
+});
+
+const undo = () => act(async () => {
+  const data = await api(`${base}/undo`, { method: "POST" });
+  record = data.record;
+  showCounts(data.counts);
+  banner(`Undone: record #${record.id} is back; your earlier answer is selected.`);
+  render(record.previous && Object.keys(record.previous).length ? record.previous : null);
+});
+
+document.getElementById("submit").addEventListener("click", submit);
+document.getElementById("skip").addEventListener("click", skip);
+document.getElementById("undo").addEventListener("click", undo);
+
+document.addEventListener("keydown", (e) => {
+  const typing = ["TEXTAREA", "INPUT", "SELECT"].includes(document.activeElement.tagName);
+  if ((e.ctrlKey || e.metaKey) && e.key === "Enter") { e.preventDefault(); submit(); return; }
+  if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z" && !typing) { e.preventDefault(); undo(); return; }
+  if (typing) { if (e.key === "Escape") document.activeElement.blur(); return; }
+  if (e.ctrlKey || e.metaKey || e.altKey || !record) return;
+  const choices = options();
+  if (/^[1-9]$/.test(e.key) && Number(e.key) <= choices.length) { e.preventDefault(); choose(choices[Number(e.key) - 1]); }
+  else if (e.key === "Enter") { e.preventDefault(); submit(); }
+  else if (e.key.toLowerCase() === "s") { e.preventDefault(); skip(); }
+  else if (["ArrowRight", "ArrowDown", "ArrowLeft", "ArrowUp"].includes(e.key) && choices.length) {
+    e.preventDefault();
+    focus = (focus + (["ArrowRight", "ArrowDown"].includes(e.key) ? 1 : -1) + choices.length) % choices.length;
+    if (!(multi && task === "classification")) selected = new Set([choices[focus]]);
+    paint();
+  } else if (e.key === " " && multi) { e.preventDefault(); choose(choices[focus]); }
+  else if (e.key.toLowerCase() === "e" && task === "response") { e.preventDefault(); document.getElementById("editor").focus(); }
+  else if (e.key.toLowerCase() === "r" && task === "preference") { e.preventDefault(); document.getElementById("editor").focus(); }
+  else if (e.key.toLowerCase() === "c" && task === "rating") { e.preventDefault(); document.getElementById("comment").focus(); }
+});
+
+load();

@@ -1,0 +1,68 @@
+// The table view: filters, sort, search, pages; bulk-accept the model's label; reviewers accept or reject.
+"use strict";
+
+const view = document.getElementById("table-view");
+const project = view.dataset.project, role = view.dataset.role;
+const base = `/api/projects/${encodeURIComponent(project)}`;
+const form = document.getElementById("filters");
+let offset = 0, limit = 50, total = 0;
+
+function query() {
+  const params = new URLSearchParams();
+  for (const [k, v] of new FormData(form)) if (v !== "") params.set(k, v);
+  params.set("offset", offset);
+  params.set("limit", limit);
+  return params;
+}
+
+function workHtml(row) {
+  return row.work.map((a) => {
+    const buttons = role !== "annotator" && a.status === "submitted"
+      ? ` <button class="link" data-accept="${a.id}">accept</button> <button class="link" data-reject="${a.id}">reject</button>` : "";
+    return `<span class="tag ${a.status}" title="${esc(a.comment || "")}">${esc(a.user)}: ${esc(a.label ?? (a.edited ? "edited" : "kept draft"))} · ${a.status}</span>${buttons}`;
+  }).join("<br>");
+}
+
+async function load() {
+  const data = await api(`${base}/records?${query()}`);
+  total = data.total;
+  document.getElementById("total").textContent = `${total} records`;
+  document.getElementById("page").textContent = total ? `${offset + 1}–${Math.min(offset + limit, total)}` : "";
+  document.getElementById("prev").disabled = offset === 0;
+  document.getElementById("next").disabled = offset + limit >= total;
+  document.querySelector("#records tbody").innerHTML = data.data.map((r) => `<tr data-id="${r.id}">
+    <td><input type="checkbox" class="pick" value="${r.id}"></td>
+    <td><a href="/projects/${encodeURIComponent(project)}/records/${r.id}">${r.id}</a></td>
+    <td>${esc(r.text)}</td>
+    <td>${r.status}${r.split === "holdout" ? " · held out" : ""}</td>
+    <td>${esc(r.human_label ?? "")}${r.disagreement ? ' <span class="tag disagree">disagree</span>' : ""}</td>
+    <td>${esc(r.pred_label ?? "")}</td>
+    <td>${fmt(r.confidence, 2)}</td>
+    <td>${workHtml(r)}</td></tr>`).join("");
+}
+
+form.addEventListener("submit", (e) => { e.preventDefault(); offset = 0; load(); });
+document.getElementById("prev").addEventListener("click", () => { offset = Math.max(0, offset - limit); load(); });
+document.getElementById("next").addEventListener("click", () => { offset += limit; load(); });
+document.getElementById("select-all").addEventListener("change", (e) => {
+  document.querySelectorAll(".pick").forEach((box) => { box.checked = e.target.checked; });
+});
+const bulk = document.getElementById("bulk-accept");
+if (bulk) bulk.addEventListener("click", async () => {
+  const ids = [...document.querySelectorAll(".pick:checked")].map((box) => Number(box.value));
+  if (!ids.length) return alert("Select rows first.");
+  const data = await api(`${base}/bulk-accept`, { method: "POST", body: { record_ids: ids } });
+  document.getElementById("bulk-message").textContent = `Accepted the model's label on ${data.accepted} record(s).`;
+  load();
+});
+document.querySelector("#records tbody").addEventListener("click", async (e) => {
+  const accept = e.target.dataset.accept, reject = e.target.dataset.reject;
+  if (!accept && !reject) return;
+  const comment = reject ? prompt("Why is it rejected? (the annotator sees this)") : "";
+  if (reject && !comment) return;
+  try {
+    await api(`${base}/annotations/${accept || reject}/review`, { method: "POST", body: { accept: Boolean(accept), comment } });
+  } catch (err) { alert(err.message); }
+  load();
+});
+load();

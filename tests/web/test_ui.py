@@ -1,0 +1,215 @@
+"""The review UI in a real browser: log in, label with the keyboard only, review, correct a response,
+export, and what people without the rights cannot see."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from playwright.sync_api import expect
+
+from tests.web.conftest import screenshot
+
+
+def _annotations(server, project_name: str, username: str, status: str = "submitted"):
+    from tuneloop.store import review as store
+
+    with server["app"].state.sessions() as session:
+        user = store.user_by_name(session, username=username)
+        project = store.find_project(session, ref=project_name)
+        return [a for a in store.project_annotations(session, project_id=project.id, statuses=(status,))
+                if a.user_id == user.id]
+
+
+def test_pages_need_a_login(review_server, browser):
+    page = browser.new_page()
+    page.goto(review_server["base"] + "/projects/tickets/queue")
+    assert page.url.startswith(review_server["base"] + "/login?next=/projects/tickets/queue")
+    page.fill("input[name=username]", "ann")
+    page.fill("input[name=password]", "wrong password")
+    page.click("button[type=submit]")
+    expect(page.get_by_role("alert")).to_have_text("Wrong username or password.")
+    page.close()
+    response = httpx.get(review_server["base"] + "/api/projects/tickets/next")
+    assert response.status_code == 401
+    assert "log in" in response.json()["error"]["message"]
+
+
+def test_label_five_records_with_the_keyboard_only(review_server, login):
+    page = login("ann")
+    page.goto(review_server["base"] + "/projects/tickets/queue?order=id")
+    expect(page.get_by_test_id("legend")).to_contain_text("Enter")
+    labels = ["billing", "shipping", "technical"]
+    pressed = {}
+    record_id = None
+    for i in range(5):
+        record = page.locator("#record")
+        if record_id is not None:
+            expect(record).not_to_have_attribute("data-record-id", str(record_id))
+        expect(record).not_to_have_attribute("data-record-id", "")
+        record_id = int(record.get_attribute("data-record-id"))
+        key = str(i % 3 + 1)
+        page.keyboard.press(key)
+        expect(page.locator(f'#answer [data-key="{key}"]')).to_have_class("selected focused")
+        if i == 1:
+            screenshot(page, "queue")
+        page.keyboard.press("Enter")
+        expect(page.get_by_test_id("queue-counters")).to_have_attribute("data-mine", str(i + 1))
+        pressed[record_id] = labels[i % 3]
+    # Ctrl+Z brings the last record back with its answer selected; a different label replaces it
+    page.keyboard.press("Control+z")
+    expect(page.get_by_test_id("queue-counters")).to_have_attribute("data-mine", "4")
+    last = max(pressed)
+    expect(page.locator("#record")).to_have_attribute("data-record-id", str(last))
+    expect(page.locator("#answer .selected")).to_have_attribute("data-label", pressed[last])
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("queue-counters")).to_have_attribute("data-mine", "5")
+    expect(page.locator("#record")).not_to_have_attribute("data-record-id", str(last))
+    pressed[last] = labels[(labels.index(pressed[last]) + 1) % 3]
+    page.keyboard.press("s")  # skip one
+    expect(page.get_by_test_id("queue-counters")).to_contain_text("1 skipped")
+
+    stored = {a.record_id: a.value["label"] for a in _annotations(review_server, "tickets", "ann")}
+    assert stored == pressed
+    withdrawn = _annotations(review_server, "tickets", "ann", "withdrawn")
+    assert [a.record_id for a in withdrawn] == [last]  # the undone answer is kept, marked withdrawn
+
+    page.goto(review_server["base"] + "/projects/tickets")
+    expect(page.get_by_test_id("count-annotated")).to_have_text("5")
+    expect(page.get_by_test_id("count-open")).to_have_text("19")
+    expect(page.locator('#people tr[data-person="ann"] td').nth(1)).to_have_text("5")
+    screenshot(page, "project")
+
+
+def test_reviewer_rejects_and_the_record_returns_to_the_queue(review_server, login):
+    first = min(a.record_id for a in _annotations(review_server, "tickets", "ann"))
+    page = login("rev")
+    page.goto(review_server["base"] + "/projects/tickets/table")
+    row = page.locator(f'#records tr[data-id="{first}"]')
+    expect(row).to_contain_text("ann:")
+    page.once("dialog", lambda dialog: dialog.accept("this is about shipping, not billing"))
+    row.locator("[data-reject]").click()
+    expect(row).to_contain_text("rejected")
+    expect(row.locator("td").nth(3)).to_contain_text("open")
+    screenshot(page, "table")
+
+    rejected = _annotations(review_server, "tickets", "ann", "rejected")
+    assert [a.record_id for a in rejected] == [first]
+    assert rejected[0].review_comment == "this is about shipping, not billing"
+
+    annotator = login("ann")
+    annotator.goto(review_server["base"] + "/projects/tickets/queue?order=id")
+    expect(annotator.locator("#record")).to_have_attribute("data-record-id", str(first))
+    expect(annotator.locator("#banner")).to_contain_text("this is about shipping, not billing")
+
+
+def test_table_filters_and_bulk_accept(review_server, login):
+    page = login("rev")
+    page.goto(review_server["base"] + "/projects/tickets/table")
+    expect(page.get_by_test_id("total")).to_have_text("24 records")
+    page.select_option("select[name=status]", "annotated")
+    page.click("#filters button[type=submit]")
+    expect(page.get_by_test_id("total")).to_have_text("4 records")
+    page.fill("input[name=search]", "number 2 ")
+    page.select_option("select[name=status]", "")
+    page.click("#filters button[type=submit]")
+    expect(page.get_by_test_id("total")).to_have_text("1 records")
+    page.fill("input[name=search]", "")
+    page.select_option("select[name=status]", "open")
+    page.select_option("select[name=sort]", "id")
+    page.check("input[name=descending]")
+    page.click("#filters button[type=submit]")
+    expect(page.locator("#records tbody tr").first).to_have_attribute("data-id", "24")
+    open_before = int(page.get_by_test_id("total").inner_text().split()[0])
+    page.locator('#records tr[data-id="24"] .pick').check()
+    page.locator('#records tr[data-id="23"] .pick').check()
+    page.click("#bulk-accept")
+    expect(page.get_by_test_id("bulk-message")).to_have_text("Accepted the model's label on 2 record(s).")
+    expect(page.get_by_test_id("total")).to_have_text(f"{open_before - 2} records")
+    from_model = [a for a in _annotations(review_server, "tickets", "rev") if a.value.get("from_model")]
+    assert sorted(a.record_id for a in from_model) == [23, 24]
+
+
+def test_response_correction_saves_the_edit_and_its_diff(review_server, login):
+    page = login("ann")
+    page.goto(review_server["base"] + "/projects/answers/queue?order=id")
+    editor = page.get_by_test_id("editor")
+    expect(editor).to_be_visible()
+    draft = editor.input_value()
+    drafted_by = page.get_by_test_id("draft-model").inner_text()
+    page.keyboard.press("e")
+    page.keyboard.press("Control+a")
+    page.keyboard.type("The answer is 0.")
+    expect(page.get_by_test_id("diff").locator("ins")).to_have_text("The answer is 0.")
+    if draft:
+        expect(page.get_by_test_id("diff").locator("del")).to_have_text(draft)
+    screenshot(page, "queue-response")
+    page.keyboard.press("Control+Enter")
+    expect(page.get_by_test_id("queue-counters")).to_have_attribute("data-mine", "1")
+    [saved] = _annotations(review_server, "answers", "ann")
+    assert saved.value["text"] == "The answer is 0."
+    assert saved.value["draft"] == draft and saved.value["draft_model"] == drafted_by
+    assert saved.value["edited"] is True
+    assert "+The answer is 0." in saved.value["diff"]
+
+
+def test_export_gives_the_expected_jsonl(review_server):
+    headers = {"Authorization": f"Bearer {review_server['key']}"}
+    stored = {a.record_id: a.value["label"] for a in _annotations(review_server, "tickets", "ann")}
+    from tuneloop.store import review as store
+
+    with review_server["app"].state.sessions() as session:
+        project = store.find_project(session, ref="tickets")
+        texts = {r.id: r.text for r in store.all_records(session, project_id=project.id)
+                 if r.status != "open"}
+    response = httpx.get(review_server["base"] + "/api/projects/tickets/export", params={"as": "classify"},
+                         headers=headers)
+    assert response.status_code == 200
+    rows = [json.loads(line) for line in response.text.splitlines()]
+    expected = {texts[i]: label for i, label in stored.items() if i in texts}
+    exported = {row["text"]: row["label"] for row in rows}
+    assert {t: exported[t] for t in expected} == expected
+    assert len(rows) == len(texts)
+
+    answers = httpx.get(review_server["base"] + "/api/projects/answers/export", params={"as": "dpo"}, headers=headers)
+    [pair] = [json.loads(line) for line in answers.text.splitlines()]
+    assert pair["preferred_output"] == [{"role": "assistant", "content": "The answer is 0."}]
+    assert pair["input"]["messages"][-1] == {"role": "user", "content": "What is 0 plus 0?"}
+    wrong = httpx.get(review_server["base"] + "/api/projects/answers/export", params={"as": "classify"},
+                      headers=headers)
+    assert wrong.status_code == 400 and "exports as sft, dpo" in wrong.json()["error"]["message"]
+
+
+def test_an_annotator_cannot_see_admin_pages_or_other_projects(review_server, login):
+    page = login("ann")
+    for path in ("/admin/users", "/projects/private", "/projects/private/queue", "/runs"):
+        response = page.goto(review_server["base"] + path)
+        assert response.status == 403, path
+    expect(page.get_by_test_id("error-message")).to_contain_text("training runs")
+    page.goto(review_server["base"] + "/")
+    expect(page.locator("#projects")).not_to_contain_text("private")
+    for method, path in (("GET", "/api/projects/private"), ("GET", "/api/projects/private/next"),
+                         ("GET", "/api/users"), ("GET", "/api/runs")):
+        status = page.evaluate("async ([m, p]) => (await fetch(p, {method: m})).status", [method, path])
+        assert status == 403, path
+    # without the page's CSRF token a write is refused even with the session cookie
+    status = page.evaluate("async () => (await fetch('/api/projects/tickets/undo', {method: 'POST'})).status")
+    assert status == 403
+
+
+def test_admin_creates_a_user_who_can_then_log_in(review_server, login, browser):
+    page = login("admin")
+    page.goto(review_server["base"] + "/admin/users")
+    page.fill("#new-user input[name=username]", "newbie")
+    page.fill("#new-user input[name=password]", "newbie-pass-1")
+    page.select_option("#new-user select[name=project]", "tickets")
+    page.click("#new-user button[type=submit]")
+    expect(page.locator("#user-message")).to_have_text("Created annotator newbie.")
+    fresh = browser.new_page()
+    fresh.goto(review_server["base"] + "/login")
+    fresh.fill("input[name=username]", "newbie")
+    fresh.fill("input[name=password]", "newbie-pass-1")
+    fresh.click("button[type=submit]")
+    expect(fresh.locator("#projects")).to_contain_text("tickets")
+    fresh.close()
