@@ -10,9 +10,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tuneloop.config.settings import Settings
-from tuneloop.data.dataset import Source, load_records
-from tuneloop.data.formats import dump_record
-from tuneloop.data.problems import DataError
+from tuneloop.data.formats import detect_format, dump_record, parse_object
+from tuneloop.data.problems import DataError, Problem
+from tuneloop.data.readers import iter_rows
 from tuneloop.data.records import LabelledRecord, PreferenceRecord, Record
 from tuneloop.data.versions import resolve_version
 from tuneloop.services import ServiceError
@@ -22,24 +22,81 @@ from tuneloop.store.tables import Project, User
 TASKS = ("classification", "response", "preference", "rating")
 
 
-def read_source(settings: Settings, ref: str) -> tuple[str, str, list[tuple[int, Record]]]:
-    """(source name, format, [(line, record)]) of a file path or an imported dataset version."""
-    try:
-        if Path(ref).exists():
-            fmt, records = load_records(Source(Path(ref)))
-            return Path(ref).name, fmt, records
-        version = resolve_version(settings.datasets_dir, ref)
-        return version.id, version.meta["format"], version.records()
-    except DataError as e:
-        raise ServiceError(400, str(e), "data", "invalid_data") from None
+Item = dict[str, Any]
+"""One record to review, whatever it came as: original (the object as read), text, prompt (messages),
+answer (the last assistant answer), answers (two to compare), labels (given labels, kept as gold)."""
 
 
-def _split_prompt(record: Record) -> tuple[list[dict[str, Any]], str | None]:
-    """The conversation up to the last assistant answer, and that answer (None when it ends with the user)."""
+def _messages(obj: Any) -> list[dict[str, Any]] | None:
+    if not isinstance(obj, list) or not obj:
+        return None
+    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+               for m in obj):
+        return None
+    return [{"role": m["role"], "content": m["content"]} for m in obj]
+
+
+def item_from_record(record: Record, original: dict[str, Any]) -> Item:
+    if isinstance(record, LabelledRecord):
+        return {"original": original, "text": record.text, "labels": record.labels}
+    if isinstance(record, PreferenceRecord):
+        prompt = [m.model_dump(exclude_none=True) for m in record.messages]
+        return {"original": original, "prompt": prompt,
+                "answers": ["\n".join(m.content for m in record.chosen), "\n".join(m.content for m in record.rejected)]}
     messages = [m.model_dump(exclude_none=True) for m in record.to_messages()]
     if messages and messages[-1]["role"] == "assistant":
-        return messages[:-1], messages[-1]["content"]
-    return messages, None
+        return {"original": original, "prompt": messages[:-1], "answer": messages[-1]["content"]}
+    return {"original": original, "prompt": messages}
+
+
+def item_from_object(obj: Any, number: int, where: str) -> tuple[Item | None, list[Problem]]:
+    """Any training format, and also what is not labelled yet: {"text"}, {"prompt"}, or messages that end
+    with the user (people or a model will answer)."""
+    fmt = detect_format(obj)
+    if fmt is not None:
+        record, problems = parse_object(obj, fmt, number, where)
+        errors = [p for p in problems if p.severity == "error"]
+        if record is not None:
+            return item_from_record(record, obj), []
+        prompt = _messages(obj.get("messages")) if fmt == "chat" else None
+        if prompt is not None and all(p.code == "no_assistant" for p in errors):
+            return {"original": obj, "prompt": prompt}, []
+        return None, errors
+    if isinstance(obj, dict) and isinstance(obj.get("text"), str) and obj["text"].strip():
+        return {"original": obj, "text": obj["text"]}, []
+    if isinstance(obj, dict) and isinstance(obj.get("prompt"), str) and obj["prompt"].strip():
+        return {"original": obj, "prompt": [{"role": "user", "content": obj["prompt"]}]}, []
+    keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+    return None, [Problem("unknown_format", f"cannot tell what to review: keys {keys}; give 'text', 'prompt', "
+                                            "'messages', or any training format", number, where)]
+
+
+def read_source(settings: Settings, ref: str) -> tuple[str, list[tuple[int, Item]]]:
+    """(source name, [(line, item)]) of a file path or an imported dataset version. ServiceError lists every
+    bad line."""
+    if not Path(ref).exists():
+        try:
+            version = resolve_version(settings.datasets_dir, ref)
+        except DataError as e:
+            raise ServiceError(400, f"'{ref}' is neither a file nor a dataset version: {e}", "data",
+                               "invalid_data") from None
+        fmt = version.meta["format"]
+        return version.id, [(line, item_from_record(r, dump_record(r, fmt))) for line, r in version.records()]
+    items, errors = [], []
+    try:
+        for row in iter_rows(Path(ref)):
+            item, problems = (None, [row.problem]) if row.problem else item_from_object(row.obj, row.number, row.where)
+            errors += problems
+            if item is not None:
+                items.append((row.number, item))
+    except DataError as e:
+        raise ServiceError(400, str(e), "data", "invalid_data") from None
+    if errors:
+        shown = "; ".join(str(p) for p in errors[:10]) + (f"; and {len(errors) - 10} more" if len(errors) > 10 else "")
+        raise ServiceError(400, f"{ref}: {len(errors)} problem(s): {shown}", "data", "invalid_data")
+    if not items:
+        raise ServiceError(400, f"{ref}: no records", "data", "invalid_data")
+    return Path(ref).name, items
 
 
 def _last_user(messages: list[dict[str, Any]]) -> str:
@@ -47,31 +104,26 @@ def _last_user(messages: list[dict[str, Any]]) -> str:
     return users[-1] if users else (messages[-1]["content"] if messages else "")
 
 
-def record_row(task: str, fmt: str, line: int, record: Record, source: str) -> dict[str, Any]:
+def record_row(task: str, line: int, item: Item, source: str) -> dict[str, Any]:
     """What the store keeps for one record of a task; ServiceError naming the line when it does not fit."""
-    original = dump_record(record, fmt)
+    def unfit(what: str) -> ServiceError:
+        return ServiceError(400, f"{source} line {line}: {what}", "data", "invalid_data")
+
+    data: dict[str, Any] = {"original": item["original"]}
     if task == "classification":
-        text = record.text if isinstance(record, LabelledRecord) else _last_user(_split_prompt(record)[0])
-        data: dict[str, Any] = {"original": original}
+        text = item.get("text") or _last_user(item.get("prompt", []))
     elif task == "preference":
-        if not isinstance(record, PreferenceRecord):
-            raise ServiceError(400, f"{source} line {line}: a preference project needs two answers per prompt "
-                                    f"(preference or prompt/chosen/rejected data), not a {record.kind} record",
-                               "data", "invalid_data")
-        prompt = [m.model_dump(exclude_none=True) for m in record.messages]
-        answers = ["\n".join(m.content for m in record.chosen), "\n".join(m.content for m in record.rejected)]
-        text, data = _last_user(prompt), {"original": original, "prompt": prompt, "answers": answers}
+        if "answers" not in item:
+            raise unfit("a preference project needs two answers per prompt (preference or prompt/chosen/rejected data)")
+        text, data = _last_user(item["prompt"]), {**data, "prompt": item["prompt"], "answers": item["answers"]}
     else:
-        if isinstance(record, LabelledRecord):
-            raise ServiceError(400, f"{source} line {line}: a {task} project needs prompts (chat, instruction or "
-                                    "prompt/completion data), not labelled text", "data", "invalid_data")
-        prompt, answer = _split_prompt(record)
-        if task == "rating" and answer is None:
-            raise ServiceError(400, f"{source} line {line}: a rating project needs an answer to rate; this "
-                                    "conversation ends with the user", "data", "invalid_data")
-        text, data = _last_user(prompt), {"original": original, "prompt": prompt, "answer": answer}
+        if "prompt" not in item:
+            raise unfit(f"a {task} project needs prompts ('prompt', 'messages', or any chat format), not plain text")
+        if task == "rating" and not item.get("answer"):
+            raise unfit("a rating project needs an answer to rate; this conversation ends with the user")
+        text, data = _last_user(item["prompt"]), {**data, "prompt": item["prompt"], "answer": item.get("answer")}
     if not text.strip():
-        raise ServiceError(400, f"{source} line {line}: the text to review is empty", "data", "invalid_data")
+        raise unfit("the text to review is empty")
     return {"source": source, "source_index": line, "data": data, "text": text}
 
 
@@ -89,10 +141,10 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
         raise ServiceError(400, f"overlap {overlap}: each record needs between 1 and 20 annotations", "overlap")
     if not 0.0 <= holdout < 1.0:
         raise ServiceError(400, f"holdout {holdout}: give the held-out fraction, from 0 to below 1", "holdout")
-    source, fmt, records = read_source(settings, data)
+    source, items = read_source(settings, data)
     if task == "classification":
-        labels = _label_set(labels, records, source)
-    rows = [record_row(task, fmt, line, record, source) for line, record in records]
+        labels = _label_set(labels, items, source)
+    rows = [record_row(task, line, item, source) for line, item in items]
     rng = random.Random(seed)
     held = set(rng.sample(range(len(rows)), int(round(len(rows) * holdout))))
     for i, row in enumerate(rows):
@@ -105,11 +157,14 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
     return project
 
 
-def _label_set(labels: list[str] | None, records: list[tuple[int, Record]], source: str) -> list[str]:
-    found = sorted({label for _, r in records if isinstance(r, LabelledRecord) for label in r.labels})
+def _label_set(labels: list[str] | None, items: list[tuple[int, Item]], source: str) -> list[str]:
+    found = sorted({label for _, item in items for label in item.get("labels", [])})
     if not labels:
         if not found:
             raise ServiceError(400, f"{source} has no labels to take the label set from; give the labels "
+                                    "(--labels a,b,c)", "labels")
+        if len(found) < 2:
+            raise ServiceError(400, f"{source} uses only the label '{found[0]}'; give the whole label set "
                                     "(--labels a,b,c)", "labels")
         return found
     labels = [label.strip() for label in labels if label.strip()]

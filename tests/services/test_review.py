@@ -1,0 +1,283 @@
+"""Review projects through the services, on a real SQLite database: import, the queue and its hand-outs,
+annotations and their history, review, agreement, export, and pre-labels (local model and endpoint)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import chat_rows, labelled_rows, live_server, write_jsonl
+from tuneloop.config.settings import Settings
+from tuneloop.services import ServiceError
+from tuneloop.services.auth import authenticate, create_user
+from tuneloop.services.review import export, prelabel, projects, quality, queue
+from tuneloop.store import review as store
+from tuneloop.store.db import make_engine, sessions, upgrade
+
+
+@pytest.fixture
+def env(home, tmp_path):
+    settings = Settings(home=home, offline=True)
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    with sessions(engine)() as session:
+        people = {name: create_user(session, username=name, password=f"{name}-password", role=role)
+                  for name, role in (("ann", "annotator"), ("bob", "annotator"), ("cat", "annotator"),
+                                     ("rev", "reviewer"))}
+        yield {"settings": settings, "session": session, "people": people, "data": tmp_path}
+
+
+def make(env, name="p", task="classification", rows=None, **options):
+    path = write_jsonl(env["data"] / f"{name}.jsonl", rows if rows is not None else labelled_rows(12))
+    return projects.create_project(env["session"], env["settings"], name=name, task=task, data=str(path), **options)
+
+
+def test_passwords_are_hashed_and_checked(env):
+    session = env["session"]
+    ann = env["people"]["ann"]
+    assert ann.password_hash.startswith("$argon2id$") and "ann-password" not in ann.password_hash
+    assert authenticate(session, username="ann", password="ann-password").id == ann.id
+    assert authenticate(session, username="ann", password="wrong") is None
+    assert authenticate(session, username="nobody", password="x") is None
+    with pytest.raises(ServiceError, match="at least 8"):
+        create_user(session, username="dan", password="short", role="annotator")
+    with pytest.raises(ServiceError, match="role 'boss'"):
+        create_user(session, username="dan", password="long enough", role="boss")
+    with pytest.raises(ServiceError, match="already a user 'ann'") as e:
+        create_user(session, username="ann", password="long enough", role="annotator")
+    assert e.value.status == 409
+
+
+def test_bad_projects_say_what_and_where_and_store_nothing(env):
+    session = env["session"]
+    with pytest.raises(ServiceError, match="task 'ranking' is not one of"):
+        make(env, task="ranking")
+    with pytest.raises(ServiceError, match=r"p\.jsonl line 1: a response project needs prompts"):
+        make(env, task="response")
+    with pytest.raises(ServiceError, match="no labels to take the label set from"):
+        make(env, rows=[{"text": f"unlabelled {i}"} for i in range(3)])
+    with pytest.raises(ServiceError, match=r"line 2: cannot tell what to review: keys \['body'\]"):
+        make(env, rows=[{"text": "fine"}, {"body": "no"}], labels=["a", "b"])
+    bad = [*labelled_rows(3), "{not json"]
+    with pytest.raises(ServiceError, match="line 4") as e:
+        make(env, rows=bad)
+    assert e.value.param == "data"
+    assert store.list_projects(session) == []
+    make(env)
+    with pytest.raises(ServiceError, match="already a project 'p'"):
+        make(env)
+    [project] = store.list_projects(session)
+    assert store.count_records(session, project_id=project.id)["total"] == 12
+
+
+def test_unlabelled_texts_and_open_prompts_can_be_reviewed(env):
+    session = env["session"]
+    texts = make(env, name="texts", rows=[{"text": f"please help {i}"} for i in range(4)], labels=["a", "b"])
+    assert store.count_records(session, project_id=texts.id)["total"] == 4
+    prompts = [{"prompt": "Write a haiku"}, {"messages": [{"role": "user", "content": "Say hi"}]}]
+    answers = make(env, name="drafts", task="response", rows=prompts)
+    views = [queue.record_view(session, answers, r) for r in store.all_records(session, project_id=answers.id)]
+    assert [v["prompt"][-1]["content"] for v in views] == ["Write a haiku", "Say hi"]
+    assert [v["draft"] for v in views] == ["", ""]  # nothing drafted yet: pre-label with a model
+    with pytest.raises(ServiceError, match="line 1: a rating project needs an answer to rate"):
+        make(env, name="rate", task="rating", rows=prompts)
+
+
+def test_labels_come_from_the_data_or_the_option(env):
+    project = make(env)
+    assert project.labels == ["billing", "shipping", "technical"]
+    other = make(env, name="q", labels=["a", "b"])
+    assert other.labels == ["a", "b"]
+    with pytest.raises(ServiceError, match="labels repeat"):
+        make(env, name="r", labels=["a", "a"])
+
+
+def test_one_record_is_never_handed_to_two_people_at_once(env):
+    session, people = env["session"], env["people"]
+    project = make(env)
+    seen = {}
+    for name in ("ann", "bob", "cat"):
+        seen[name] = queue.next_record(session, project, people[name], "id")["id"]
+    assert len(set(seen.values())) == 3
+    # asking again gives the same record back (it is held), not a new one
+    assert queue.next_record(session, project, people["ann"], "id")["id"] == seen["ann"]
+
+
+def test_overlap_hands_a_record_to_n_different_people(env):
+    session, people = env["session"], env["people"]
+    project = make(env, overlap=2, rows=labelled_rows(1), labels=["billing", "shipping"])
+    first = queue.next_record(session, project, people["ann"], "id")
+    second = queue.next_record(session, project, people["bob"], "id")
+    assert first["id"] == second["id"]
+    assert queue.next_record(session, project, people["cat"], "id") is None  # two people hold it already
+    queue.submit(session, project, people["ann"], first["id"], {"label": "billing"})
+    assert queue.next_record(session, project, people["ann"], "id") is None  # never twice to one person
+    queue.submit(session, project, people["bob"], first["id"], {"label": "shipping"})
+    record = store.get_record(session, project_id=project.id, record_id=first["id"])
+    assert (record.status, record.annotations, record.disagreement) == ("annotated", 2, True)
+
+
+def test_wrong_values_name_the_field(env):
+    session, ann = env["session"], env["people"]["ann"]
+    project = make(env)
+    record = queue.next_record(session, project, ann)
+    with pytest.raises(ServiceError, match="value.label: 'refund' is not one of billing") as e:
+        queue.submit(session, project, ann, record["id"], {"label": "refund"})
+    assert e.value.param == "value.label"
+    with pytest.raises(ServiceError, match="no record 999"):
+        queue.submit(session, project, ann, 999, {"label": "billing"})
+    queue.submit(session, project, ann, record["id"], {"label": "billing"})
+    with pytest.raises(ServiceError, match="already annotated") as e:
+        queue.submit(session, project, ann, record["id"], {"label": "shipping"})
+    assert e.value.status == 409
+    rating = make(env, name="r", task="rating", rows=chat_rows(2))
+    with pytest.raises(ServiceError, match="value.rating: '6' is not a whole number from 1 to 5"):
+        queue.submit(session, rating, ann, 1 + max(r.id for r in store.all_records(session, project_id=project.id)),
+                     {"rating": 6})
+
+
+def test_undo_withdraws_and_keeps_the_history(env):
+    session, ann = env["session"], env["people"]["ann"]
+    project = make(env)
+    record = queue.next_record(session, project, ann, "id")
+    queue.submit(session, project, ann, record["id"], {"label": "billing"})
+    back = queue.undo(session, project, ann)
+    assert back["id"] == record["id"] and back["previous"] == {"label": "billing"}
+    assert queue.next_record(session, project, ann, "id")["id"] == record["id"]
+    queue.submit(session, project, ann, record["id"], {"label": "shipping"})
+    changes = store.history(session, record_id=record["id"])
+    assert [c.action for c in changes] == ["create", "undo", "create"]
+    assert changes[1].before["status"] == "submitted" and changes[1].after["status"] == "withdrawn"
+    assert changes[0].after["value"] == {"label": "billing"}  # the first answer is still there
+    stored = store.get_record(session, project_id=project.id, record_id=record["id"])
+    assert stored.human_label == "shipping"
+    with pytest.raises(ServiceError, match="nothing to undo"):
+        queue.undo(session, project, env["people"]["bob"])
+
+
+def test_a_rejected_record_goes_back_to_the_queue_first(env):
+    session, ann, rev = env["session"], env["people"]["ann"], env["people"]["rev"]
+    project = make(env)
+    first = queue.next_record(session, project, ann, "id")
+    annotation = queue.submit(session, project, ann, first["id"], {"label": "billing"})
+    queue.submit(session, project, ann, queue.next_record(session, project, ann, "id")["id"], {"label": "billing"})
+    queue.next_record(session, project, ann, "id")  # ann holds a third record now
+    with pytest.raises(ServiceError, match="is an annotator") as e:
+        queue.review(session, project, env["people"]["bob"], annotation.id, accept=False, comment="no")
+    assert e.value.status == 403
+    with pytest.raises(ServiceError, match="say why"):
+        queue.review(session, project, rev, annotation.id, accept=False)
+    queue.review(session, project, rev, annotation.id, accept=False, comment="it is shipping")
+    assert store.get_record(session, project_id=project.id, record_id=first["id"]).status == "open"
+    again = queue.next_record(session, project, ann, "id")
+    assert again["id"] == first["id"]
+    assert again["rejected"]["comment"] == "it is shipping"
+    fixed = queue.submit(session, project, ann, first["id"], {"label": "shipping"})
+    queue.review(session, project, rev, fixed.id, accept=True)
+    assert store.get_record(session, project_id=project.id, record_id=first["id"]).status == "accepted"
+
+
+def test_agreement_of_two_people(env):
+    session, people = env["session"], env["people"]
+    project = make(env, overlap=2, rows=labelled_rows(6))
+    ann_says = ["billing", "shipping", "technical", "billing", "shipping", "technical"]
+    bob_says = ["billing", "shipping", "technical", "shipping", "shipping", "billing"]
+    for name, answers in (("ann", ann_says), ("bob", bob_says)):
+        for label in answers:
+            record = queue.next_record(session, project, people[name], "id")
+            queue.submit(session, project, people[name], record["id"], {"label": label})
+    result = quality.agreement(session, project)
+    from tuneloop.evals.agreement import cohen_kappa, krippendorff_alpha
+
+    [pair] = result["kappa_pairs"]
+    assert pair["records"] == 6 and pair["value"] == pytest.approx(cohen_kappa(ann_says, bob_says).value, abs=1e-4)
+    units = [{"a": a, "b": b} for a, b in zip(ann_says, bob_says)]
+    assert result["alpha"]["value"] == pytest.approx(krippendorff_alpha(units).value, abs=1e-4)
+    assert quality.disagreement_counts(session, project)["people_or_model"] == 2
+
+
+def test_export_each_task(env):
+    session, ann = env["session"], env["people"]["ann"]
+    project = make(env, rows=labelled_rows(3))
+    for label in ("billing", "technical"):
+        queue.submit(session, project, ann, queue.next_record(session, project, ann, "id")["id"], {"label": label})
+    rows = export.export_rows(session, project, "classify")
+    assert rows == [{"text": labelled_rows(3)[0]["text"], "label": "billing"},
+                    {"text": labelled_rows(3)[1]["text"], "label": "technical"}]
+    assert export.export_rows(session, project, "chat")[1]["messages"][-1] == {"role": "assistant",
+                                                                               "content": "technical"}
+    with pytest.raises(ServiceError, match="exports as classify, chat, sft, not 'dpo'"):
+        export.export_rows(session, project, "dpo")
+
+    answers = make(env, name="a", task="response", rows=chat_rows(2))
+    first = queue.next_record(session, answers, ann, "id")
+    assert first["draft"] == "0" and first["draft_model"] == "dataset"
+    queue.submit(session, answers, ann, first["id"], {"text": "Zero."})
+    second = queue.next_record(session, answers, ann, "id")
+    queue.submit(session, answers, ann, second["id"], {"text": "2"})  # kept the draft
+    assert [r["messages"][-1]["content"] for r in export.export_rows(session, answers, "sft")] == ["Zero.", "2"]
+    [pair] = export.export_rows(session, answers, "dpo")
+    assert pair["preferred_output"][0]["content"] == "Zero." and pair["non_preferred_output"][0]["content"] == "0"
+
+    preference_rows = [{"prompt": "Say hi", "chosen": "Hi!", "rejected": "Go away."}]
+    pref = make(env, name="pref", task="preference", rows=preference_rows)
+    view = queue.next_record(session, pref, ann, "id")
+    assert sorted(o["text"] for o in view["options"]) == ["Go away.", "Hi!"] and view["prediction"] is None
+    key = next(o["key"] for o in view["options"] if o["text"] == "Go away.")
+    queue.submit(session, pref, ann, view["id"], {"preferred": key})
+    [dpo] = export.export_rows(session, pref, "dpo")
+    assert dpo["preferred_output"][0]["content"] == "Go away."  # what the person chose, not the dataset's pick
+
+    rated = make(env, name="rated", task="rating", rows=chat_rows(1))
+    view = queue.next_record(session, rated, ann, "id")
+    queue.submit(session, rated, ann, view["id"], {"rating": 4, "comment": "fine"})
+    [reward] = export.export_rows(session, rated, "reward")
+    assert reward["rating"] == 4 and reward["comments"] == ["fine"]
+
+
+def test_prelabels_are_resumable_and_order_the_queue(env, tiny_chat_model):
+    session, ann = env["session"], env["people"]["ann"]
+    project = make(env)
+    model = prelabel.LocalModel(str(tiny_chat_model), env["settings"], name="tiny")
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first_batch(done, total):
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        prelabel.prelabel(session, project, model, batch_size=4, on_progress=stop_after_first_batch)
+    assert len(store.predicted_ids(session, project_id=project.id, model="tiny")) == 4
+    result = prelabel.prelabel(session, project, model, batch_size=4)
+    assert (result.predicted, result.skipped) == (8, 4)
+    predictions = store.latest_predictions(session, project_id=project.id, model="tiny")
+    assert len(predictions) == 12 and len({p.record_id for p in predictions}) == 12
+    for p in predictions:
+        assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        assert p.label == max(p.probabilities, key=p.probabilities.get)
+    records = store.all_records(session, project_id=project.id)
+    most_uncertain = max(records, key=lambda r: (r.uncertainty, -r.id))
+    assert queue.next_record(session, project, ann, "uncertainty")["id"] == most_uncertain.id
+
+
+def test_prelabel_from_an_openai_compatible_endpoint(env, tiny_chat_model, tmp_path_factory):
+    session = env["session"]
+    project = make(env, rows=labelled_rows(3))
+    answers = make(env, name="a", task="response", rows=chat_rows(2))
+    untouched = make(env, name="u", rows=labelled_rows(3))
+    for server in live_server(tmp_path_factory.mktemp("teacher"), with_worker=False):
+        teacher = prelabel.Endpoint(server["url"], server["key"], str(tiny_chat_model), max_tokens=5)
+        assert prelabel.prelabel(session, project, teacher).predicted == 3
+        assert prelabel.prelabel(session, answers, teacher).predicted == 2
+        wrong_key = prelabel.Endpoint(server["url"], "tl-wrong", str(tiny_chat_model))
+        with pytest.raises(ServiceError, match="answered 401"):
+            prelabel.prelabel(session, untouched, wrong_key)
+    for p in store.latest_predictions(session, project_id=project.id):
+        assert sum(p.probabilities.values()) == pytest.approx(1.0)
+    drafts = store.latest_predictions(session, project_id=answers.id)
+    assert all(p.mean_logprob is not None and p.mean_logprob <= 0 for p in drafts)
+    with pytest.raises(ServiceError, match="did not answer"):
+        prelabel.prelabel(session, untouched, prelabel.Endpoint("http://127.0.0.1:9", "k", "m"))
+    assert store.latest_predictions(session, project_id=untouched.id) == []
