@@ -48,7 +48,7 @@ def test_a_job_runs_end_to_end_on_postgres(postgres_url, tmp_path, tiny_chat_mod
     import io
     import json
 
-    from tests.api.conftest import live_server
+    from tests.conftest import live_server
     from tests.api.test_openai_flow import wait_for
     from tests.conftest import chat_rows
     from tuneloop.config.settings import Settings

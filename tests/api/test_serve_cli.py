@@ -11,7 +11,7 @@ import time
 
 from openai import OpenAI
 
-from tests.api.conftest import free_port
+from tests.conftest import free_port
 from tests.api.test_openai_flow import jsonl, wait_for
 from tests.conftest import chat_rows
 

@@ -65,6 +65,26 @@ def test_simulated_loop_records_each_round(tmp_path, tiny_encoder):
     assert len(rows) == 12 and all(gold[row["text"]] == row["label"] for row in rows)
 
 
+def test_train_queues_a_job_and_repredict_records_a_round(tmp_path, tiny_chat_model):
+    data = write_jsonl(tmp_path / "t.jsonl", topic_rows(16))
+    invoke("review", "create", "topics", "--data", data, "--holdout", "0.25")
+    assert "no reviewed records to train on yet" in invoke("review", "train", "topics", ok=False).text
+    from tuneloop.cli.common import open_sessions
+    from tuneloop.services.auth import create_user
+    from tuneloop.services.review import projects, queue
+
+    gold = {row["text"]: row["label"] for row in topic_rows(16)}
+    with open_sessions()() as session:
+        ann = create_user(session, username="ann", password="ann-password", role="annotator")
+        project = projects.get_project(session, "topics")
+        while (view := queue.next_record(session, project, ann, "id")) is not None:
+            queue.submit(session, project, ann, view["id"], {"label": gold[view["text"]]})
+    out = invoke("review", "train", "topics", "--model", tiny_chat_model).text
+    assert "queued ftjob-" in out and "on 12 reviewed examples" in out
+    out = invoke("review", "repredict", "topics", "--model", tiny_chat_model).text
+    assert "round 1: 12 labels, accuracy on held-out records" in out
+
+
 def test_loop_errors_say_what_to_do(tmp_path):
     invoke("review", "create", "noholdout", "--data", write_jsonl(tmp_path / "t.jsonl", topic_rows(6)))
     out = invoke("review", "loop", "noholdout", "--simulate-from", "label", ok=False).text

@@ -258,7 +258,7 @@ def test_prelabels_are_resumable_and_order_the_queue(env, tiny_chat_model):
         assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
         assert p.label == max(p.probabilities, key=p.probabilities.get)
     records = store.all_records(session, project_id=project.id)
-    most_uncertain = max(records, key=lambda r: (r.uncertainty, -r.id))
+    most_uncertain = max(records, key=lambda r: (r.uncertainty, -r.random_key))
     assert queue.next_record(session, project, ann, "uncertainty")["id"] == most_uncertain.id
 
 

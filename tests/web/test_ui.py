@@ -213,3 +213,34 @@ def test_admin_creates_a_user_who_can_then_log_in(review_server, login, browser)
     fresh.click("button[type=submit]")
     expect(fresh.locator("#projects")).to_contain_text("tickets")
     fresh.close()
+
+
+def test_admin_trains_on_reviewed_data_and_repredicts_from_the_project_page(review_server, login, tiny_chat_model):
+    from tuneloop.services.review import queue
+    from tuneloop.store import review as store
+
+    page = login("admin")
+    page.goto(review_server["base"] + "/projects/tickets")
+    page.click("#train button[type=submit]")
+    expect(page.get_by_test_id("loop-message")).to_contain_text("at least 10 are needed to train")
+    with review_server["app"].state.sessions() as session:  # more reviewed records: accept the model's labels
+        project = store.find_project(session, ref="tickets")
+        admin = store.user_by_name(session, username="admin")
+        open_ids = [r.id for r in store.all_records(session, project_id=project.id) if r.status == "open"]
+        queue.bulk_accept(session, project, admin, open_ids[:6])
+    page.click("#train button[type=submit]")
+    expect(page.get_by_test_id("loop-message")).to_contain_text("a worker trains it")
+    expect(page.locator("#jobs")).to_contain_text("queued")  # no worker runs in this test server
+    page.get_by_test_id("repredict-model").fill(str(tiny_chat_model))
+    page.click("#repredict button[type=submit]")
+    expect(page.locator('#tasks p[data-status="succeeded"]')).to_contain_text("round 1", timeout=60_000)
+    expect(page.get_by_test_id("rounds")).to_contain_text(tiny_chat_model.name)
+    page.get_by_test_id("repredict-model").fill("no-such-model")
+    page.click("#repredict button[type=submit]")
+    expect(page.get_by_test_id("loop-message")).to_contain_text("no model 'no-such-model'")
+    screenshot(page, "project-loop")
+    page.click("#disagreement-link")
+    expect(page.locator("select[name=disagreement]")).to_have_value("true")
+    total = page.get_by_test_id("total")
+    expect(total).not_to_have_text("")
+    assert int(total.inner_text().split()[0]) < 24  # only the records with a disagreement

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -16,6 +17,7 @@ from tuneloop.config.settings import Settings
 from tuneloop.models.registry import ModelError
 from tuneloop.serve.cache import ModelCache
 from tuneloop.services import ServiceError
+from tuneloop.services.review.rounds import Tasks
 from tuneloop.store.db import make_engine, sessions, upgrade
 from tuneloop.web import pages
 
@@ -32,6 +34,28 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+class ServerTiming:
+    """Adds `Server-Timing: app;dur=<ms>` (time until the response starts) to every HTTP response, so
+    clients and benchmarks can see server time apart from the network."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                duration = (time.perf_counter() - started) * 1000
+                message.setdefault("headers", []).append((b"server-timing", f"app;dur={duration:.2f}".encode()))
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
+
+
 def create_app(settings: Settings) -> FastAPI:
     from tuneloop.api.routes import native, openai_chat, openai_files, openai_fine_tuning, openai_models, projects
 
@@ -40,8 +64,10 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="tuneloop", version="0.1.0", description="Fine-tune and serve models with people in the loop.")
     app.state.settings, app.state.engine, app.state.sessions = settings, engine, sessions(engine)
     app.state.models = ModelCache(settings)
+    app.state.review_tasks = Tasks()
     app.add_middleware(SessionMiddleware, secret_key=settings.session_secret(), session_cookie="tuneloop_session",
                        max_age=SESSION_DAYS * 24 * 3600, same_site="lax")
+    app.add_middleware(ServerTiming)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)
 
     @app.exception_handler(ServiceError)

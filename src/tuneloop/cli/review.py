@@ -113,7 +113,7 @@ def list_cmd() -> None:
     table = Table("name", "task", "records", "open", "annotated", "accepted", "overlap")
     with open_sessions()() as session:
         for project in projects.visible_projects(session, None):
-            s = projects.summary(session, project)
+            s = projects.counters(session, project)
             table.add_row(s["name"], s["task"], str(s["records"]), str(s["open"]), str(s["annotated"]),
                           str(s["accepted"]), str(s["overlap"]))
     console.print(table)
@@ -195,6 +195,46 @@ def prelabel_cmd(
                                                                                        total=total))
     console.print(f"{result.predicted} records pre-labelled by {result.model}"
                   + (f" ({result.skipped} already had its prediction)" if result.skipped else ""), highlight=False)
+
+
+@app.command("train")
+@handle_errors
+def train_cmd(
+    project: Annotated[str, typer.Argument(help="Project name or id.")],
+    model: Annotated[str, typer.Option(help="The base model to fine-tune.")] = "smollm2-135m-instruct",
+    epochs: Annotated[int, typer.Option(help="Passes over the reviewed data.")] = 1,
+) -> None:
+    """Queue a fine-tuning job on the reviewed records; a worker (`tuneloop serve` or `tuneloop worker`) runs it."""
+    from tuneloop.services.review import projects, rounds
+
+    with open_sessions()() as session:
+        job = rounds.train_on_reviewed(session, settings(), projects.get_project(session, project), model=model,
+                                       epochs=epochs)
+        examples = (job.job_metadata or {}).get("examples")
+    console.print(f"queued {job.id} ({job.status}) on {examples} reviewed examples; a worker trains it.\n"
+                  f"when it succeeds: tuneloop review repredict {project} --model <its fine_tuned_model>",
+                  highlight=False)
+
+
+@app.command("repredict")
+@handle_errors
+def repredict_cmd(
+    project: Annotated[str, typer.Argument(help="Project name or id.")],
+    model: Annotated[str, typer.Option(help="A fine-tuned model (ft:...), a run folder or a registered model.")],
+) -> None:
+    """Pre-label the remaining and held-out records with a new model and record the round."""
+    from tuneloop.services.review import projects, rounds
+
+    columns = [SpinnerColumn(), TextColumn("re-predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn()]
+    with open_sessions()() as session:
+        found = projects.get_project(session, project)
+        with Progress(*columns, console=err_console) as progress:
+            task = progress.add_task("repredict", total=None)
+            row = rounds.repredict(session, settings(), found, model,
+                                   lambda done, total: progress.update(task, completed=done, total=total))
+    console.print(f"round {row.number}: {row.labels_used} labels, accuracy on held-out records "
+                  f"{_fmt(row.accuracy)} ({row.seconds:.0f} s)", highlight=False)
 
 
 @app.command("export")

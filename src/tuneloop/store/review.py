@@ -106,6 +106,20 @@ def count_records(session: Session, *, project_id: str) -> dict[str, int]:
     return dict(counts)
 
 
+def human_labels(session: Session, *, project_id: str) -> dict[int, str]:
+    """record id -> the people's label, for the records people labelled."""
+    rows = session.execute(select(Record.id, Record.human_label).where(Record.project_id == project_id,
+                                                                       Record.human_label.is_not(None)))
+    return {record_id: label for record_id, label in rows}
+
+
+def disagreement_counts(session: Session, *, project_id: str) -> dict[str, int]:
+    row = session.execute(select(func.count().filter(Record.disagreement.is_(True)),
+                                 func.count().filter(Record.models_disagree.is_(True)))
+                          .where(Record.project_id == project_id)).one()
+    return {"people_or_model": row[0], "models": row[1]}
+
+
 def records_by_id(session: Session, *, project_id: str, ids: Iterable[int]) -> list[Record]:
     return list(session.scalars(select(Record).where(Record.project_id == project_id, Record.id.in_(list(ids)))))
 
@@ -171,8 +185,8 @@ def table_page(session: Session, *, project_id: str, query: TableQuery) -> tuple
 
 # ---------------------------------------------------------------- the queue
 QUEUE_ORDERS = {
-    "uncertainty": (Record.uncertainty.desc(), Record.id),
-    "models": (Record.models_disagree.desc(), Record.uncertainty.desc(), Record.id),
+    "uncertainty": (Record.uncertainty.desc(), Record.random_key),
+    "models": (Record.models_disagree.desc(), Record.uncertainty.desc(), Record.random_key),
     "random": (Record.random_key, Record.id),
     "id": (Record.id,),
 }
@@ -193,10 +207,10 @@ def claim_next(session: Session, *, project: Project, user_id: str, order: str, 
               .scalar_subquery())
     mine = exists().where(Annotation.record_id == Record.id, Annotation.user_id == user_id,
                           Annotation.status.in_(HOLDS))
-    rejected = exists().where(Annotation.record_id == Record.id, Annotation.user_id == user_id,
-                              Annotation.status == "rejected")
-    rework = session.scalar(select(Record).where(Record.project_id == project.id, Record.status == "open", rejected,
-                                                 ~mine, Record.annotations + others < project.overlap)
+    rejected = select(Annotation.record_id).where(Annotation.user_id == user_id, Annotation.project_id == project.id,
+                                                  Annotation.status == "rejected")
+    rework = session.scalar(select(Record).where(Record.id.in_(rejected), Record.status == "open", ~mine,
+                                                 Record.annotations + others < project.overlap)
                             .order_by(Record.id).limit(1))
     if rework is not None:  # work a reviewer sent back comes first, to the person who did it
         hold(session, project_id=project.id, record_id=rework.id, user_id=user_id, now=now)

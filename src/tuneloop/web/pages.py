@@ -79,7 +79,7 @@ def logout(request: Request) -> RedirectResponse:
 @router.get("/")
 def home(request: Request, session: SessionDep) -> HTMLResponse:
     user = _user(request, session)
-    rows = [projects.summary(session, p) for p in projects.visible_projects(session, user)]
+    rows = [projects.counters(session, p) for p in projects.visible_projects(session, user)]
     return render(request, "projects.html", user, projects=rows)
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from tuneloop.api.deps import Actor, ActorDep, SessionDep, SettingsDep
 from tuneloop.services import ServiceError
 from tuneloop.services.auth import check_project_access, create_user, require_admin, require_reviewer
-from tuneloop.services.review import export, projects, quality, queue
+from tuneloop.services.review import export, projects, quality, queue, rounds
 from tuneloop.store import review as store
 from tuneloop.store.tables import Project
 
@@ -68,6 +68,22 @@ class MemberIn(BaseModel):
     username: str
 
 
+class TrainIn(BaseModel):
+    model: str = "smollm2-135m-instruct"
+    epochs: int = Field(1, ge=1, le=50)
+
+
+class RepredictIn(BaseModel):
+    model: str
+    """A registered model, a run folder, or a fine-tuned model id (ft:...)."""
+
+
+def _job_public(job: Any) -> dict:
+    return {"id": job.id, "status": job.status, "model": job.model, "fine_tuned_model": job.fine_tuned_model,
+            "examples": int((job.job_metadata or {}).get("examples", 0)), "created_at": job.created_at,
+            "error": job.error}
+
+
 @router.post("/users")
 def add_user(session: SessionDep, actor: ActorDep, body: UserCreate) -> dict:
     _admin(actor)
@@ -84,7 +100,7 @@ def list_users(session: SessionDep, actor: ActorDep) -> dict:
 
 @router.get("/projects")
 def list_projects(session: SessionDep, actor: ActorDep) -> dict:
-    return {"object": "list", "data": [projects.summary(session, p)
+    return {"object": "list", "data": [projects.counters(session, p)
                                        for p in projects.visible_projects(session, actor.user)]}
 
 
@@ -106,6 +122,7 @@ def get_project(session: SessionDep, actor: ActorDep, ref: str) -> dict:
             "models": quality.model_vs_human(session, project),
             "disagreements": quality.disagreement_counts(session, project),
             "members": [u.username for u in store.members(session, project_id=project.id)],
+            "jobs": [_job_public(j) for j in rounds.project_jobs(session, project)],
             "rounds": [{"round": r.number, "model": r.model, "labels_used": r.labels_used, "accuracy": r.accuracy,
                         "macro_f1": r.macro_f1, "seconds": r.seconds, "created_at": r.created_at}
                        for r in store.list_rounds(session, project_id=project.id)]}
@@ -127,7 +144,7 @@ def next_record(session: SessionDep, actor: ActorDep, ref: str,
 
 
 def _counts(session: Any, project: Project, actor: Actor) -> dict[str, int]:
-    summary = projects.summary(session, project)
+    summary = projects.counters(session, project)
     mine = summary["people"].get(actor.user.username, {}) if actor.user else {}
     return {"open": summary["open"], "done": summary["annotated"] + summary["accepted"],
             "records": summary["records"], "mine": mine.get("submitted", 0) + mine.get("accepted", 0),
@@ -205,3 +222,36 @@ def export_jsonl(session: SessionDep, actor: ActorDep, ref: str, as_: str = Quer
     body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     return Response(body, media_type="application/jsonl",
                     headers={"content-disposition": f'attachment; filename="{project.name}-{as_}.jsonl"'})
+
+
+@router.post("/projects/{ref}/train")
+def train(session: SessionDep, settings: SettingsDep, actor: ActorDep, ref: str, body: TrainIn) -> dict:
+    """A fine-tuning job on the reviewed records (any worker runs it)."""
+    _admin(actor)
+    project = _project(session, actor, ref)
+    return _job_public(rounds.train_on_reviewed(session, settings, project, model=body.model, epochs=body.epochs))
+
+
+@router.post("/projects/{ref}/repredict")
+def repredict(request: Request, session: SessionDep, settings: SettingsDep, actor: ActorDep, ref: str,
+              body: RepredictIn) -> dict:
+    """Pre-label the remaining and held-out records with a model in the background, then record the round."""
+    _admin(actor)
+    project = _project(session, actor, ref)
+    from tuneloop.services.models import serving_ref
+
+    serving_ref(session, body.model)  # a wrong model id is a 404 now, not a failed task later
+    sessions, project_id = request.app.state.sessions, project.id
+
+    def work(progress):
+        with sessions() as s:
+            row = rounds.repredict(s, settings, projects.get_project(s, project_id), body.model, progress)
+            return {"round": row.number, "accuracy": row.accuracy, "labels_used": row.labels_used}
+
+    return request.app.state.review_tasks.start(project.id, "repredict", work)
+
+
+@router.get("/projects/{ref}/tasks")
+def tasks(request: Request, session: SessionDep, actor: ActorDep, ref: str) -> dict:
+    project = _project(session, actor, ref)
+    return {"object": "list", "data": request.app.state.review_tasks.for_project(project.id)}

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from tuneloop.engine.tokenize import classification_messages
 from tuneloop.services import ServiceError
 from tuneloop.store import review as store
 from tuneloop.store.tables import Annotation, Project, Record
@@ -32,7 +33,8 @@ def _classification(project: Project, record: Record, kind: str) -> dict[str, An
     labels = record.human_label.split("|") if project.multi_label else [record.human_label]
     if kind == "classify":
         return {"text": record.text, **({"labels": labels} if project.multi_label else {"label": labels[0]})}
-    return {"messages": [{"role": "user", "content": record.text}, *_assistant(", ".join(labels))]}
+    # the prompt a chat model is scored with when it pre-labels (each label's likelihood), so training matches
+    return {"messages": classification_messages(record.text, project.labels, ", ".join(labels))}
 
 
 def _response(record: Record, chosen: Annotation, kind: str) -> dict[str, Any] | None:

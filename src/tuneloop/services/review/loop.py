@@ -37,6 +37,8 @@ class LoopSettings:
     learning_rate: float = 1e-3
     batch_size: int = 8
     order: str = "uncertainty"
+    uncertainty: str = "margin"
+    """How re-predictions rank records for the next round: margin or entropy of the label probabilities."""
     seed: int = 0
 
 
@@ -129,7 +131,7 @@ def run_simulation(session: Session, settings: Settings, project: Project, *, fi
         run_dir = train_round(session, settings, project, config, number, listener)
         predictor = prelabel.LocalModel(str(run_dir), settings)
         report("predicting", {"round": number, "model": str(run_dir)})
-        prelabel.prelabel(session, project, predictor, records="remaining")
+        prelabel.prelabel(session, project, predictor, records="remaining", uncertainty=config.uncertainty)
         accuracy, macro_f1, _ = holdout_accuracy(session, project, predictor.name)
         used = len(export.export_rows(session, project, "classify"))
         row = store.add_round(session, project_id=project.id, model=predictor.name, labels_used=used,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -49,8 +49,7 @@ def agreement(session: Session, project: Project) -> dict[str, Any]:
 def model_vs_human(session: Session, project: Project) -> list[dict[str, Any]]:
     """Per model (its newest prediction per record): accuracy, Cohen's kappa with the people's label,
     per-label precision/recall and the confusion matrix, on the records people labelled."""
-    human = {r.id: r.human_label for r in store.all_records(session, project_id=project.id)
-             if r.human_label is not None}
+    human = store.human_labels(session, project_id=project.id)
     by_model: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for p in store.latest_predictions(session, project_id=project.id):
         if p.record_id in human and p.label is not None:
@@ -67,8 +66,4 @@ def model_vs_human(session: Session, project: Project) -> list[dict[str, Any]]:
 
 
 def disagreement_counts(session: Session, project: Project) -> dict[str, int]:
-    counts: Counter[str] = Counter()
-    for record in store.all_records(session, project_id=project.id):
-        counts["people_or_model"] += record.disagreement
-        counts["models"] += record.models_disagree
-    return dict(counts)
+    return store.disagreement_counts(session, project_id=project.id)

@@ -43,10 +43,58 @@ async function load() {
     : '<p class="muted">No rounds yet: <code>tuneloop review loop</code> trains on reviewed records, re-predicts and measures.</p>';
   document.getElementById("rounds-chart").innerHTML = p.rounds.length > 1
     ? lineChart([{ name: "accuracy", points: p.rounds.map((r) => [r.labels_used, r.accuracy || 0]) }], { yLabel: "accuracy", xLabel: "labels used" }) : "";
+  if (document.getElementById("jobs")) document.getElementById("jobs").innerHTML = jobsHtml(p.jobs);
+  document.getElementById("disagreement-link").textContent = `Disagreement queue (${p.disagreements.people_or_model || 0})`;
   const kinds = { classification: ["classify", "chat"], response: ["sft", "dpo"], preference: ["dpo", "sft"], rating: ["reward"] }[p.task];
   document.getElementById("exports").innerHTML = kinds.map((k) => `<a class="button" href="/api/projects/${encodeURIComponent(name)}/export?as=${k}">${k} JSONL</a>`).join(" ") +
     ` <span class="muted">or <code>tuneloop review export ${esc(name)} --as ${kinds[0]}</code></span>`;
 }
 
+function jobsHtml(jobs) {
+  if (!jobs.length) return "";
+  return `<h3>Training jobs of this project</h3><table class="grid"><thead><tr><th>job</th><th>status</th><th>examples</th><th>model</th><th></th></tr></thead><tbody>` +
+    jobs.map((j) => `<tr><td>${esc(j.id)}</td><td>${esc(j.status)}${j.error ? ` <span class="error">${esc(j.error.message)}</span>` : ""}</td><td>${j.examples}</td><td>${esc(j.fine_tuned_model || j.model)}</td>` +
+      `<td>${j.fine_tuned_model ? `<button type="button" data-use="${esc(j.fine_tuned_model)}">Use to re-predict</button>` : ""}</td></tr>`).join("") + "</tbody></table>";
+}
+
+let running = false;
+async function loadTasks() {
+  const box = document.getElementById("tasks");
+  if (!box) return;
+  const { data } = await api(`/api/projects/${encodeURIComponent(name)}/tasks`);
+  const wasRunning = running;
+  running = data.some((t) => t.status === "running");
+  box.innerHTML = data.slice(0, 3).map((t) => `<p data-status="${t.status}">${esc(t.kind)} ${esc(t.status)}: ` +
+    `<progress max="${t.total || 1}" value="${t.done}"></progress> ${t.done}${t.total ? ` / ${t.total}` : ""} records` +
+    (t.result ? ` · round ${t.result.round}, accuracy ${fmt(t.result.accuracy)}` : "") + (t.error ? ` <span class="error">${esc(t.error)}</span>` : "") + "</p>").join("");
+  if (wasRunning && !running) load();
+}
+
+async function post(path, body) {
+  const message = document.getElementById("loop-message");
+  try { return await api(path, { method: "POST", body }); } catch (e) { message.textContent = e.message; return null; }
+}
+
+const trainForm = document.getElementById("train");
+if (trainForm) {
+  trainForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const form = new FormData(trainForm);
+    const job = await post(`/api/projects/${encodeURIComponent(name)}/train`, { model: form.get("model"), epochs: Number(form.get("epochs")) });
+    if (job) { document.getElementById("loop-message").textContent = `Created ${job.id} on ${job.examples} reviewed examples; a worker trains it.`; load(); }
+  });
+  const repredictForm = document.getElementById("repredict");
+  repredictForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const task = await post(`/api/projects/${encodeURIComponent(name)}/repredict`, { model: new FormData(repredictForm).get("model") });
+    if (task) { document.getElementById("loop-message").textContent = "Re-predicting…"; loadTasks(); }
+  });
+  document.getElementById("jobs").addEventListener("click", (e) => {
+    if (e.target.dataset.use) { repredictForm.model.value = e.target.dataset.use; }
+  });
+}
+
 load();
+loadTasks();
 setInterval(load, 10000);
+setInterval(() => { if (running) loadTasks(); }, 1500);

@@ -41,6 +41,13 @@ async function load() {
     <td>${workHtml(r)}</td></tr>`).join("");
 }
 
+// filters can come in the address (the project page links to ?disagreement=true)
+for (const [k, v] of new URLSearchParams(location.search)) {
+  const field = form.elements.namedItem(k);
+  if (field && field.type === "checkbox") field.checked = v === "true";
+  else if (field) field.value = v;
+}
+
 form.addEventListener("submit", (e) => { e.preventDefault(); offset = 0; load(); });
 document.getElementById("prev").addEventListener("click", () => { offset = Math.max(0, offset - limit); load(); });
 document.getElementById("next").addEventListener("click", () => { offset += limit; load(); });

@@ -63,9 +63,14 @@ def upgrade() -> None:
     )
     # The queue and the table view page through these without scanning a project's records.
     op.create_index("ix_records_project_id", "records", ["project_id", "id"])
-    op.create_index("ix_records_queue_uncertainty", "records", ["project_id", "split", "status", "uncertainty"])
+    # Each queue order is one index scan, ties broken at random (so the first round, before any prediction,
+    # is a random sample rather than the file's order).
+    op.create_index("ix_records_queue_uncertainty", "records",
+                    ["project_id", "split", "status", sa.text("uncertainty DESC"), "random_key"])
     op.create_index("ix_records_queue_random", "records", ["project_id", "split", "status", "random_key"])
-    op.create_index("ix_records_queue_models", "records", ["project_id", "split", "status", "models_disagree"])
+    op.create_index("ix_records_queue_models", "records",
+                    ["project_id", "split", "status", sa.text("models_disagree DESC"), sa.text("uncertainty DESC"),
+                     "random_key"])
     op.create_table(
         "predictions",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

@@ -1,0 +1,62 @@
+"""Closing the loop through the API with a real worker: train a fine-tuning job on the reviewed records,
+re-predict the remaining and held-out records with the fine-tuned model, and see the round."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from openai import OpenAI
+
+from tests.api.test_openai_flow import wait_for
+from tests.conftest import chat_rows, labelled_rows, live_server, write_jsonl
+
+
+def test_train_on_reviewed_then_repredict_records_a_round(tmp_path_factory, tiny_chat_model):
+    from tuneloop.services.auth import create_user
+    from tuneloop.services.review import projects, queue
+
+    data = tmp_path_factory.mktemp("loop-data")
+    rows = labelled_rows(24)
+    gold = {row["text"]: row["label"] for row in rows}
+    for server in live_server(tmp_path_factory.mktemp("loop-home"), with_worker=True):
+        with server["app"].state.sessions() as session:
+            ann = create_user(session, username="ann", password="ann-password", role="annotator")
+            project = projects.create_project(session, server["settings"], name="tickets", task="classification",
+                                              data=str(write_jsonl(data / "t.jsonl", rows)), holdout=0.25)
+            projects.create_project(session, server["settings"], name="rated", task="rating",
+                                    data=str(write_jsonl(data / "r.jsonl", chat_rows(3))))
+            projects.create_project(session, server["settings"], name="empty", task="classification",
+                                    data=str(write_jsonl(data / "e.jsonl", rows)))
+            while (view := queue.next_record(session, project, ann, "id")) is not None:
+                queue.submit(session, project, ann, view["id"], {"label": gold[view["text"]]})
+        api = httpx.Client(base_url=server["base"], headers={"Authorization": f"Bearer {server['key']}"}, timeout=60)
+
+        created = api.post("/api/projects/tickets/train", json={"model": str(tiny_chat_model), "epochs": 1})
+        assert created.status_code == 200, created.text
+        job = created.json()
+        assert job["examples"] == 18  # the pool; the 6 held-out records only measure
+        client = OpenAI(base_url=server["url"], api_key=server["key"], max_retries=0)
+        finished = wait_for(client, job["id"], {"succeeded", "failed"})
+        assert finished.status == "succeeded", finished.error
+        listed = api.get("/api/projects/tickets").json()["jobs"]
+        assert [j["fine_tuned_model"] for j in listed] == [finished.fine_tuned_model]
+
+        task = api.post("/api/projects/tickets/repredict", json={"model": finished.fine_tuned_model}).json()
+        assert task["status"] == "running"
+        deadline = time.time() + 120
+        while (current := api.get("/api/projects/tickets/tasks").json()["data"][0])["status"] == "running":
+            assert time.time() < deadline, current
+            time.sleep(0.3)
+        assert current["status"] == "succeeded", current["error"]
+        assert current["done"] == current["total"] == 6  # every pool record is labelled: only the held-out remain
+        [round_] = api.get("/api/projects/tickets").json()["rounds"]
+        assert round_["round"] == 1 and round_["labels_used"] == 18 and 0 <= round_["accuracy"] <= 1
+        assert round_["model"] == finished.fine_tuned_model
+
+        missing = api.post("/api/projects/tickets/repredict", json={"model": "ft:nope:tuneloop::ftjob-x"})
+        assert missing.status_code == 404 and "no fine-tuned model" in missing.json()["error"]["message"]
+        rated = api.post("/api/projects/rated/train", json={})
+        assert rated.status_code == 400 and "reward" in rated.json()["error"]["message"]
+        empty = api.post("/api/projects/empty/train", json={})
+        assert empty.status_code == 409 and "no reviewed records" in empty.json()["error"]["message"]
