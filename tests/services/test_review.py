@@ -281,3 +281,24 @@ def test_prelabel_from_an_openai_compatible_endpoint(env, tiny_chat_model, tmp_p
     with pytest.raises(ServiceError, match="did not answer"):
         prelabel.prelabel(session, untouched, prelabel.Endpoint("http://127.0.0.1:9", "k", "m"))
     assert store.latest_predictions(session, project_id=untouched.id) == []
+
+
+def test_table_search_filters_and_sorts(env):
+    session = env["session"]
+    rows = [{"text": "Refund 50% of order A_1", "label": "billing"}, {"text": "my refund never came", "label": "billing"},
+            {"text": "Parcel lost", "label": "shipping"}, {"text": "router 100% broken", "label": "technical"}]
+    project = make(env, rows=rows)
+
+    def texts(**filters):
+        page = queue.table(session, project, store.TableQuery(**filters))
+        return [row["text"] for row in page["data"]], page["total"]
+
+    assert texts(search="REFUND") == (["Refund 50% of order A_1", "my refund never came"], 2)
+    assert texts(search="50%") == (["Refund 50% of order A_1"], 1)  # % is a character here, not a wildcard
+    assert texts(search="A_1") == (["Refund 50% of order A_1"], 1)
+    assert texts(search="0% ") == (["Refund 50% of order A_1", "router 100% broken"], 2)
+    assert texts(search="zz") == ([], 0)
+    assert texts(sort="id", descending=True, limit=2) == (["router 100% broken", "Parcel lost"], 4)
+    assert texts(offset=3) == (["router 100% broken"], 4)
+    with pytest.raises(ServiceError, match="sort 'length' is not one of"):
+        queue.table(session, project, store.TableQuery(sort="length"))

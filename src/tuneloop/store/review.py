@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, select
+from sqlalchemy import delete, exists, func, insert, literal_column, select, text
 from sqlalchemy.orm import Session
 
 from tuneloop.store.repo import new_id
@@ -87,6 +87,8 @@ def add_records(session: Session, *, project_id: str, rows: Sequence[dict[str, A
               for row in rows]
     for start in range(0, len(values), 5000):
         session.execute(insert(Record), values[start : start + 5000])
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("ANALYZE records"))  # fresh statistics, so the planner uses the indexes at once
     return len(values)
 
 
@@ -148,6 +150,23 @@ class TableQuery:
     limit: int = 50
 
 
+def _text_contains(session: Session, needle: str) -> Any:
+    """records.text contains `needle`, case-insensitively, through the trigram index where there is one."""
+    special = any(c in needle for c in "%_\\")
+    pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    if session.get_bind().dialect.name == "sqlite" and _has_search_table(session):
+        # FTS5 uses its trigram index for LIKE only without an ESCAPE clause, so escape only when needed
+        sql = "SELECT rowid FROM records_search WHERE text LIKE :pattern" + (" ESCAPE '\\'" if special else "")
+        found = select(literal_column("rowid")).select_from(text(f"({sql}) AS found")).params(
+            pattern=pattern if special else f"%{needle}%")
+        return Record.id.in_(found)
+    return Record.text.ilike(pattern, escape="\\")
+
+
+def _has_search_table(session: Session) -> bool:
+    return session.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'records_search'")).first() is not None
+
+
 SORTS = {"id": Record.id, "confidence": Record.confidence, "uncertainty": Record.uncertainty,
          "updated": Record.updated_at, "label": Record.human_label, "prediction": Record.pred_label,
          "annotations": Record.annotations}
@@ -171,7 +190,7 @@ def table_page(session: Session, *, project_id: str, query: TableQuery) -> tuple
     if query.max_confidence is not None:
         conditions.append(Record.confidence <= query.max_confidence)
     if query.search:
-        conditions.append(Record.text.ilike(f"%{query.search}%"))
+        conditions.append(_text_contains(session, query.search))
     if query.annotator:
         conditions.append(exists().where(Annotation.record_id == Record.id, Annotation.user_id == query.annotator,
                                          Annotation.status.in_(COUNTED + ("rejected",))))

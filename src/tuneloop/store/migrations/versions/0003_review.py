@@ -71,6 +71,11 @@ def upgrade() -> None:
     op.create_index("ix_records_queue_models", "records",
                     ["project_id", "split", "status", sa.text("models_disagree DESC"), sa.text("uncertainty DESC"),
                      "random_key"])
+    # The table view's filters and sorts, each one index.
+    for column in ("confidence", "uncertainty", "pred_label", "human_label", "updated_at", "annotations"):
+        op.create_index(f"ix_records_by_{column}", "records", ["project_id", column])
+    op.create_index("ix_records_by_status", "records", ["project_id", "status", "id"])
+    _text_search_index()
     op.create_table(
         "predictions",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -130,7 +135,37 @@ def upgrade() -> None:
     )
 
 
+def _text_search_index() -> None:
+    """Substring search over records.text without reading every row: a trigram index (FTS5 on SQLite, kept in
+    step by triggers; pg_trgm on PostgreSQL). Where neither is available, search scans, and still works."""
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite":
+        try:
+            op.execute("CREATE VIRTUAL TABLE records_search USING fts5(text, content='records', content_rowid='id', "
+                       "tokenize='trigram')")
+        except sa.exc.OperationalError:  # an SQLite built without FTS5, or older than 3.34
+            return
+        op.execute("CREATE TRIGGER records_search_insert AFTER INSERT ON records BEGIN "
+                   "INSERT INTO records_search(rowid, text) VALUES (new.id, new.text); END")
+        op.execute("CREATE TRIGGER records_search_delete AFTER DELETE ON records BEGIN "
+                   "INSERT INTO records_search(records_search, rowid, text) VALUES ('delete', old.id, old.text); END")
+        op.execute("CREATE TRIGGER records_search_update AFTER UPDATE OF text ON records BEGIN "
+                   "INSERT INTO records_search(records_search, rowid, text) VALUES ('delete', old.id, old.text); "
+                   "INSERT INTO records_search(rowid, text) VALUES (new.id, new.text); END")
+    elif bind.dialect.name == "postgresql":
+        savepoint = bind.begin_nested()
+        try:
+            bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+            savepoint.commit()
+        except sa.exc.DBAPIError:  # not allowed to create it: search scans
+            savepoint.rollback()
+            return
+        op.execute("CREATE INDEX ix_records_text_trgm ON records USING gin (text gin_trgm_ops)")
+
+
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        op.execute("DROP TABLE IF EXISTS records_search")
     for table in ("rounds", "assignments", "annotation_changes", "annotations", "predictions", "records",
                   "project_members", "projects", "users"):
         op.drop_table(table)
