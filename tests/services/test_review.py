@@ -3,7 +3,6 @@ annotations and their history, review, agreement, export, and pre-labels (local 
 
 from __future__ import annotations
 
-import json
 
 import pytest
 

@@ -3,7 +3,6 @@ Screenshots go to artifacts/screenshots/ for people to look at."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -83,6 +82,3 @@ def screenshot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
-
-def clean_artifacts() -> None:
-    shutil.rmtree(ARTIFACTS, ignore_errors=True)

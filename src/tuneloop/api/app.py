@@ -69,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
                        max_age=SESSION_DAYS * 24 * 3600, same_site="lax")
     app.add_middleware(ServerTiming)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)
+    app.add_exception_handler(pages.PageError, pages.page_error)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, e: ServiceError) -> JSONResponse:

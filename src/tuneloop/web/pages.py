@@ -38,6 +38,17 @@ def login_redirect(request: Request, e: LoginRequired) -> RedirectResponse:
     return RedirectResponse(f"/login?next={quote(e.next_url)}", status_code=303)
 
 
+class PageError(Exception):
+    """A page that cannot be shown to this person (403, 404): the app renders error.html with the reason."""
+
+    def __init__(self, user: User, error: ServiceError):
+        self.user, self.error = user, error
+
+
+def page_error(request: Request, e: PageError) -> HTMLResponse:
+    return render(request, "error.html", e.user, status=e.error.status, error=e.error)
+
+
 def _user(request: Request, session: Any) -> User:
     user = session_user(request, session)
     if user is None:
@@ -48,10 +59,6 @@ def _user(request: Request, session: Any) -> User:
 def render(request: Request, name: str, user: User | None, status: int = 200, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(request, name, {"user": user, "csrf": csrf_token(request), **context},
                                       status_code=status)
-
-
-def error_page(request: Request, user: User | None, e: ServiceError) -> HTMLResponse:
-    return render(request, "error.html", user, status=e.status, error=e)
 
 
 @router.get("/login")
@@ -83,39 +90,33 @@ def home(request: Request, session: SessionDep) -> HTMLResponse:
     return render(request, "projects.html", user, projects=rows)
 
 
-def _project_or_error(request: Request, session: Any, user: User, ref: str):
-    project = projects.get_project(session, ref)
-    check_project_access(session, user, project)
+def _member_project(session: Any, user: User, ref: str) -> Any:
+    """The project, when this person may see it; otherwise the 403/404 page."""
+    try:
+        project = projects.get_project(session, ref)
+        check_project_access(session, user, project)
+    except ServiceError as e:
+        raise PageError(user, e) from None
     return project
 
 
 @router.get("/projects/{ref}", response_model=None)
 def project_page(request: Request, session: SessionDep, ref: str) -> HTMLResponse:
     user = _user(request, session)
-    try:
-        project = _project_or_error(request, session, user, ref)
-    except ServiceError as e:
-        return error_page(request, user, e)
-    return render(request, "project.html", user, project=project)
+    return render(request, "project.html", user, project=_member_project(session, user, ref))
 
 
 @router.get("/projects/{ref}/queue", response_model=None)
 def queue_page(request: Request, session: SessionDep, ref: str, order: str = "uncertainty") -> HTMLResponse:
     user = _user(request, session)
-    try:
-        project = _project_or_error(request, session, user, ref)
-    except ServiceError as e:
-        return error_page(request, user, e)
-    return render(request, "queue.html", user, project=project, order=order, orders=queue.ORDERS)
+    return render(request, "queue.html", user, project=_member_project(session, user, ref), order=order,
+                  orders=queue.ORDERS)
 
 
 @router.get("/projects/{ref}/table", response_model=None)
 def table_page(request: Request, session: SessionDep, ref: str) -> HTMLResponse:
     user = _user(request, session)
-    try:
-        project = _project_or_error(request, session, user, ref)
-    except ServiceError as e:
-        return error_page(request, user, e)
+    project = _member_project(session, user, ref)
     people = [u.username for u in store.members(session, project_id=project.id)]
     return render(request, "table.html", user, project=project, people=people, sorts=list(store.SORTS))
 
@@ -123,11 +124,11 @@ def table_page(request: Request, session: SessionDep, ref: str) -> HTMLResponse:
 @router.get("/projects/{ref}/records/{record_id}", response_model=None)
 def record_page(request: Request, session: SessionDep, ref: str, record_id: int) -> HTMLResponse:
     user = _user(request, session)
+    project = _member_project(session, user, ref)
     try:
-        project = _project_or_error(request, session, user, ref)
         detail = queue.record_detail(session, project, record_id)
     except ServiceError as e:
-        return error_page(request, user, e)
+        raise PageError(user, e) from None
     return render(request, "record.html", user, project=project, record=detail)
 
 
@@ -137,7 +138,7 @@ def users_page(request: Request, session: SessionDep) -> HTMLResponse:
     try:
         require_admin(user)
     except ServiceError as e:
-        return error_page(request, user, e)
+        raise PageError(user, e) from None
     return render(request, "users.html", user, users=store.list_users(session),
                   projects=projects.visible_projects(session, user))
 
@@ -145,18 +146,21 @@ def users_page(request: Request, session: SessionDep) -> HTMLResponse:
 @router.get("/runs", response_model=None)
 def runs_page(request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
     user = _user(request, session)
-    if user.role == "annotator":
-        return error_page(request, user, ServiceError(403, "training runs are for admins and reviewers"))
+    _not_for_annotators(user)
     return render(request, "runs.html", user, runs=catalog.runs(settings))
 
 
 @router.get("/runs/{run_id}", response_model=None)
 def run_page(request: Request, session: SessionDep, settings: SettingsDep, run_id: str) -> HTMLResponse:
     user = _user(request, session)
-    if user.role == "annotator":
-        return error_page(request, user, ServiceError(403, "training runs are for admins and reviewers"))
+    _not_for_annotators(user)
     try:
         run = catalog.run(settings, run_id)
     except ServiceError as e:
-        return error_page(request, user, e)
+        raise PageError(user, e) from None
     return render(request, "run.html", user, run=run)
+
+
+def _not_for_annotators(user: User) -> None:
+    if user.role == "annotator":
+        raise PageError(user, ServiceError(403, "training runs are for admins and reviewers"))
