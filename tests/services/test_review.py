@@ -52,7 +52,7 @@ def test_bad_projects_say_what_and_where_and_store_nothing(env):
     session = env["session"]
     with pytest.raises(ServiceError, match="task 'ranking' is not one of"):
         make(env, task="ranking")
-    with pytest.raises(ServiceError, match=r"p\.jsonl line 1: a response project needs prompts"):
+    with pytest.raises(ServiceError, match=r"p\.jsonl@[0-9a-f]{12} line 1: a response project needs prompts"):
         make(env, task="response")
     with pytest.raises(ServiceError, match="no labels to take the label set from"):
         make(env, rows=[{"text": f"unlabelled {i}"} for i in range(3)])
@@ -81,6 +81,25 @@ def test_unlabelled_texts_and_open_prompts_can_be_reviewed(env):
     assert [v["draft"] for v in views] == ["", ""]  # nothing drafted yet: pre-label with a model
     with pytest.raises(ServiceError, match="line 1: a rating project needs an answer to rate"):
         make(env, name="rate", task="rating", rows=prompts)
+
+
+def test_records_keep_their_source_and_version(env):
+    from tuneloop.data.dataset import Source, load_records
+    from tuneloop.data.versions import store_version
+
+    session = env["session"]
+    from_file = make(env)
+    [first, *_] = store.all_records(session, project_id=from_file.id)
+    assert first.source.startswith("p.jsonl@") and len(first.source) == len("p.jsonl@") + 12
+    assert first.source_index == 1 and first.data["original"] == labelled_rows(12)[0]
+
+    path = write_jsonl(env["data"] / "v.jsonl", labelled_rows(5))
+    fmt, numbered = load_records(Source(path))
+    version = store_version(env["settings"].datasets_dir, "tickets", fmt, path, numbered, {})
+    from_version = projects.create_project(session, env["settings"], name="v", task="classification",
+                                           data=version.id)
+    sources = {r.source for r in store.all_records(session, project_id=from_version.id)}
+    assert sources == {version.id}
 
 
 def test_labels_come_from_the_data_or_the_option(env):

@@ -36,7 +36,13 @@ def review_server(tmp_path_factory, tiny_chat_model):
                                               data=str(write_jsonl(data / "c.jsonl", chat_rows(6))))
             projects.create_project(session, settings, name="private", task="classification",
                                     data=str(write_jsonl(data / "p.jsonl", labelled_rows(6))))
-            for project in (tickets, answers):
+            pairs = [{"prompt": f"Greet person {i}", "chosen": f"Hello, person {i}!", "rejected": "Go away."}
+                     for i in range(3)]
+            prefs = projects.create_project(session, settings, name="prefs", task="preference",
+                                            data=str(write_jsonl(data / "pairs.jsonl", pairs)))
+            rated = projects.create_project(session, settings, name="rated", task="rating",
+                                            data=str(write_jsonl(data / "rated.jsonl", chat_rows(3))))
+            for project in (tickets, answers, prefs, rated):
                 for name in ("ann", "rev"):
                     projects.add_member(session, project, name)
             model = prelabel.LocalModel(str(tiny_chat_model), settings, name="tiny-chat", max_tokens=8)

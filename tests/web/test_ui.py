@@ -4,6 +4,7 @@ export, and what people without the rights cannot see."""
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 from playwright.sync_api import expect
@@ -46,7 +47,7 @@ def test_label_five_records_with_the_keyboard_only(review_server, login):
         record = page.locator("#record")
         if record_id is not None:
             expect(record).not_to_have_attribute("data-record-id", str(record_id))
-        expect(record).not_to_have_attribute("data-record-id", "")
+        expect(record).to_have_attribute("data-record-id", re.compile(r"^\d+$"))
         record_id = int(record.get_attribute("data-record-id"))
         key = str(i % 3 + 1)
         page.keyboard.press(key)
@@ -152,6 +153,53 @@ def test_response_correction_saves_the_edit_and_its_diff(review_server, login):
     assert saved.value["draft"] == draft and saved.value["draft_model"] == drafted_by
     assert saved.value["edited"] is True
     assert "+The answer is 0." in saved.value["diff"]
+
+
+def test_preference_and_rating_with_the_keyboard(review_server, login):
+    page = login("ann")
+    page.goto(review_server["base"] + "/projects/prefs/queue?order=id")
+    expect(page.get_by_test_id("option-B")).to_be_visible()
+    shown_as_b = page.get_by_test_id("option-B").inner_text()
+    assert "tiny" not in page.locator("#answer").inner_text()  # no model names
+    page.keyboard.press("2")
+    expect(page.get_by_test_id("option-B")).to_have_class("option selected focused")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("queue-counters")).to_have_attribute("data-mine", "1")
+    [choice] = _annotations(review_server, "prefs", "ann")
+    with review_server["app"].state.sessions() as session:
+        from tuneloop.store import review as store
+
+        answers = store.get_record(session, project_id=choice.project_id, record_id=choice.record_id).data["answers"]
+    assert answers[choice.value["preferred"]] in shown_as_b  # what was shown as B is what got stored
+
+    page.goto(review_server["base"] + "/projects/rated/queue?order=id")
+    expect(page.locator("#answer [data-label='4']")).to_be_visible()
+    page.keyboard.press("4")
+    page.keyboard.press("c")
+    page.keyboard.type("Right, but terse.")
+    page.keyboard.press("Escape")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("queue-counters")).to_have_attribute("data-mine", "1")
+    [rating] = _annotations(review_server, "rated", "ann")
+    assert rating.value == {"rating": 4, "label": "4", "comment": "Right, but terse."}
+
+
+def test_runs_page_shows_the_loss_curve_and_events(review_server, login, tiny_chat_model, tmp_path):
+    from tests.conftest import chat_rows, write_jsonl
+    from tuneloop.config.recipe import parse_recipe
+    from tuneloop.engine.loop import train
+
+    data = write_jsonl(tmp_path / "chats.jsonl", chat_rows(8))
+    recipe = parse_recipe({"model": str(tiny_chat_model), "data": {"train": [str(data)]},
+                           "hyperparameters": {"max_steps": 4, "batch_size": 2}})
+    run = train(recipe, review_server["settings"]).run_dir
+    page = login("rev")
+    page.goto(review_server["base"] + "/runs")
+    page.click(f"text={run.name}")
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    expect(page.locator("#loss-chart svg path")).to_have_count(1)
+    expect(page.locator("#events li").filter(has_text="step 4/4")).to_have_count(1)
+    screenshot(page, "run")
 
 
 def test_export_gives_the_expected_jsonl(review_server):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -72,8 +73,8 @@ def item_from_object(obj: Any, number: int, where: str) -> tuple[Item | None, li
 
 
 def read_source(settings: Settings, ref: str) -> tuple[str, list[tuple[int, Item]]]:
-    """(source name, [(line, item)]) of a file path or an imported dataset version. ServiceError lists every
-    bad line."""
+    """(source, [(line, item)]) of a file path (source: name@content hash) or an imported dataset version
+    (source: its version id). ServiceError lists every bad line."""
     if not Path(ref).exists():
         try:
             version = resolve_version(settings.datasets_dir, ref)
@@ -96,7 +97,16 @@ def read_source(settings: Settings, ref: str) -> tuple[str, list[tuple[int, Item
         raise ServiceError(400, f"{ref}: {len(errors)} problem(s): {shown}", "data", "invalid_data")
     if not items:
         raise ServiceError(400, f"{ref}: no records", "data", "invalid_data")
-    return Path(ref).name, items
+    return f"{Path(ref).name}@{_sha256(Path(ref))[:12]}", items
+
+
+def _sha256(path: Path) -> str:
+    """The file's content hash: the version of a record's source when it came from a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _last_user(messages: list[dict[str, Any]]) -> str:

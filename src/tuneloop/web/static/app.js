@@ -26,12 +26,14 @@ function esc(text) {
 const PALETTE = ["#2f5bea", "#e4572e", "#17a398", "#f3a712", "#8e44ad", "#6b7280", "#c2185b", "#2e7d32", "#0288d1"];
 
 // Line chart: series = [{name, points: [[x, y], ...]}]. Returns an SVG string.
-function lineChart(series, { width = 900, height = 240, yLabel = "", xLabel = "", xFormat = (x) => x } = {}) {
+function lineChart(series, { width = 900, height = 240, yLabel = "", xLabel = "", xFormat = (x) => x, fromZero = true } = {}) {
   const all = series.flatMap((s) => s.points);
   if (!all.length) return '<p class="muted">No data yet.</p>';
   const pad = { l: 48, r: 12, t: 24, b: 32 };
   const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
-  const x0 = Math.min(...xs), x1 = Math.max(...xs) || 1, y0 = Math.min(0, ...ys), y1 = Math.max(...ys) || 1;
+  const x0 = Math.min(...xs), x1 = Math.max(...xs) || 1;
+  const low = Math.min(...ys), high = Math.max(...ys), margin = (high - low) * 0.05 || Math.abs(high) * 0.05 || 1;
+  const y0 = fromZero ? Math.min(0, low) : low - margin, y1 = fromZero ? high || 1 : high + margin;
   const sx = (x) => pad.l + ((x - x0) / ((x1 - x0) || 1)) * (width - pad.l - pad.r);
   const sy = (y) => height - pad.b - ((y - y0) / ((y1 - y0) || 1)) * (height - pad.t - pad.b);
   let svg = `<svg viewBox="0 0 ${width} ${height}" role="img">`;

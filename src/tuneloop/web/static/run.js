@@ -19,7 +19,7 @@ async function poll() {
   }
   const series = [{ name: "training loss", points: steps }];
   if (evals.length) series.push({ name: "eval loss", points: evals });
-  document.getElementById("loss-chart").innerHTML = lineChart(series, { yLabel: "loss", xLabel: "step" });
+  document.getElementById("loss-chart").innerHTML = lineChart(series, { yLabel: "loss", xLabel: "step", fromZero: false });
   if (page.has_more) return poll();
 }
 
