@@ -35,7 +35,7 @@ def serve_cmd(
     workers: Annotated[int, typer.Option(help="Training workers to start beside the API (0: none; "
                                               "start them with `tuneloop worker`).")] = 1,
 ) -> None:
-    """Serve the OpenAI-compatible API (files, fine-tuning jobs, models, chat completions)."""
+    """Serve the OpenAI-compatible API (files, fine-tuning jobs, models, chat completions) and the review UI."""
     import uvicorn
 
     from tuneloop.api.app import create_app
@@ -53,7 +53,8 @@ def serve_cmd(
         target=_run_worker, args=(str(config.home), config.database_url, None)) for _ in range(workers)]
     for child in children:
         child.start()
-    err_console.print(f"tuneloop API on http://{host}:{port}/v1 ({workers} worker(s)); database {config.db_url}")
+    err_console.print(f"tuneloop API on http://{host}:{port}/v1 ({workers} worker(s)); review UI on "
+                      f"http://{host}:{port}/ (users: `tuneloop users create`); database {config.db_url}")
     try:
         uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
     finally:
