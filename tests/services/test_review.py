@@ -320,3 +320,98 @@ def test_table_search_filters_and_sorts(env):
     assert texts(offset=3) == (["router 100% broken"], 4)
     with pytest.raises(ServiceError, match="sort 'length' is not one of"):
         queue.table(session, project, store.TableQuery(sort="length"))
+
+
+def test_a_late_claim_never_doubles_a_hold(env):
+    """Whatever order two people's claims land in, the second one finds no room (overlap 1)."""
+    import time as clock
+
+    session, people = env["session"], env["people"]
+    project = make(env, rows=labelled_rows(1), labels=["billing", "shipping"])
+    [record] = store.all_records(session, project_id=project.id)
+    first, second = sorted([people["ann"], people["bob"]], key=lambda u: u.id, reverse=True)  # larger id first
+    now = clock.time()
+    assert store.take(session, project=project, record_id=record.id, user_id=first.id, now=now)
+    assert not store.take(session, project=project, record_id=record.id, user_id=second.id, now=now)
+    assert queue.next_record(session, project, second, "id") is None
+    with pytest.raises(ServiceError, match="being annotated by other people") as e:
+        queue.submit(session, project, second, record.id, {"label": "billing"})
+    assert e.value.status == 409
+    queue.submit(session, project, first, record.id, {"label": "billing"})
+    with pytest.raises(ServiceError, match="has all the annotations it needs"):
+        queue.submit(session, project, people["cat"], record.id, {"label": "billing"})
+
+
+def test_concurrent_claims_hand_each_record_to_one_person(env):
+    """Six people asking at once, from six threads with their own sessions, on a shared SQLite file."""
+    import threading
+
+    from tuneloop.services.auth import create_user as add_user
+
+    session = env["session"]
+    project = make(env, rows=labelled_rows(12))
+    users = [add_user(session, username=f"p{i}", password="password-123", role="annotator") for i in range(6)]
+    factory = sessions(session.get_bind())
+    got, errors = {}, []
+
+    def claim(user):
+        try:
+            with factory() as own:
+                for _ in range(2):
+                    view = queue.next_record(own, store.find_project(own, ref=project.id), user, "uncertainty")
+                    got.setdefault(user.username, []).append(view["id"])
+                    queue.submit(own, store.find_project(own, ref=project.id), user, view["id"], {"label": "billing"})
+        except Exception as e:  # reported below with the others
+            errors.append(e)
+
+    threads = [threading.Thread(target=claim, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    handed = [record_id for ids in got.values() for record_id in ids]
+    assert len(handed) == 12 and len(set(handed)) == 12  # twelve records, each to one person
+    counts = store.count_records(session, project_id=project.id)
+    assert counts["annotated"] == 12
+
+
+def test_undo_never_takes_back_a_record_someone_else_now_holds(env):
+    session, ann, bob = env["session"], env["people"]["ann"], env["people"]["bob"]
+    project = make(env, rows=labelled_rows(1), labels=["billing", "shipping"])
+    view = queue.next_record(session, project, ann, "id")
+    queue.skip(session, project, ann, view["id"])
+    assert queue.next_record(session, project, bob, "id")["id"] == view["id"]
+    with pytest.raises(ServiceError, match="went to someone else"):
+        queue.undo(session, project, ann)
+    [skipped] = [a for a in store.annotations_of(session, record_ids=[view["id"]]) if a.user_id == ann.id]
+    assert skipped.status == "skipped"  # nothing changed
+    assert store.holds(session, record_id=view["id"], user_id=bob.id, now=__import__("time").time())
+
+
+def test_bulk_accept_frees_the_record_and_reviews_follow_rules(env):
+    session, ann, rev = env["session"], env["people"]["ann"], env["people"]["rev"]
+    project = make(env, overlap=2)
+    records = store.all_records(session, project_id=project.id)
+    for r in records:
+        r.pred_label, r.pred_model = "billing", "m"
+    session.commit()
+    held = queue.next_record(session, project, ann, "id")
+    assert queue.bulk_accept(session, project, ann, [held["id"]]) == 1
+    assert queue.next_record(session, project, ann, "id")["id"] != held["id"]  # not stuck on it
+    [mine] = [a for a in store.annotations_of(session, record_ids=[held["id"]]) if a.user_id == ann.id]
+    assert mine.value == {"label": "billing", "from_model": "m"}
+    own = queue.submit(session, project, rev, queue.next_record(session, project, rev, "id")["id"],
+                       {"label": "billing"})
+    with pytest.raises(ServiceError, match="not their own"):
+        queue.review(session, project, rev, own.id, accept=True)
+    queue.review(session, project, rev, mine.id, accept=False, comment="check it")
+    with pytest.raises(ServiceError, match="only submitted"):
+        queue.review(session, project, rev, mine.id, accept=True)
+
+
+def test_project_names_must_fit_in_an_address(env):
+    data = write_jsonl(env["data"] / "data.jsonl", labelled_rows(3))
+    for name in ("a/b", "票据", "", "-x"):
+        with pytest.raises(ServiceError, match="use 1-100 letters"):
+            projects.create_project(env["session"], env["settings"], name=name, task="classification", data=str(data))

@@ -244,6 +244,22 @@ def test_an_annotator_cannot_see_admin_pages_or_other_projects(review_server, lo
     # without the page's CSRF token a write is refused even with the session cookie
     status = page.evaluate("async () => (await fetch('/api/projects/tickets/undo', {method: 'POST'})).status")
     assert status == 403
+    assert page.goto(review_server["base"] + "/projects/tickets/records/1").status == 403  # others' answers
+    rows = page.evaluate("async () => (await (await fetch('/api/projects/tickets/records?limit=500')).json()).data")
+    assert {w["user"] for row in rows for w in row["work"]} == {"ann"} and all(r["human_label"] is None for r in rows)
+
+
+def test_cookie_writes_need_the_csrf_token_and_reviewers_only_read_the_openai_routes(review_server, login):
+    client = httpx.Client(base_url=review_server["base"])
+    client.post("/login", data={"username": "ann", "password": "annotator-pass-1", "next": "/"})
+    assert "tuneloop_session" in client.cookies
+    refused = client.post("/api/projects/tickets/undo")  # logged in, but no page gave a token yet
+    assert refused.status_code == 403 and "CSRF" in refused.json()["error"]["message"]
+    page = login("rev")
+    status = page.evaluate("""async () => (await fetch('/v1/files/file-x', {method: 'DELETE',
+        headers: {'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content}})).status""")
+    assert status == 403
+    assert page.evaluate("async () => (await fetch('/api/runs')).status") == 200
 
 
 def test_admin_creates_a_user_who_can_then_log_in(review_server, login, browser):

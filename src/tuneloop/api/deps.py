@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from tuneloop.services import ServiceError
 from tuneloop.store import repo
 from tuneloop.store.tables import User
-from tuneloop.web.session import SessionDep, SettingsDep, check_csrf, session_user
+from tuneloop.web.session import SAFE_METHODS, SessionDep, SettingsDep, check_csrf, session_user
 
 __all__ = ["SessionDep", "SettingsDep", "ActorDep", "require_key", "get_cache"]
 
@@ -30,7 +30,7 @@ def _key_is_valid(request: Request, session: Session) -> bool | None:
 
 
 def require_key(request: Request, session: SessionDep) -> None:
-    """An API key, or a logged-in admin or reviewer (the UI's runs pages read these routes)."""
+    """An API key, or (to read only: the UI's runs pages) a logged-in admin or reviewer."""
     valid = _key_is_valid(request, session)
     if valid:
         return
@@ -38,7 +38,9 @@ def require_key(request: Request, session: SessionDep) -> None:
         if user.role == "annotator":
             raise ServiceError(403, f"'{user.username}' is an annotator; this needs an admin or reviewer", None,
                                "forbidden")
-        check_csrf(request)
+        if request.method not in SAFE_METHODS:
+            raise ServiceError(403, "changes here need an API key ('Authorization: Bearer <key>'), not a login",
+                               None, "needs_api_key")
         return
     if valid is None:
         raise ServiceError(401, "no API key: send 'Authorization: Bearer <key>' (tuneloop keys create)", None,

@@ -64,11 +64,18 @@ class Settings(BaseModel):
         path = self.home / "secret_key"
         if not path.exists():
             import secrets
+            import tempfile
 
             self.home.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd, draft = tempfile.mkstemp(dir=self.home, prefix=".secret_key-")  # mode 600
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_urlsafe(48))
+            try:
+                os.link(draft, path)  # atomic: of several processes starting at once, one key wins
+            except FileExistsError:
+                pass
+            finally:
+                os.unlink(draft)
         return path.read_text().strip()
 
 

@@ -211,68 +211,80 @@ QUEUE_ORDERS = {
 }
 
 
+def _mine(user_id: str) -> Any:
+    """The person already answered or skipped this record."""
+    return exists().where(Annotation.record_id == Record.id, Annotation.user_id == user_id,
+                          Annotation.status.in_(HOLDS))
+
+
 def active_assignment(session: Session, *, project_id: str, user_id: str, now: float) -> Record | None:
     return session.scalar(select(Record).join(Assignment, Assignment.record_id == Record.id)
                           .where(Assignment.project_id == project_id, Assignment.user_id == user_id,
-                                 Assignment.expires_at > now, Record.status == "open"))
+                                 Assignment.expires_at > now, Record.status == "open", ~_mine(user_id)))
 
 
 def claim_next(session: Session, *, project: Project, user_id: str, order: str, now: float) -> Record | None:
     """The next record for this person: their work a reviewer rejected, the record they already hold, held-out
-    records (every round is measured on them), then the pool in `order`. A record is handed to at most `overlap` people at a time, counting finished
-    annotations, and never twice to one person. Commits."""
+    records (every round is measured on them), then the pool in `order`. A record is held by at most
+    `overlap` people at a time, counting finished annotations, and never goes twice to one person. Commits."""
     others = (select(func.count()).select_from(Assignment)
               .where(Assignment.record_id == Record.id, Assignment.user_id != user_id, Assignment.expires_at > now)
               .scalar_subquery())
-    mine = exists().where(Annotation.record_id == Record.id, Annotation.user_id == user_id,
-                          Annotation.status.in_(HOLDS))
+    has_room = Record.annotations + others < project.overlap
     rejected = select(Annotation.record_id).where(Annotation.user_id == user_id, Annotation.project_id == project.id,
                                                   Annotation.status == "rejected")
-    rework = session.scalar(select(Record).where(Record.id.in_(rejected), Record.status == "open", ~mine,
-                                                 Record.annotations + others < project.overlap)
-                            .order_by(Record.id).limit(1))
-    if rework is not None:  # work a reviewer sent back comes first, to the person who did it
-        hold(session, project_id=project.id, record_id=rework.id, user_id=user_id, now=now)
-        session.commit()
-        return rework
+    rework = select(Record).where(Record.id.in_(rejected), Record.status == "open", ~_mine(user_id), has_room)
+    for record in session.scalars(rework.order_by(Record.id).limit(5)).all():
+        # work a reviewer sent back comes first, to the person who did it
+        if take(session, project=project, record_id=record.id, user_id=user_id, now=now, drop_others=True):
+            return record
     held = active_assignment(session, project_id=project.id, user_id=user_id, now=now)
     if held is not None:
         return held
     for split in ("holdout", "pool"):
         query = (select(Record).where(Record.project_id == project.id, Record.split == split, Record.status == "open",
-                                      ~mine, Record.annotations + others < project.overlap)
-                 .order_by(*QUEUE_ORDERS[order]).limit(5))
-        for record in session.scalars(query):
-            if _take(session, project, record, user_id, now):
-                return record
+                                      ~_mine(user_id), has_room)
+                 .order_by(*QUEUE_ORDERS[order]).limit(10))
+        for _ in range(50):  # each pass leaves out what other people took in the meantime
+            candidates = session.scalars(query).all()
+            if not candidates:
+                break
+            for record in candidates:
+                if take(session, project=project, record_id=record.id, user_id=user_id, now=now):
+                    return record
     return None
 
 
-def _take(session: Session, project: Project, record: Record, user_id: str, now: float) -> bool:
-    """Hold the record; if someone took it in the meantime, the earlier holders keep it (by user id when tied)."""
-    session.execute(delete(Assignment).where(Assignment.record_id == record.id, Assignment.expires_at <= now))
-    session.merge(Assignment(record_id=record.id, user_id=user_id, project_id=project.id,
+def take(session: Session, *, project: Project, record_id: int, user_id: str, now: float,
+         drop_others: bool = False) -> bool:
+    """Hold a record if it has room: its annotations plus other people's live holds stay below the overlap.
+    One writer decides at a time (the record's row is locked on PostgreSQL; SQLite admits one writer, and
+    the first statement here is a write, so it reads only after taking the lock). Commits the hold, or rolls
+    back everything pending and returns False."""
+    session.execute(delete(Assignment).where(Assignment.record_id == record_id, Assignment.expires_at <= now))
+    row = session.execute(select(Record.annotations, Record.status).where(Record.id == record_id)
+                          .with_for_update()).one()
+    holders = session.scalar(select(func.count()).select_from(Assignment).where(
+        Assignment.record_id == record_id, Assignment.user_id != user_id, Assignment.expires_at > now)) or 0
+    if row.status != "open" or row.annotations + holders >= project.overlap:
+        session.rollback()
+        return False
+    if drop_others:
+        session.execute(delete(Assignment).where(Assignment.project_id == project.id, Assignment.user_id == user_id,
+                                                 Assignment.record_id != record_id))
+    session.merge(Assignment(record_id=record_id, user_id=user_id, project_id=project.id,
                              expires_at=now + ASSIGNMENT_SECONDS))
     session.commit()
-    ahead = session.scalar(select(func.count()).select_from(Assignment).where(
-        Assignment.record_id == record.id, Assignment.user_id < user_id, Assignment.expires_at > now)) or 0
-    session.refresh(record)
-    if record.annotations + ahead < project.overlap:
-        return True
-    release(session, record_id=record.id, user_id=user_id)
-    session.commit()
-    return False
+    return True
+
+
+def holds(session: Session, *, record_id: int, user_id: str, now: float) -> bool:
+    return session.scalar(select(func.count()).select_from(Assignment).where(
+        Assignment.record_id == record_id, Assignment.user_id == user_id, Assignment.expires_at > now)) == 1
 
 
 def release(session: Session, *, record_id: int, user_id: str) -> None:
     session.execute(delete(Assignment).where(Assignment.record_id == record_id, Assignment.user_id == user_id))
-
-
-def hold(session: Session, *, project_id: str, record_id: int, user_id: str, now: float) -> None:
-    """Give a record back to one person now (after an undo), dropping what else they held."""
-    session.execute(delete(Assignment).where(Assignment.project_id == project_id, Assignment.user_id == user_id))
-    session.merge(Assignment(record_id=record_id, user_id=user_id, project_id=project_id,
-                             expires_at=now + ASSIGNMENT_SECONDS))
 
 
 # ---------------------------------------------------------------- annotations
@@ -340,7 +352,9 @@ def refresh_record(session: Session, *, record: Record, project: Project) -> Non
     votes = Counter(labels).most_common()
     record.human_label = votes[0][0] if votes else None
     people_disagree = len(votes) > 1
-    model_disagrees = bool(record.human_label and record.pred_label and record.pred_label != record.human_label)
+    people_say = set(record.human_label.split("|")) if record.human_label and project.multi_label else \
+        {record.human_label}
+    model_disagrees = bool(record.human_label and record.pred_label and record.pred_label not in people_say)
     record.disagreement = people_disagree or model_disagrees
     if record.annotations < project.overlap:
         record.status = "open"

@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from tuneloop.web.session import SessionDep, SettingsDep, csrf_token, session_user
 from tuneloop.services import ServiceError, catalog
-from tuneloop.services.auth import authenticate, check_project_access, require_admin
+from tuneloop.services.auth import authenticate, check_project_access, require_admin, require_reviewer
 from tuneloop.services.review import projects, queue
 from tuneloop.store import review as store
 from tuneloop.store.tables import User
@@ -126,6 +126,7 @@ def record_page(request: Request, session: SessionDep, ref: str, record_id: int)
     user = _user(request, session)
     project = _member_project(session, user, ref)
     try:
+        require_reviewer(user)
         detail = queue.record_detail(session, project, record_id)
     except ServiceError as e:
         raise PageError(user, e) from None

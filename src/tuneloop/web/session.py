@@ -51,5 +51,8 @@ def csrf_token(request: Request) -> str:
 
 
 def check_csrf(request: Request) -> None:
-    if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != request.session.get("csrf"):
+    if request.method in SAFE_METHODS:
+        return
+    expected, sent = request.session.get("csrf"), request.headers.get(CSRF_HEADER)
+    if not expected or not sent or not secrets.compare_digest(expected, sent):
         raise ServiceError(403, "missing or wrong X-CSRF-Token header (reload the page)", None, "csrf")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -191,11 +192,18 @@ def table(session: SessionDep, actor: ActorDep, ref: str, status: str | None = N
                              annotator=annotator_id, disagreement=disagreement, min_confidence=min_confidence,
                              max_confidence=max_confidence, search=search or None, split=split or None, sort=sort,
                              descending=descending, offset=offset, limit=limit)
-    return queue.table(session, project, query)
+    page = queue.table(session, project, query)
+    if actor.user is not None and actor.user.role == "annotator":  # others' answers would bias theirs
+        for row in page["data"]:
+            row["work"] = [w for w in row["work"] if w["user"] == actor.user.username]
+            row["human_label"] = None
+    return page
 
 
 @router.get("/projects/{ref}/records/{record_id}")
 def record(session: SessionDep, actor: ActorDep, ref: str, record_id: int) -> dict:
+    if actor.user is not None:
+        require_reviewer(actor.user)  # every annotation and the history: for reviewers and admins
     return queue.record_detail(session, _project(session, actor, ref), record_id)
 
 
@@ -220,8 +228,10 @@ def export_jsonl(session: SessionDep, actor: ActorDep, ref: str, as_: str = Quer
     project = _project(session, actor, ref)
     rows = export.export_rows(session, project, as_, split)
     body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    return Response(body, media_type="application/jsonl",
-                    headers={"content-disposition": f'attachment; filename="{project.name}-{as_}.jsonl"'})
+    filename = f"{project.name}-{as_}.jsonl"
+    return Response(body, media_type="application/jsonl", headers={
+        "content-disposition": f"attachment; filename=\"{filename.encode('ascii', 'replace').decode()}\"; "
+                               f"filename*=UTF-8''{quote(filename)}"})
 
 
 @router.post("/projects/{ref}/train")

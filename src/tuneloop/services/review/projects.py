@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tuneloop.store import review as store
 from tuneloop.store.tables import Project, User
 
 TASKS = ("classification", "response", "preference", "rating")
+PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 Item = dict[str, Any]
@@ -143,8 +145,9 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
     """A project with the records of `data` (a file or a dataset version). Nothing is stored on error."""
     if task not in TASKS:
         raise ServiceError(400, f"task '{task}' is not one of {', '.join(TASKS)}", "task")
-    if not name.strip():
-        raise ServiceError(400, "the project needs a name", "name")
+    if not PROJECT_NAME.match(name):
+        raise ServiceError(400, f"project name '{name}': use 1-100 letters, digits, '_', '.' or '-' (it goes in "
+                                "addresses)", "name")
     if store.find_project(session, ref=name) is not None:
         raise ServiceError(409, f"there is already a project '{name}'", "name", "project_exists")
     if not 1 <= overlap <= 20:

@@ -46,9 +46,8 @@ def record_view(session: Session, project: Project, record: Record, user: User |
     if project.task == "rating":
         view["answer"] = data.get("answer") or ""
     if project.task == "preference":
-        order = [0, 1]
-        random.Random(f"{record.id}:{user.id if user else ''}").shuffle(order)
-        view["options"] = [{"key": PREFERENCE_KEYS[i], "text": data["answers"][i]} for i in order]
+        order = shown_order(record, user)
+        view["options"] = [{"key": "AB"[shown], "text": data["answers"][i]} for shown, i in enumerate(order)]
         view["prediction"] = None  # which model wrote which answer stays hidden
     if user is not None:
         rejected = [a for a in store.annotations_of(session, record_ids=[record.id], statuses=["rejected"])
@@ -58,6 +57,13 @@ def record_view(session: Session, project: Project, record: Record, user: User |
     return view
 
 
+def shown_order(record: Record, user: User | None) -> list[int]:
+    """The order one person sees a record's two answers in: random, but the same each time they see it."""
+    order = [0, 1]
+    random.Random(f"{record.id}:{user.id if user else ''}").shuffle(order)
+    return order
+
+
 def next_record(session: Session, project: Project, user: User, order: str = "uncertainty") -> dict[str, Any] | None:
     if order not in ORDERS:
         raise ServiceError(400, f"order '{order}' is not one of {', '.join(ORDERS)}", "order")
@@ -65,7 +71,8 @@ def next_record(session: Session, project: Project, user: User, order: str = "un
     return None if record is None else record_view(session, project, record, user)
 
 
-def normalise_value(project: Project, value: dict[str, Any], draft: str | None = None) -> dict[str, Any]:
+def normalise_value(project: Project, value: dict[str, Any], draft: str | None = None,
+                    shown: list[int] | None = None) -> dict[str, Any]:
     """Check an annotation against the project's task; ServiceError naming the field when it does not fit.
     Every value gets a `label` (the label set, the preferred answer, the rating) that agreement compares."""
     if project.task == "classification":
@@ -93,11 +100,10 @@ def normalise_value(project: Project, value: dict[str, Any], draft: str | None =
                 "diff": "\n".join(diff)}
     if project.task == "preference":
         choice = value.get("preferred")
-        if choice not in PREFERENCE_KEYS:
-            raise ServiceError(400, f"value.preferred: '{choice}' is not one of {', '.join(PREFERENCE_KEYS)}",
-                               "value.preferred")
-        rewrite = value.get("rewrite") or None
-        return {"preferred": PREFERENCE_KEYS.index(choice), "label": choice, "rewrite": rewrite}
+        if choice not in ("A", "B"):
+            raise ServiceError(400, f"value.preferred: '{choice}' is not A or B (as shown)", "value.preferred")
+        answer = shown[("A", "B").index(choice)]
+        return {"preferred": answer, "label": PREFERENCE_KEYS[answer], "rewrite": value.get("rewrite") or None}
     rating = value.get("rating")
     if not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5:
         raise ServiceError(400, f"value.rating: '{rating}' is not a whole number from 1 to 5", "value.rating")
@@ -111,17 +117,30 @@ def _record(session: Session, project: Project, record_id: int) -> Record:
     return record
 
 
-def submit(session: Session, project: Project, user: User, record_id: int, value: dict[str, Any]) -> Annotation:
-    record = _record(session, project, record_id)
-    view = record_view(session, project, record) if project.task == "response" else {}
-    normalised = normalise_value(project, value, view.get("draft"))
-    if project.task == "response" and not normalised["draft_model"]:
-        normalised["draft_model"] = view.get("draft_model")
+def _check_free(session: Session, project: Project, record: Record, user: User) -> None:
+    """409 unless this person may annotate the record now: not done by them yet, still open, and held by
+    them (or with room for them, which holds it)."""
     mine = [a for a in store.annotations_of(session, record_ids=[record.id], statuses=store.HOLDS)
             if a.user_id == user.id]
     if mine:
-        raise ServiceError(409, f"'{user.username}' already annotated record {record_id}; undo it first",
+        raise ServiceError(409, f"'{user.username}' already annotated record {record.id}; undo it first",
                            "record_id", "already_annotated")
+    if record.status != "open":
+        raise ServiceError(409, f"record {record.id} has all the annotations it needs", "record_id", "record_done")
+    now = time.time()
+    if not store.holds(session, record_id=record.id, user_id=user.id, now=now) and \
+            not store.take(session, project=project, record_id=record.id, user_id=user.id, now=now):
+        raise ServiceError(409, f"record {record.id} is being annotated by other people; ask for the next record",
+                           "record_id", "record_taken")
+
+
+def submit(session: Session, project: Project, user: User, record_id: int, value: dict[str, Any]) -> Annotation:
+    record = _record(session, project, record_id)
+    view = record_view(session, project, record) if project.task == "response" else {}
+    normalised = normalise_value(project, value, view.get("draft"), shown_order(record, user))
+    if project.task == "response" and not normalised["draft_model"]:
+        normalised["draft_model"] = view.get("draft_model")
+    _check_free(session, project, record, user)
     annotation = store.add_annotation(session, record=record, user_id=user.id, value=normalised, status="submitted")
     store.release(session, record_id=record.id, user_id=user.id)
     store.refresh_record(session, record=record, project=project)
@@ -131,6 +150,7 @@ def submit(session: Session, project: Project, user: User, record_id: int, value
 
 def skip(session: Session, project: Project, user: User, record_id: int) -> Annotation:
     record = _record(session, project, record_id)
+    _check_free(session, project, record, user)
     annotation = store.add_annotation(session, record=record, user_id=user.id, value={}, status="skipped")
     store.release(session, record_id=record.id, user_id=user.id)
     session.commit()
@@ -145,10 +165,16 @@ def undo(session: Session, project: Project, user: User) -> dict[str, Any]:
     store.change_status(session, annotation=annotation, by=user.id, status="withdrawn", action="undo")
     record = _record(session, project, annotation.record_id)
     store.refresh_record(session, record=record, project=project)
-    store.hold(session, project_id=project.id, record_id=record.id, user_id=user.id, now=time.time())
-    session.commit()
+    # the record comes back to this person only if nobody took its place meanwhile; otherwise nothing changes
+    if not store.take(session, project=project, record_id=record.id, user_id=user.id, now=time.time(),
+                      drop_others=True):
+        raise ServiceError(409, f"record {record.id} went to someone else after your answer; it stays as it was",
+                           None, "record_taken")
+    session.refresh(record)
     view = record_view(session, project, record, user)
-    view["previous"] = annotation.value
+    view["previous"] = dict(annotation.value)
+    if project.task == "preference" and "preferred" in annotation.value:  # as this person sees it: A or B
+        view["previous"]["label"] = "AB"[shown_order(record, user).index(annotation.value["preferred"])]
     return view
 
 
@@ -160,9 +186,12 @@ def review(session: Session, project: Project, reviewer: User, annotation_id: in
     if annotation is None:
         raise ServiceError(404, f"no annotation {annotation_id} in project '{project.name}'", "annotation_id",
                            "annotation_not_found")
-    if annotation.status not in ("submitted", "accepted", "rejected"):
-        raise ServiceError(409, f"annotation {annotation_id} is {annotation.status}; only submitted work is reviewed",
-                           "annotation_id", "not_reviewable")
+    if annotation.status not in ("submitted", "accepted"):
+        raise ServiceError(409, f"annotation {annotation_id} is {annotation.status}; only submitted (or accepted) "
+                                "work is reviewed", "annotation_id", "not_reviewable")
+    if annotation.user_id == reviewer.id:
+        raise ServiceError(403, "a reviewer reviews other people's work, not their own", "annotation_id",
+                           "own_work")
     if not accept and not comment.strip():
         raise ServiceError(400, "comment: say why the annotation is rejected", "comment")
     status = "accepted" if accept else "rejected"
@@ -179,17 +208,20 @@ def bulk_accept(session: Session, project: Project, user: User, record_ids: list
         raise ServiceError(400, "bulk accept takes the model's label; it is for classification projects", "task")
     done = 0
     for record in store.records_by_id(session, project_id=project.id, ids=record_ids):
-        held = [a for a in store.annotations_of(session, record_ids=[record.id], statuses=store.HOLDS)
-                if a.user_id == user.id]
-        if record.pred_label is None or held:
+        if record.pred_label is None:
+            continue
+        try:
+            _check_free(session, project, record, user)
+        except ServiceError:  # done by this person, finished, or held by others: left as it is
             continue
         value = {"labels": [record.pred_label], "label": record.pred_label} if project.multi_label else \
             {"label": record.pred_label}
         store.add_annotation(session, record=record, user_id=user.id, value={**value, "from_model": record.pred_model},
                              status="submitted")
+        store.release(session, record_id=record.id, user_id=user.id)
         store.refresh_record(session, record=record, project=project)
+        session.commit()
         done += 1
-    session.commit()
     return done
 
 

@@ -32,7 +32,8 @@ function banner(text) {
 }
 
 function wordDiff(before, after) {
-  const a = before.split(/(\s+)/), b = after.split(/(\s+)/);
+  let a = before.split(/(\s+)/), b = after.split(/(\s+)/);
+  if (a.length * b.length > 4e6) { a = before.split(/(\n)/); b = after.split(/(\n)/); }  // long texts: by line
   const n = a.length, m = b.length, dp = Array.from({ length: n + 1 }, () => new Uint16Array(m + 1));
   for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) dp[i][j] = a[i] === b[j] ? dp[i + 1][j + 1] + 1 : Math.max(dp[i + 1][j], dp[i][j + 1]);
   const ops = [];  // [kind, text] with kind "=", "-" or "+"; runs of one kind are merged
@@ -65,7 +66,7 @@ function render(previous) {
   const prediction = record.prediction;
   const meta = `<p class="muted">#${record.id} · ${esc(record.source)} line ${record.source_index}${record.split === "holdout" ? " · held out" : ""}` +
     (prediction && prediction.label ? ` · model says <b data-testid="prelabel">${esc(prediction.label)}</b> (${fmt(prediction.confidence, 2)})` : "") + "</p>";
-  if (record.rejected) banner(`A reviewer rejected your earlier answer: ${record.rejected.comment}`);
+  banner(record.rejected ? `A reviewer rejected your earlier answer: ${record.rejected.comment}` : "");
   selected = new Set();
   if (task === "classification") {
     box.innerHTML = `<div class="text" data-testid="record-text">${esc(record.text)}</div>${meta}`;
@@ -163,8 +164,8 @@ const undo = () => act(async () => {
   const data = await api(`${base}/undo`, { method: "POST" });
   record = data.record;
   showCounts(data.counts);
-  banner(`Undone: record #${record.id} is back; your earlier answer is selected.`);
   render(record.previous && Object.keys(record.previous).length ? record.previous : null);
+  banner(`Undone: record #${record.id} is back; your earlier answer is selected.`);
 });
 
 document.getElementById("submit").addEventListener("click", submit);
