@@ -140,7 +140,9 @@ def measure(backend: str, database_url: str | None, records: int, requests: int)
     clients = {}
     for name in ("ann", "bob", "rev"):
         client = httpx.Client(base_url=base, timeout=60)
-        client.post("/login", data={"username": name, "password": f"{name}-password", "next": "/"})
+        form_token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+        client.post("/login", data={"username": name, "password": f"{name}-password", "next": "/",
+                                    "csrf": form_token})
         token = re.search(r'name="csrf-token" content="([^"]+)"', client.get("/").text).group(1)
         client.headers["X-CSRF-Token"] = token
         clients[name] = client

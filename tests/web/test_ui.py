@@ -251,8 +251,13 @@ def test_an_annotator_cannot_see_admin_pages_or_other_projects(review_server, lo
 
 def test_cookie_writes_need_the_csrf_token_and_reviewers_only_read_the_openai_routes(review_server, login):
     client = httpx.Client(base_url=review_server["base"])
-    client.post("/login", data={"username": "ann", "password": "annotator-pass-1", "next": "/"})
-    assert "tuneloop_session" in client.cookies
+    forged = client.post("/login", data={"username": "ann", "password": "annotator-pass-1", "next": "/"})
+    assert forged.status_code == 403  # no form token (login CSRF): not logged in
+    assert client.get("/").status_code == 303
+    form = client.get("/login").text
+    token = re.search(r'name="csrf" value="([^"]+)"', form).group(1)
+    client.post("/login", data={"username": "ann", "password": "annotator-pass-1", "next": "/", "csrf": token})
+    assert client.get("/").status_code == 200  # logged in
     refused = client.post("/api/projects/tickets/undo")  # logged in, but no page gave a token yet
     assert refused.status_code == 403 and "CSRF" in refused.json()["error"]["message"]
     page = login("rev")

@@ -4,6 +4,7 @@ No front-end build step."""
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -68,7 +69,11 @@ def login_page(request: Request, next: str = "/") -> HTMLResponse:
 
 @router.post("/login", response_model=None)
 def login(request: Request, session: SessionDep, username: str = Form(...), password: str = Form(...),
-          next: str = Form("/")) -> Response:
+          next: str = Form("/"), csrf: str = Form("")) -> Response:
+    expected = request.session.get("csrf")
+    if not expected or not secrets.compare_digest(expected, csrf):  # a form from another site cannot log you in
+        return render(request, "login.html", None, status=403, next=next, failed=False, expired=True,
+                      username=username)
     user = authenticate(session, username=username, password=password)
     if user is None:
         return render(request, "login.html", None, status=401, next=next, failed=True, username=username)
