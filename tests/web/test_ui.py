@@ -313,3 +313,29 @@ def test_admin_trains_on_reviewed_data_and_repredicts_from_the_project_page(revi
     total = page.get_by_test_id("total")
     expect(total).not_to_have_text("")
     assert int(total.inner_text().split()[0]) < 24  # only the records with a disagreement
+
+
+def test_admin_creates_a_project_by_uploading_a_file(review_server, login, tmp_path):
+    from tests.conftest import write_jsonl
+
+    page = login("admin")
+    page.click("#new-project-box summary")
+    broken = write_jsonl(tmp_path / "broken.jsonl", [{"text": "fine", "label": "a"}, "{not json"])
+    page.fill("#new-project input[name=name]", "uploaded")
+    page.set_input_files("#new-project input[name=file]", str(broken))
+    page.click("#new-project button[type=submit]")
+    expect(page.locator("#project-message")).to_contain_text("broken.jsonl: 1 problem(s): line 2")
+    good = write_jsonl(tmp_path / "requests.jsonl", [{"text": f"request {i}"} for i in range(5)])
+    page.set_input_files("#new-project input[name=file]", str(good))
+    page.fill("#new-project input[name=labels]", "billing,shipping")
+    page.fill("#new-project input[name=members]", "ann")
+    page.click("#new-project button[type=submit]")
+    page.wait_for_url(review_server["base"] + "/projects/uploaded")
+    expect(page.get_by_test_id("count-records")).to_have_text("5")
+    from tuneloop.store import review as store
+
+    with review_server["app"].state.sessions() as session:
+        project = store.find_project(session, ref="uploaded")
+        assert project.labels == ["billing", "shipping"]
+        assert {r.source.split("@")[0] for r in store.all_records(session, project_id=project.id)} == {"requests.jsonl"}
+        assert [u.username for u in store.members(session, project_id=project.id)] == ["ann"]

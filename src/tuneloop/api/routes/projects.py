@@ -7,15 +7,17 @@ import json
 from typing import Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from tuneloop.api.deps import Actor, ActorDep, SessionDep, SettingsDep
 from tuneloop.services import ServiceError
+from tuneloop.services import files as file_service
 from tuneloop.services.auth import check_project_access, create_user, require_admin, require_reviewer
 from tuneloop.services.review import export, projects, quality, queue, rounds
 from tuneloop.store import review as store
+from tuneloop.store.blobs import content_path
 from tuneloop.store.tables import Project
 
 router = APIRouter(tags=["review"])
@@ -114,6 +116,26 @@ def create_project(session: SessionDep, settings: SettingsDep, actor: ActorDep, 
     for username in body.members:
         projects.add_member(session, project, username)
     return projects.summary(session, project)
+
+
+@router.post("/projects/upload")
+def create_project_from_upload(
+    session: SessionDep, settings: SettingsDep, actor: ActorDep, file: UploadFile, name: str = Form(...),
+    task: str = Form("classification"), labels: str = Form(""), multi_label: bool = Form(False),
+    guidelines: str = Form(""), overlap: int = Form(1), holdout: float = Form(0.0), members: str = Form(""),
+) -> dict:
+    """A project from an uploaded file (the UI's form): the file is kept under its content hash."""
+    _admin(actor)
+    stored = file_service.save_upload(session, settings, stream=file.file, filename=file.filename or "upload",
+                                      purpose="user_data")
+    project = projects.create_project(
+        session, settings, name=name, task=task, data=str(content_path(settings, stored)),
+        data_name=stored.filename, labels=[x for x in labels.split(",") if x.strip()] or None,
+        multi_label=multi_label, guidelines=guidelines, overlap=overlap, holdout=holdout)
+    for username in (m.strip() for m in members.split(",")):
+        if username:
+            projects.add_member(session, project, username)
+    return projects.counters(session, project)
 
 
 @router.get("/projects/{ref}")

@@ -74,7 +74,7 @@ def item_from_object(obj: Any, number: int, where: str) -> tuple[Item | None, li
                                             "'messages', or any training format", number, where)]
 
 
-def read_source(settings: Settings, ref: str) -> tuple[str, list[tuple[int, Item]]]:
+def read_source(settings: Settings, ref: str, name: str | None = None) -> tuple[str, list[tuple[int, Item]]]:
     """(source, [(line, item)]) of a file path (source: name@content hash) or an imported dataset version
     (source: its version id). ServiceError lists every bad line."""
     if not Path(ref).exists():
@@ -94,12 +94,13 @@ def read_source(settings: Settings, ref: str) -> tuple[str, list[tuple[int, Item
                 items.append((row.number, item))
     except DataError as e:
         raise ServiceError(400, str(e), "data", "invalid_data") from None
+    name = name or Path(ref).name
     if errors:
         shown = "; ".join(str(p) for p in errors[:10]) + (f"; and {len(errors) - 10} more" if len(errors) > 10 else "")
-        raise ServiceError(400, f"{ref}: {len(errors)} problem(s): {shown}", "data", "invalid_data")
+        raise ServiceError(400, f"{name}: {len(errors)} problem(s): {shown}", "data", "invalid_data")
     if not items:
-        raise ServiceError(400, f"{ref}: no records", "data", "invalid_data")
-    return f"{Path(ref).name}@{_sha256(Path(ref))[:12]}", items
+        raise ServiceError(400, f"{name}: no records", "data", "invalid_data")
+    return f"{name}@{_sha256(Path(ref))[:12]}", items
 
 
 def _sha256(path: Path) -> str:
@@ -141,8 +142,9 @@ def record_row(task: str, line: int, item: Item, source: str) -> dict[str, Any]:
 
 def create_project(session: Session, settings: Settings, *, name: str, task: str, data: str,
                    labels: list[str] | None = None, multi_label: bool = False, guidelines: str = "",
-                   overlap: int = 1, holdout: float = 0.0, seed: int = 0) -> Project:
-    """A project with the records of `data` (a file or a dataset version). Nothing is stored on error."""
+                   overlap: int = 1, holdout: float = 0.0, seed: int = 0, data_name: str | None = None) -> Project:
+    """A project with the records of `data` (a file or a dataset version; `data_name` names an uploaded file
+    in messages and sources). Nothing is stored on error."""
     if task not in TASKS:
         raise ServiceError(400, f"task '{task}' is not one of {', '.join(TASKS)}", "task")
     if not PROJECT_NAME.match(name):
@@ -154,7 +156,7 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
         raise ServiceError(400, f"overlap {overlap}: each record needs between 1 and 20 annotations", "overlap")
     if not 0.0 <= holdout < 1.0:
         raise ServiceError(400, f"holdout {holdout}: give the held-out fraction, from 0 to below 1", "holdout")
-    source, items = read_source(settings, data)
+    source, items = read_source(settings, data, data_name)
     if task == "classification":
         labels = _label_set(labels, items, source)
     rows = [record_row(task, line, item, source) for line, item in items]
