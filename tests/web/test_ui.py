@@ -80,6 +80,8 @@ def test_label_five_records_with_the_keyboard_only(review_server, login):
     expect(page.get_by_test_id("count-annotated")).to_have_text("5")
     expect(page.get_by_test_id("count-open")).to_have_text("19")
     expect(page.locator('#people tr[data-person="ann"] td').nth(1)).to_have_text("5")
+    expect(page.locator("#models")).to_contain_text("on 5 records")  # the pre-labelling model against ann
+    expect(page.get_by_test_id("per-label")).to_contain_text("billing")
     screenshot(page, "project")
 
 

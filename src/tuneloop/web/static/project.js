@@ -16,8 +16,10 @@ function modelsHtml(models) {
   return models.map((m) => {
     const head = m.labels.map((l) => `<th>${esc(l)}</th>`).join("");
     const rows = m.confusion.map((row, i) => `<tr><th>${esc(m.labels[i])}</th>${row.slice(0, m.labels.length).map((n) => `<td>${n || ""}</td>`).join("")}</tr>`).join("");
+    const perLabel = Object.entries(m.per_label).map(([l, v]) => `<tr><td>${esc(l)}</td><td>${fmt(v.precision)}</td><td>${fmt(v.recall)}</td><td>${fmt(v.f1)}</td><td>${v.support}</td></tr>`).join("");
     return `<h3>${esc(m.model)}</h3><p>accuracy <b>${fmt(m.accuracy)}</b>, macro-F1 ${fmt(m.macro_f1)}, kappa ${fmt(m.kappa.value)} <span class="muted">on ${m.records} records</span></p>` +
-      `<table class="grid"><thead><tr><th>people \\ model</th>${head}</tr></thead><tbody>${rows}</tbody></table>`;
+      `<table class="grid"><thead><tr><th>people \\ model</th>${head}</tr></thead><tbody>${rows}</tbody></table>` +
+      `<table class="grid" data-testid="per-label"><thead><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>records</th></tr></thead><tbody>${perLabel}</tbody></table>`;
   }).join("");
 }
 
