@@ -342,26 +342,22 @@ def test_a_late_claim_never_doubles_a_hold(env):
         queue.submit(session, project, people["cat"], record.id, {"label": "billing"})
 
 
-def test_concurrent_claims_hand_each_record_to_one_person(env):
-    """Six people asking at once, from six threads with their own sessions, on a shared SQLite file."""
+def claim_concurrently(factory, project_id: str, users: list, per_person: int) -> list[int]:
+    """Every user, in their own thread and session, asks for the next record and answers it, `per_person`
+    times, all at once. Returns the record ids handed out; any error fails the test."""
     import threading
 
-    from tuneloop.services.auth import create_user as add_user
-
-    session = env["session"]
-    project = make(env, rows=labelled_rows(12))
-    users = [add_user(session, username=f"p{i}", password="password-123", role="annotator") for i in range(6)]
-    factory = sessions(session.get_bind())
-    got, errors = {}, []
+    got, errors = [], []
 
     def claim(user):
         try:
             with factory() as own:
-                for _ in range(2):
-                    view = queue.next_record(own, store.find_project(own, ref=project.id), user, "uncertainty")
-                    got.setdefault(user.username, []).append(view["id"])
-                    queue.submit(own, store.find_project(own, ref=project.id), user, view["id"], {"label": "billing"})
-        except Exception as e:  # reported below with the others
+                project = store.find_project(own, ref=project_id)
+                for _ in range(per_person):
+                    view = queue.next_record(own, project, user, "uncertainty")
+                    got.append(view["id"])
+                    queue.submit(own, project, user, view["id"], {"label": "billing"})
+        except Exception as e:  # reported below
             errors.append(e)
 
     threads = [threading.Thread(target=claim, args=(u,)) for u in users]
@@ -370,10 +366,19 @@ def test_concurrent_claims_hand_each_record_to_one_person(env):
     for t in threads:
         t.join(60)
     assert errors == []
-    handed = [record_id for ids in got.values() for record_id in ids]
+    return got
+
+
+def test_concurrent_claims_hand_each_record_to_one_person(env):
+    """Six people asking at once, from six threads with their own sessions, on a shared SQLite file."""
+    from tuneloop.services.auth import create_user as add_user
+
+    session = env["session"]
+    project = make(env, rows=labelled_rows(12))
+    users = [add_user(session, username=f"p{i}", password="password-123", role="annotator") for i in range(6)]
+    handed = claim_concurrently(sessions(session.get_bind()), project.id, users, 2)
     assert len(handed) == 12 and len(set(handed)) == 12  # twelve records, each to one person
-    counts = store.count_records(session, project_id=project.id)
-    assert counts["annotated"] == 12
+    assert store.count_records(session, project_id=project.id)["annotated"] == 12
 
 
 def test_undo_never_takes_back_a_record_someone_else_now_holds(env):

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import secrets
-import threading
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import labelled_rows, write_jsonl
+from tests.services.test_review import claim_concurrently
 from tuneloop.config.settings import Settings
 from tuneloop.services.auth import create_user
 from tuneloop.services.review import export, projects, quality, queue
@@ -68,23 +68,5 @@ def test_concurrent_claims_on_postgres(pg, tmp_path):
         project = projects.create_project(session, settings, name="p", task="classification",
                                           data=str(write_jsonl(tmp_path / "p.jsonl", labelled_rows(16))))
         users = [create_user(session, username=f"p{i}", password="password-123", role="annotator") for i in range(8)]
-    got, errors = [], []
-
-    def claim(user):
-        try:
-            with factory() as own:
-                found = store.find_project(own, ref=project.id)
-                for _ in range(2):
-                    view = queue.next_record(own, found, user, "uncertainty")
-                    got.append(view["id"])
-                    queue.submit(own, found, user, view["id"], {"label": "billing"})
-        except Exception as e:  # reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=claim, args=(u,)) for u in users]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
-    assert sorted(got) == sorted(set(got)) and len(got) == 16
+    handed = claim_concurrently(factory, project.id, users, 2)
+    assert len(handed) == 16 and len(set(handed)) == 16  # sixteen records, each to one person
