@@ -420,3 +420,25 @@ def test_project_names_must_fit_in_an_address(env):
     for name in ("a/b", "票据", "", "-x"):
         with pytest.raises(ServiceError, match="use 1-100 letters"):
             projects.create_project(env["session"], env["settings"], name=name, task="classification", data=str(data))
+
+
+def test_multi_label_model_against_people(env):
+    session, ann = env["session"], env["people"]["ann"]
+    project = make(env, rows=[{"text": f"t{i}"} for i in range(3)], labels=["a", "b", "c"], multi_label=True)
+    answers = [["a", "b"], ["c"], ["b"]]
+    for labels in answers:
+        view = queue.next_record(session, project, ann, "id")
+        annotation = queue.submit(session, project, ann, view["id"], {"labels": labels})
+    assert annotation.value == {"labels": ["b"], "label": "b"}
+    records = store.all_records(session, project_id=project.id)
+    for record, predicted in zip(records, ["b", "a", "b"]):  # hit, miss, hit
+        store.add_predictions(session, project_id=project.id, rows=[{"record_id": record.id, "model": "m",
+                                                                     "answer": {"label": predicted},
+                                                                     "label": predicted}])
+    session.commit()
+    [report] = quality.model_vs_human(session, project)
+    assert report["accuracy"] == pytest.approx(2 / 3, abs=1e-4)
+    assert report["per_label"]["b"]["precision"] == 1.0 and report["per_label"]["b"]["recall"] == 1.0
+    assert report["per_label"]["c"]["recall"] == 0.0 and report["kappa"]["value"] is None
+    with pytest.raises(ServiceError, match="value.labels"):
+        queue.submit(session, project, env["people"]["bob"], records[0].id, {"labels": ["zzz"]})

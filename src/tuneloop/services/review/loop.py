@@ -103,6 +103,8 @@ def holdout_accuracy(session: Session, project: Project, model: str) -> tuple[fl
              if r.human_label is not None and r.id in predictions]
     if not pairs:
         return None, None, 0
+    if project.multi_label:  # one predicted label against the people's set: is it one of theirs
+        return sum(p in g.split("|") for g, p in pairs) / len(pairs), None, len(pairs)
     report = classification_report([g for g, _ in pairs], [p for _, p in pairs], project.labels)
     return report.accuracy, report.macro_f1, len(pairs)
 

@@ -57,12 +57,40 @@ def model_vs_human(session: Session, project: Project) -> list[dict[str, Any]]:
     out = []
     labels = project.labels or sorted({label for pairs in by_model.values() for pair in pairs for label in pair})
     for model, pairs in by_model.items():
+        if project.multi_label:
+            out.append({"model": model, "records": len(pairs), **_multi_label_report(pairs, labels)})
+            continue
         gold, predicted = [g for g, _ in pairs], [p for _, p in pairs]
         report = classification_report(gold, predicted, labels)
         out.append({"model": model, "records": len(pairs), "accuracy": round(report.accuracy, 4),
                     "macro_f1": round(report.macro_f1, 4), "kappa": _as_dict(cohen_kappa(gold, predicted)),
                     "per_label": report.per_label, "labels": labels, "confusion": report.confusion})
     return out
+
+
+def _multi_label_report(pairs: list[tuple[str, str]], labels: list[str]) -> dict[str, Any]:
+    """A model's one label against the people's label set: accuracy is how often it is one of theirs;
+    per label, precision and recall count the label present in the set. Kappa is not defined here."""
+    sets = [(set(gold.split("|")), predicted) for gold, predicted in pairs]
+    per_label: dict[str, dict[str, float]] = {}
+    confusion = [[0] * len(labels) for _ in labels]
+    index = {label: i for i, label in enumerate(labels)}
+    for gold, predicted in sets:
+        for label in gold:
+            if label in index and predicted in index:
+                confusion[index[label]][index[predicted]] += 1
+    for label in labels:
+        tp = sum(1 for gold, p in sets if p == label and label in gold)
+        predicted_n = sum(1 for _, p in sets if p == label)
+        support = sum(1 for gold, _ in sets if label in gold)
+        precision = tp / predicted_n if predicted_n else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_label[label] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    hits = sum(1 for gold, predicted in sets if predicted in gold) / len(sets)
+    return {"accuracy": round(hits, 4), "macro_f1": round(sum(v["f1"] for v in per_label.values()) / len(labels), 4),
+            "kappa": {"value": None, "records": len(sets)}, "per_label": per_label, "labels": labels,
+            "confusion": confusion}
 
 
 def disagreement_counts(session: Session, project: Project) -> dict[str, int]:
