@@ -9,7 +9,7 @@ import re
 import httpx
 from playwright.sync_api import expect
 
-from tests.web.conftest import screenshot
+from tests.web.conftest import PASSWORDS, screenshot
 
 
 def _annotations(server, project_name: str, username: str, status: str = "submitted"):
@@ -34,6 +34,19 @@ def test_pages_need_a_login(review_server, browser):
     response = httpx.get(review_server["base"] + "/api/projects/tickets/next")
     assert response.status_code == 401
     assert "log in" in response.json()["error"]["message"]
+
+
+def test_repeated_wrong_passwords_are_throttled(review_server):
+    client = httpx.Client(base_url=review_server["base"])
+
+    def attempt(password):
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+        return client.post("/login", data={"username": "other", "password": password, "next": "/", "csrf": token})
+
+    assert [attempt("wrong").status_code for _ in range(5)] == [401] * 5
+    blocked = attempt(PASSWORDS["other"])  # even the right password waits now
+    assert blocked.status_code == 429 and "Too many failed attempts" in blocked.text
+    assert client.get("/").status_code == 303
 
 
 def test_label_five_records_with_the_keyboard_only(review_server, login):

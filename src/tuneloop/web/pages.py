@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,6 +28,34 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["tojson_attr"] = lambda value: json.dumps(value)
 
 router = APIRouter(include_in_schema=False)
+
+
+class LoginThrottle:
+    """After `limit` failed logins for one username from one address within `window` seconds, further
+    tries are refused until the oldest failure ages out (per server process)."""
+
+    def __init__(self, limit: int = 5, window: float = 300.0):
+        self.limit, self.window = limit, window
+        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._lock = threading.Lock()
+
+    def wait_seconds(self, key: tuple[str, str]) -> float:
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failures.get(key, []) if now - t < self.window]
+            self._failures[key] = recent
+            return self.window - (now - recent[0]) if len(recent) >= self.limit else 0.0
+
+    def failed(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._failures.setdefault(key, []).append(time.monotonic())
+
+    def succeeded(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+
+
+throttle = LoginThrottle()
 
 
 class LoginRequired(Exception):
@@ -74,9 +104,15 @@ def login(request: Request, session: SessionDep, username: str = Form(...), pass
     if not expected or not secrets.compare_digest(expected, csrf):  # a form from another site cannot log you in
         return render(request, "login.html", None, status=403, next=next, failed=False, expired=True,
                       username=username)
+    key = (username.lower(), request.client.host if request.client else "")
+    if (wait := throttle.wait_seconds(key)) > 0:
+        return render(request, "login.html", None, status=429, next=next, failed=False, username=username,
+                      wait=int(wait) + 1)
     user = authenticate(session, username=username, password=password)
     if user is None:
+        throttle.failed(key)
         return render(request, "login.html", None, status=401, next=next, failed=True, username=username)
+    throttle.succeeded(key)
     request.session.clear()
     request.session["user_id"] = user.id
     return RedirectResponse(next if next.startswith("/") and not next.startswith("//") else "/", status_code=303)
