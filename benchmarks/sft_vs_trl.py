@@ -16,6 +16,20 @@ is the held-out loss: after training, both models are scored by the same functio
 
 --ablate adds a third run: tuneloop without its shared-prefix forward and fused LoRA layers, to
 show what each side of the gap is made of.
+
+On a CUDA GPU both sides train in bf16 (TRL with `bf16=True`, the base loaded in bf16 as a user of a
+bf16 checkpoint would). With no model hub there, `--random-init llama-3.2-1b` builds that shape with
+random weights (the speed does not depend on the values) and the SmolLM2 tokenizer (`--tokenizer`),
+and `--data long` makes support threads of 256 to 2048 tokens (summarise the thread: about half the
+tokens are the completion):
+
+    python benchmarks/sft_vs_trl.py --random-init llama-3.2-1b --tokenizer TOKENIZER_DIR --data long \
+        --max-length 2048 --steps 40 --sides tuneloop,trl-defaults,trl,trl-liger
+
+Sides: `tuneloop`; `trl` (TRL without gradient checkpointing, its fastest when memory allows);
+`trl-defaults` (TRL as shipped: gradient checkpointing on, bf16 on); `trl-liger` (TRL with
+`use_liger_kernel`, needs the liger-kernel package); `tuneloop-plain` (= --ablate; without the
+shared-prefix forward and the fused LoRA layers), `tuneloop-noprefix`, `tuneloop-nofuse` (one of each).
 """
 
 from __future__ import annotations
@@ -33,10 +47,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def tickets() -> list[dict]:
+    return [json.loads(line) for line in (ROOT / "src/tuneloop/examples/support_tickets.jsonl").open()]
+
+
 def examples(n: int) -> list[dict]:
+    """Route one ticket: a system prompt with the labels, the ticket, the label as the completion."""
     from tuneloop.engine.tokenize import classification_messages
 
-    rows = [json.loads(line) for line in (ROOT / "src/tuneloop/examples/support_tickets.jsonl").open()]
+    rows = tickets()
     labels = sorted({r["label"] for r in rows})
     out = []
     for r in rows[:n]:
@@ -45,12 +64,90 @@ def examples(n: int) -> list[dict]:
     return out
 
 
-def model_folder() -> str:
+THREAD_SYSTEM = ("You are the support desk's router. Acknowledge each request with its team; when asked, "
+                 "summarise the thread with one line per request.")
+
+
+def long_examples(n: int, tokenizer_dir: str, max_length: int, seed: int) -> list[dict]:
+    """Support threads of 256 to max_length tokens (each length drawn uniformly): tickets as user turns, each
+    acknowledged with its team, then "summarise the thread"; the completion lists every request and team."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    rows, rng = tickets(), random.Random(seed)
+    cost = [len(tok(r["text"])["input_ids"]) * 2 + 24 for r in rows]  # the ticket twice, the turns' overhead
+    out = []
+    for _ in range(n):
+        budget, used, picked = rng.randint(256, max_length) - 80, 0, []
+        while True:
+            i = rng.randrange(len(rows))
+            if used + cost[i] > budget and picked:
+                break
+            picked.append(rows[i])
+            used += cost[i]
+        prompt = [{"role": "system", "content": THREAD_SYSTEM}]
+        for r in picked:
+            prompt += [{"role": "user", "content": r["text"]}, {"role": "assistant", "content": f"Noted: {r['label']}."}]
+        prompt.append({"role": "user", "content": "Summarise the thread: one line per request with its team."})
+        summary = "\n".join(f"{k}. [{r['label']}] {r['text']}" for k, r in enumerate(picked, 1))
+        out.append({"prompt": prompt, "completion": [{"role": "assistant", "content": summary}]})
+    return out
+
+
+RANDOM_SHAPES = {
+    # Llama-3.2-1B's architecture (the weights are random: tokens/s does not depend on their values)
+    "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                         num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True,
+                         rms_norm_eps=1e-5, max_position_embeddings=131072,
+                         rope_parameters={"rope_type": "default", "rope_theta": 500000.0}),
+}
+
+
+def random_model(shape: str, tokenizer_dir: str, seed: int) -> str:
+    """A folder with a randomly initialised model of `shape` (bf16) and the tokenizer of `tokenizer_dir`."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = Path(tempfile.gettempdir()) / f"tuneloop-bench-{shape}-{seed}"
+    if (folder / "config.json").exists():
+        return str(folder)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(**RANDOM_SHAPES[shape], bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    torch.manual_seed(seed)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+def model_folder(args) -> str:
     from tuneloop.config.settings import get_settings
     from tuneloop.models.loading import model_dir
     from tuneloop.models.registry import resolve
 
-    return str(model_dir(resolve("smollm2-135m-instruct"), get_settings()))
+    if args.random_init:
+        return random_model(args.random_init, tokenizer_folder(args), args.seed)
+    return str(model_dir(resolve(args.model), get_settings()))
+
+
+def tokenizer_folder(args) -> str:
+    if args.tokenizer:
+        return args.tokenizer
+    from tuneloop.config.settings import get_settings
+    from tuneloop.models.loading import tokenizer_dir
+    from tuneloop.models.registry import resolve
+
+    return str(tokenizer_dir(resolve("smollm2-135m-instruct"), get_settings()))
+
+
+def gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def real_tokens(folder: str, rows: list[dict], max_length: int) -> int:
@@ -77,7 +174,11 @@ def run_trl(args, rows, folder) -> dict:
     from tuneloop.config.recipe import AdapterSection
     from tuneloop.engine.adapters import apply_adapter
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    # on a GPU a user loads the bf16 checkpoint as bf16 (TRL's dtype="auto"); on this CPU fp32 is faster
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16 if gpu() else torch.float32,
+                                                 attn_implementation="sdpa")
+    if gpu():
+        model = model.to("cuda")
     torch.manual_seed(args.seed)  # the same LoRA initial weights as our loop draws (a PeftModel TRL accepts as is)
     model = apply_adapter(model, AdapterSection(type="lora", r=16, alpha=32, dropout=0.0))
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -85,15 +186,24 @@ def run_trl(args, rows, folder) -> dict:
                        max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="cosine",
                        warmup_steps=round(0.03 * args.steps),  # our warmup_ratio 0.03 rounds the same way
                        logging_steps=1, save_strategy="no", report_to=[], max_length=args.max_length,
-                       seed=args.seed, use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
-                       # TRL's defaults turn on gradient checkpointing and bf16, both slower here; the peer
-                       # runs at its best unless --trl-defaults asks for it as shipped
-                       **({} if args.trl_defaults else {"bf16": False, "gradient_checkpointing": False}))
+                       seed=args.seed, use_cpu=not gpu(), dataloader_num_workers=0, **trl_options(args.side))
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          callbacks=[Losses()])
     started = time.perf_counter()
     trainer.train()
     return {"seconds": time.perf_counter() - started, "losses": losses, "model": trainer.model}
+
+
+def trl_options(side: str) -> dict:
+    """TRL's defaults turn on gradient checkpointing and bf16 autocast. On this CPU both are slower, so `trl`
+    switches them off there; on a GPU `trl` keeps bf16 and drops only checkpointing (its fastest when memory
+    allows), `trl-defaults` is TRL as shipped, `trl-liger` adds Liger's fused kernels."""
+    if side == "trl-defaults":
+        return {}
+    options = {"gradient_checkpointing": False} if gpu() else {"bf16": False, "gradient_checkpointing": False}
+    if side == "trl-liger":
+        options["use_liger_kernel"] = True
+    return options
 
 
 def run_tuneloop(args, rows, folder) -> dict:
@@ -110,12 +220,13 @@ def run_tuneloop(args, rows, folder) -> dict:
                                                "scheduler": "cosine", "warmup_ratio": 0.03},
                            "checkpoints": {"each_epoch": False}, "evaluation": {"each_epoch": False},
                            "seed": args.seed})
-    loop = Loop(recipe, Path(tempfile.mkdtemp()) / "run", get_settings())
+    loop = Loop(recipe, Path(tempfile.mkdtemp()) / "run", get_settings(), listener=profiler(args))
     result = run_loop(loop)
     return {"seconds": result.seconds, "losses": result.losses, "model": loop.model}
 
 
 HELD_OUT = 64
+SIDES = ["tuneloop", "trl", "trl-defaults", "trl-liger", "tuneloop-plain", "tuneloop-noprefix", "tuneloop-nofuse"]
 
 
 def held_out_loss(model, folder: str, rows: list[dict], max_length: int) -> float:
@@ -126,30 +237,69 @@ def held_out_loss(model, folder: str, rows: list[dict], max_length: int) -> floa
     from tuneloop.evals.sft import teacher_forced
 
     records = [ChatRecord.model_validate({"messages": r["prompt"] + r["completion"]}) for r in rows]
-    total, _, count, _ = teacher_forced(model, AutoTokenizer.from_pretrained(folder), records, max_length)
+    import torch
+
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu()):
+        total, _, count, _ = teacher_forced(model, AutoTokenizer.from_pretrained(folder), records, max_length)
     return total / count
 
 
-def plain_engine() -> None:
-    """Switch off the shared-prefix forward and the fused LoRA layers (for --ablate)."""
+def plain_engine(side: str) -> None:
+    """Switch off the shared-prefix forward and/or the fused LoRA layers (for --ablate and the ablation sides)."""
     import tuneloop.engine.loop as loop
     import tuneloop.engine.methods.sft as sft
 
-    sft.MIN_SHARED_PREFIX = 10**9
-    loop.speed_up_lora = lambda model: 0
+    if side in ("tuneloop-plain", "tuneloop-noprefix"):
+        sft.MIN_SHARED_PREFIX = 10**9
+    if side in ("tuneloop-plain", "tuneloop-nofuse"):
+        loop.speed_up_lora = lambda model: 0
+
+
+def profiler(args):
+    """With --profile N: an event listener that profiles steps 6..5+N and prints the top ops by device time."""
+    if not args.profile:
+        return None
+    import torch
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu() else [])
+    key = "self_cuda_time_total" if gpu() else "self_cpu_time_total"
+
+    def report(prof):
+        print(prof.key_averages().table(sort_by=key, row_limit=30), file=sys.stderr)
+
+    prof = profile(activities=activities, schedule=schedule(wait=3, warmup=2, active=args.profile),
+                   on_trace_ready=report)
+    prof.start()
+
+    def on_event(event):
+        if event["type"] == "step":
+            if gpu():
+                torch.cuda.synchronize()
+            prof.step()
+        elif event["type"] in ("done", "error"):
+            prof.stop()
+
+    return on_event
 
 
 def child(args) -> None:
+    import torch
+
     n = args.steps * args.batch_size
-    everything = examples(n + HELD_OUT)
+    folder = model_folder(args)
+    if args.data == "long":
+        everything = long_examples(n + HELD_OUT, folder, args.max_length, args.seed)
+    else:
+        everything = examples(n + HELD_OUT)
     rows, unseen = everything[:n], everything[n:]
-    folder = model_folder()
-    if args.side == "tuneloop-plain":
-        plain_engine()
-    out = (run_trl if args.side == "trl" else run_tuneloop)(args, rows, folder)
+    if args.side in ("tuneloop-plain", "tuneloop-noprefix", "tuneloop-nofuse"):
+        plain_engine(args.side)
+    out = (run_trl if args.side.startswith("trl") else run_tuneloop)(args, rows, folder)
     out["held_out_loss"] = held_out_loss(out.pop("model"), folder, unseen, args.max_length)
     out["tokens"] = real_tokens(folder, rows, args.max_length)
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20 if gpu() else None
     print("RESULT " + json.dumps(out))
 
 
@@ -160,35 +310,64 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--trl-defaults", action="store_true",
-                        help="Run TRL with its own defaults (bf16 autocast, gradient checkpointing).")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="A registry name or model folder.")
+    parser.add_argument("--random-init", choices=sorted(RANDOM_SHAPES),
+                        help="Train a randomly initialised model of this shape instead of --model.")
+    parser.add_argument("--tokenizer", help="Tokenizer folder for --random-init and --data long (default: SmolLM2's).")
+    parser.add_argument("--data", choices=["tickets", "long"], default="tickets",
+                        help="tickets: route one ticket (short); long: summarise support threads of 256..max-length.")
+    parser.add_argument("--sides", default="tuneloop,trl",
+                        help="Comma-separated: tuneloop, trl, trl-defaults, trl-liger, tuneloop-plain.")
+    parser.add_argument("--trl-defaults", action="store_true", help="Also run TRL as shipped (= side trl-defaults).")
     parser.add_argument("--ablate", action="store_true", help="Also run tuneloop without its two CPU speed-ups.")
-    parser.add_argument("--side", choices=["trl", "tuneloop", "tuneloop-plain"], help=argparse.SUPPRESS)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="Profile N steps of each tuneloop side and print its top ops (to stderr, shown with --verbose).")
+    parser.add_argument("--verbose", action="store_true", help="Show each side's stderr.")
+    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         return child(args)
+    sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    sides += ["trl-defaults"] * args.trl_defaults + ["tuneloop-plain"] * args.ablate
+    unknown = [s for s in sides if s not in SIDES]
+    if unknown or "tuneloop" not in sides or not any(s.startswith("trl") for s in sides):
+        parser.error(f"--sides needs tuneloop and a TRL side from {', '.join(SIDES)} (got {args.sides})")
     results = {}
-    for side in ("tuneloop", "trl") + (("tuneloop-plain",) if args.ablate else ()):
+    for side in dict.fromkeys(sides):
         cmd = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--batch-size",
-               str(args.batch_size), "--max-length", str(args.max_length), "--lr", str(args.lr), "--seed", str(args.seed)]
-        cmd += ["--trl-defaults"] if args.trl_defaults else []
+               str(args.batch_size), "--max-length", str(args.max_length), "--lr", str(args.lr), "--seed", str(args.seed),
+               "--model", args.model, "--data", args.data]
+        cmd += ["--random-init", args.random_init] if args.random_init else []
+        cmd += ["--tokenizer", args.tokenizer] if args.tokenizer else []
+        cmd += ["--profile", str(args.profile)] if args.profile and side.startswith("tuneloop") else []
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        if args.verbose:
+            print(f"--- {side} stderr ---\n{proc.stderr[-20000:]}", file=sys.stderr)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
-            sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
+            print(f"{side} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            continue
         results[side] = json.loads(line[7:])
-    print(f"{'':15} {'tokens/s':>9} {'seconds':>8} {'peak MiB':>9} {'train loss (last 5)':>20} {'held-out loss':>14}")
+    memory = "peak GPU MiB" if gpu() else "peak RSS MiB"
+    print(f"{'':15} {'tokens/s':>9} {'seconds':>8} {memory:>13} {'train loss (last 5)':>20} {'held-out loss':>14}")
     for side, r in results.items():
         r["tps"] = r["tokens"] / r["seconds"]
         r["final"] = sum(r["losses"][-5:]) / len(r["losses"][-5:])
-        print(f"{side:15} {r['tps']:9.1f} {r['seconds']:8.1f} {r['peak_rss_mib']:9.0f} {r['final']:20.4f} "
-              f"{r['held_out_loss']:14.4f}")
-    ours, peer = results["tuneloop"], results["trl"]
-    gap = abs(ours["held_out_loss"] - peer["held_out_loss"]) / peer["held_out_loss"]
-    print(f"speed ratio tuneloop/TRL: {ours['tps'] / peer['tps']:.2f}x (target >= 3.0x); "
-          f"held-out loss difference {gap:.1%} (target <= 5%)")
-    if "tuneloop-plain" in results:
-        print(f"tuneloop without shared prefix and fused LoRA: {results['tuneloop-plain']['tps'] / peer['tps']:.2f}x")
+        peak = r["peak_gpu_mib"] if gpu() else r["peak_rss_mib"]
+        print(f"{side:15} {r['tps']:9.1f} {r['seconds']:8.1f} {peak:13.0f} {r['final']:20.4f} {r['held_out_loss']:14.4f}")
+    ours = results.get("tuneloop")
+    for side in [s for s in results if s.startswith("trl")]:
+        if ours is None:
+            break
+        peer = results[side]
+        gap = abs(ours["held_out_loss"] - peer["held_out_loss"]) / peer["held_out_loss"]
+        target = " (target >= 3.0x)" if side == "trl" and not gpu() else ""
+        print(f"speed ratio tuneloop/{side}: {ours['tps'] / peer['tps']:.2f}x{target}; held-out loss difference "
+              f"{gap:.1%} (target <= 5%)")
+    if ours and "tuneloop-plain" in results and "trl" in results:
+        print(f"tuneloop without shared prefix and fused LoRA: {results['tuneloop-plain']['tps'] / results['trl']['tps']:.2f}x")
+    if len(results) < len(dict.fromkeys(sides)):
+        sys.exit("a side failed (above)")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,38 @@ def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_chat_model, tiny_t
         assert torch.allclose(shared[1][name], grad, atol=1e-6), name
 
 
+def test_dropping_the_padding_mask_of_right_padded_rows_changes_no_loss_or_gradient(tiny_chat_model, tiny_tokenizer):
+    """With right padding the causal mask alone hides every pad from real tokens, so the loop drops the
+    padding mask (plain causal attention); loss and every gradient equal those with the mask."""
+    from transformers import AutoModelForCausalLM
+
+    from tuneloop.engine.methods.sft import causal_parts, right_padded
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_model)
+    examples = [tokenize_messages(tiny_tokenizer, row["messages"], 512) for row in chat_rows(6)]
+    batch = collate(examples, tiny_tokenizer.pad_token_id)
+    assert right_padded(batch["attention_mask"]) and not bool(batch["attention_mask"].all())  # some rows pad
+    assert not right_padded(batch["attention_mask"].flip(1))
+
+    def loss_and_grads(masked):
+        model.zero_grad()
+        if masked:  # the reference: transformers' own forward with the padding mask
+            decoder, head = causal_parts(model)
+            hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+            targets = batch["labels"][:, 1:]
+            keep = targets != -100
+            loss = torch.nn.functional.cross_entropy(head(hidden[:, :-1][keep]), targets[keep], reduction="sum")
+        else:
+            loss, _ = sft_loss(model, batch)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    without, reference = loss_and_grads(False), loss_and_grads(True)
+    assert torch.allclose(without[0], reference[0], atol=1e-5)
+    for name, grad in reference[1].items():
+        assert torch.allclose(without[1][name], grad, atol=1e-6), name
+
+
 def test_no_shared_prefix_when_a_target_is_inside_it(tiny_tokenizer):
     examples = [tokenize_messages(tiny_tokenizer, row["messages"], 512, train_on="all") for row in chat_rows(3)]
     from tuneloop.engine.methods.sft import shared_prefix_length

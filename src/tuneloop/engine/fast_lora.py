@@ -17,10 +17,11 @@ import torch.nn.functional as F
 
 
 def _fast_forward(self: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    if args or kwargs or self.merged or self.disable_adapters or list(self.active_adapters) != ["default"]:
+    a, b = self.lora_A["default"].weight, self.lora_B["default"].weight   # (r, in), (out, r)
+    if args or kwargs or self.merged or self.disable_adapters or list(self.active_adapters) != ["default"] or (
+            a.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type)):  # peft casts mixed dtypes itself
         return self._peft_forward(x, *args, **kwargs)
     base = self.base_layer
-    a, b = self.lora_A["default"].weight, self.lora_B["default"].weight   # (r, in), (out, r)
     flat = x.reshape(-1, x.shape[-1])
     out = F.linear(flat, base.weight, base.bias)                          # (N, out)
     out = torch.addmm(out, flat @ a.t(), b.t(), alpha=self.scaling["default"])

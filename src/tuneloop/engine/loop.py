@@ -55,6 +55,19 @@ def use_bf16(precision: str, device: str) -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def attention_kernels(device: str) -> Any:
+    """On a GPU, PyTorch's flash and memory-efficient attention kernels. Its cuDNN kernel, which it may prefer
+    on Hopper, builds a new plan for every new sequence length: milliseconds of CPU per layer and step
+    when lengths vary from batch to batch, as they do in training."""
+    from contextlib import nullcontext
+
+    if device != "cuda":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -109,7 +122,11 @@ class Loop:
             self.model, self.tokenizer = load_sequence_classifier(recipe.model, self.settings, labels)
             records.label_set = labels
         else:
-            self.model, self.tokenizer = load_causal_lm(recipe.model, self.settings, four_bit=four_bit)
+            # on a GPU in bf16 a frozen base is held in bf16: half the memory and no casts each step; the
+            # adapter weights peft adds stay fp32
+            frozen = recipe.adapter.type in ("lora", "dora", "ia3") and self.bf16 and self.device == "cuda"
+            self.model, self.tokenizer = load_causal_lm(recipe.model, self.settings, four_bit=four_bit,
+                                                        dtype=torch.bfloat16 if frozen else None)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.data: PreparedData = prepare_data(recipe, self.tokenizer, records, head=self.head)
@@ -159,7 +176,7 @@ class Loop:
         tokens = sum(int(b["attention_mask"].sum()) for b in batches)
         total = 0.0
         for batch in batches:
-            with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
+            with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16), attention_kernels(self.device):
                 loss_sum, _ = self.method.loss(self.model, batch)
             (loss_sum / max(targets, 1)).backward()
             total += float(loss_sum.detach())
@@ -246,7 +263,7 @@ class Loop:
         for start in range(0, len(order), bs):
             batch = self.method.collate([validation[i] for i in order[start : start + bs]], self.tokenizer.pad_token_id)
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16):
+            with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16), attention_kernels(self.device):
                 if self.head:
                     logits = head_logits(self.model, batch)
                     total += float(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum"))

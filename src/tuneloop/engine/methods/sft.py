@@ -41,6 +41,9 @@ def target_count(batch: dict[str, torch.Tensor]) -> int:
 
 MIN_SHARED_PREFIX = 8
 """Shorter common prefixes are not worth a second forward call."""
+MIN_SHARED_FRACTION = 0.25
+"""Nor are prefixes under this share of the batch's width: the second call (and its attention mask) costs
+more than the few tokens it saves, above all on a GPU, where long rows with a short system prompt are usual."""
 
 
 def shared_prefix_length(batch: dict[str, torch.Tensor]) -> int:
@@ -55,14 +58,23 @@ def shared_prefix_length(batch: dict[str, torch.Tensor]) -> int:
     first_label = labelled.index(True) if True in labelled else len(labelled)
     # position t predicts token t+1: the prefix may not hold the position before a target
     prefix = min(prefix, first_label - 1, ids.shape[1] - 1)
-    return prefix if prefix >= MIN_SHARED_PREFIX else 0
+    return prefix if prefix >= max(MIN_SHARED_PREFIX, MIN_SHARED_FRACTION * ids.shape[1]) else 0
+
+
+def right_padded(mask: torch.Tensor) -> bool:
+    """Every row is its tokens, then only padding (what `collate` builds)."""
+    return bool((mask[:, 1:] <= mask[:, :-1]).all())
 
 
 def hidden_states(decoder: Any, batch: dict[str, torch.Tensor], prefix: int) -> torch.Tensor:
     """Last hidden states (B, T - prefix, H) of positions prefix..T-1. The shared prefix runs once, for one
     row; every row's suffix attends to its keys and values, so gradients reach it from all rows."""
     if prefix == 0:
-        return decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        # Right padding: the causal mask alone keeps every real token from seeing a pad (pads come after it),
+        # so the padding mask can go. Attention then runs as plain causal attention: flash kernels, no
+        # (B, T, T) mask built. Pad positions compute garbage that no label reads.
+        mask = None if right_padded(batch["attention_mask"]) else batch["attention_mask"]
+        return decoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
     from transformers import DynamicCache
 
     cache = DynamicCache(config=decoder.config)
