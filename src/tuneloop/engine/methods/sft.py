@@ -66,29 +66,73 @@ def right_padded(mask: torch.Tensor) -> bool:
     return bool((mask[:, 1:] <= mask[:, :-1]).all())
 
 
+PREFIX_ATTENTION = "tuneloop_shared_prefix"
+
+
+def _prefix_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+                      dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Attention for a batch whose row 0 is the shared prefix and rows 1.. the rows' suffixes (see
+    `hidden_states`). Row 0 is plain causal; every suffix attends to the prefix's keys and values (one
+    copy, expanded, so its gradient sums over the rows) and causally to its own."""
+    prefix = kwargs["shared_prefix"]
+    gqa = query.shape[1] != key.shape[1]
+    p = dropout if module.training else 0.0
+    head = F.scaled_dot_product_attention(query[:1], key[:1], value[:1], dropout_p=p, is_causal=True, scale=scaling,
+                                          enable_gqa=gqa)
+    rows, width = query.shape[0] - 1, query.shape[2]
+    keys = torch.cat([key[:1, :, :prefix].expand(rows, -1, -1, -1), key[1:]], dim=2)
+    values = torch.cat([value[:1, :, :prefix].expand(rows, -1, -1, -1), value[1:]], dim=2)
+    visible = torch.ones(width, prefix + width, dtype=torch.bool, device=query.device).tril(diagonal=prefix)
+    tails = F.scaled_dot_product_attention(query[1:], keys, values, attn_mask=visible, dropout_p=p, scale=scaling,
+                                           enable_gqa=gqa)
+    return torch.cat([head, tails]).transpose(1, 2).contiguous(), None
+
+
+def _register_prefix_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    if PREFIX_ATTENTION not in ALL_MASK_ATTENTION_FUNCTIONS:
+        AttentionInterface.register(PREFIX_ATTENTION, _prefix_attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(PREFIX_ATTENTION, lambda *args, **kwargs: None)  # built in the call
+
+
 def hidden_states(decoder: Any, batch: dict[str, torch.Tensor], prefix: int) -> torch.Tensor:
-    """Last hidden states (B, T - prefix, H) of positions prefix..T-1. The shared prefix runs once, for one
-    row; every row's suffix attends to its keys and values, so gradients reach it from all rows."""
+    """Last hidden states (B, T - prefix, H) of positions prefix..T-1.
+
+    With a shared prefix, one forward call runs a batch of B + 1 rows: the prefix once, then each row's
+    suffix at positions prefix.., attending to the prefix's keys and values. The big matmuls stay batched
+    and the prefix's cost is paid once instead of B times; gradients reach it from every row."""
+    ids = batch["input_ids"]
     if prefix == 0:
         # Right padding: the causal mask alone keeps every real token from seeing a pad (pads come after it),
         # so the padding mask can go. Attention then runs as plain causal attention: flash kernels, no
         # (B, T, T) mask built. Pad positions compute garbage that no label reads.
         mask = None if right_padded(batch["attention_mask"]) else batch["attention_mask"]
-        return decoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=decoder.config)
-    decoder(input_ids=batch["input_ids"][:1, :prefix], past_key_values=cache, use_cache=True)
-    cache.batch_repeat_interleave(batch["input_ids"].shape[0])
-    return decoder(input_ids=batch["input_ids"][:, prefix:], attention_mask=batch["attention_mask"],
-                   past_key_values=cache, use_cache=True).last_hidden_state
+        return decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    _register_prefix_attention()
+    rows, length = ids.shape
+    width = max(prefix, length - prefix)
+    packed = ids.new_zeros((rows + 1, width))  # padding: any token id, no label reads it
+    packed[0, :prefix] = ids[0, :prefix]
+    packed[1:, : length - prefix] = ids[:, prefix:]
+    positions = torch.arange(width, device=ids.device).expand(rows + 1, width).clone()
+    positions[1:] += prefix
+    config = decoder.config
+    before = config._attn_implementation
+    config._attn_implementation = PREFIX_ATTENTION
+    try:
+        hidden = decoder(input_ids=packed, position_ids=positions, use_cache=False, shared_prefix=prefix).last_hidden_state
+    finally:
+        config._attn_implementation = before
+    return hidden[1:, : length - prefix]
 
 
 def labelled_logits(model: Any, batch: dict[str, torch.Tensor],
                     share_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (N, V), targets (N,)) at the positions that carry a label, N over the whole batch."""
     decoder, head = causal_parts(model)
-    prefix = shared_prefix_length(batch) if share_prefix else 0
+    prefix = shared_prefix_length(batch) if share_prefix and right_padded(batch["attention_mask"]) else 0
     hidden = hidden_states(decoder, batch, prefix)[:, :-1]  # (B, T-1-prefix, H): position t predicts t+1
     targets = batch["labels"][:, prefix + 1 :]               # (B, T-1-prefix)
     keep = targets != IGNORE
