@@ -140,62 +140,47 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_chat_
     assert not (run_dir / "checkpoints" / "step-0000003").exists()
 
 
-def test_shared_prefix_gives_the_same_loss_and_gradients(tiny_chat_model, tiny_tokenizer):
-    """A system prompt common to the batch runs once; loss and every gradient match the plain forward."""
-    from transformers import AutoModelForCausalLM
-
-    from tuneloop.engine.methods.sft import labelled_logits, shared_prefix_length
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_chat_model)
-    rows = [[{"role": "system", "content": "you are a helpful assistant answer in one word"},
+def _prefix_rows(n: int) -> list[list[dict]]:
+    return [[{"role": "system", "content": "you are a helpful assistant answer in one word"},
              {"role": "user", "content": f"the router keeps dropping {'the connection ' * (i % 3)}after update {i}"},
-             {"role": "assistant", "content": ["technical", "billing", "shipping"][i % 3]}] for i in range(5)]
-    batch = collate([tokenize_messages(tiny_tokenizer, r, 512) for r in rows], tiny_tokenizer.pad_token_id)
-    assert shared_prefix_length(batch) >= 10
-
-    def loss_and_grads(share):
-        model.zero_grad()
-        logits, targets = labelled_logits(model, batch, share_prefix=share)
-        loss = torch.nn.functional.cross_entropy(logits, targets)
-        loss.backward()
-        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
-
-    shared, plain = loss_and_grads(True), loss_and_grads(False)
-    assert torch.allclose(shared[0], plain[0], atol=1e-6)
-    for name, grad in plain[1].items():
-        assert torch.allclose(shared[1][name], grad, atol=1e-6), name
+             {"role": "assistant", "content": ["technical", "billing", "shipping"][i % 3]}] for i in range(n)]
 
 
-def test_dropping_the_padding_mask_of_right_padded_rows_changes_no_loss_or_gradient(tiny_chat_model, tiny_tokenizer):
-    """With right padding the causal mask alone hides every pad from real tokens, so the loop drops the
-    padding mask (plain causal attention); loss and every gradient equal those with the mask."""
+@pytest.mark.parametrize("case", ["shared prefix", "no padding mask"])
+def test_fast_forward_paths_give_the_models_own_loss_and_gradients(case, tiny_chat_model, tiny_tokenizer):
+    """Both fast paths of the SFT forward against transformers' own padded forward: a system prompt common
+    to the batch runs once (one extra row, its keys and values shared); right-padded rows run without a
+    padding mask (the causal mask alone hides every pad from real tokens). Loss and every gradient match."""
     from transformers import AutoModelForCausalLM
 
-    from tuneloop.engine.methods.sft import causal_parts, right_padded
+    from tuneloop.engine.methods.sft import causal_parts, labelled_logits, right_padded, shared_prefix_length
 
     model = AutoModelForCausalLM.from_pretrained(tiny_chat_model)
-    examples = [tokenize_messages(tiny_tokenizer, row["messages"], 512) for row in chat_rows(6)]
-    batch = collate(examples, tiny_tokenizer.pad_token_id)
+    rows = _prefix_rows(5) if case == "shared prefix" else [r["messages"] for r in chat_rows(6)]
+    batch = collate([tokenize_messages(tiny_tokenizer, r, 512) for r in rows], tiny_tokenizer.pad_token_id)
     assert right_padded(batch["attention_mask"]) and not bool(batch["attention_mask"].all())  # some rows pad
     assert not right_padded(batch["attention_mask"].flip(1))
+    share = case == "shared prefix"
+    assert shared_prefix_length(batch) >= 10 or not share
 
-    def loss_and_grads(masked):
+    def loss_and_grads(reference: bool):
         model.zero_grad()
-        if masked:  # the reference: transformers' own forward with the padding mask
+        if reference:  # transformers' forward with the padding mask, every row whole
             decoder, head = causal_parts(model)
             hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
             targets = batch["labels"][:, 1:]
             keep = targets != -100
-            loss = torch.nn.functional.cross_entropy(head(hidden[:, :-1][keep]), targets[keep], reduction="sum")
+            logits, targets = head(hidden[:, :-1][keep]), targets[keep]
         else:
-            loss, _ = sft_loss(model, batch)
+            logits, targets = labelled_logits(model, batch, share_prefix=share)
+        loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
         loss.backward()
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
-    without, reference = loss_and_grads(False), loss_and_grads(True)
-    assert torch.allclose(without[0], reference[0], atol=1e-5)
+    fast, reference = loss_and_grads(False), loss_and_grads(True)
+    assert torch.allclose(fast[0], reference[0], atol=1e-5)
     for name, grad in reference[1].items():
-        assert torch.allclose(without[1][name], grad, atol=1e-6), name
+        assert torch.allclose(fast[1][name], grad, atol=1e-6), name
 
 
 def test_no_shared_prefix_when_a_target_is_inside_it(tiny_tokenizer):
