@@ -29,7 +29,8 @@ tokens are the completion):
 Sides: `tuneloop`; `trl` (TRL without gradient checkpointing, its fastest when memory allows);
 `trl-defaults` (TRL as shipped: gradient checkpointing on, bf16 on); `trl-liger` (TRL with
 `use_liger_kernel`, needs the liger-kernel package); `tuneloop-plain` (= --ablate; without the
-shared-prefix forward and the fused LoRA layers), `tuneloop-noprefix`, `tuneloop-nofuse` (one of each).
+shared-prefix forward and the fused LoRA layers), `tuneloop-noprefix`, `tuneloop-nofuse` (one of each);
+`tuneloop-qlora` (the same LoRA on a 4-bit NF4 base; CUDA and bitsandbytes only).
 """
 
 from __future__ import annotations
@@ -214,7 +215,8 @@ def run_tuneloop(args, rows, folder) -> dict:
     data = Path(tempfile.mkdtemp()) / "train.jsonl"
     data.write_text("".join(json.dumps({"messages": r["prompt"] + r["completion"]}) + "\n" for r in rows))
     recipe = parse_recipe({"model": folder, "method": "sft", "data": {"train": str(data)},
-                           "adapter": {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
+                           "adapter": {"type": "qlora" if args.side == "tuneloop-qlora" else "lora", "r": 16,
+                                       "alpha": 32, "dropout": 0.0},
                            "hyperparameters": {"max_steps": args.steps, "batch_size": args.batch_size,
                                                "learning_rate": args.lr, "max_length": args.max_length,
                                                "scheduler": "cosine", "warmup_ratio": 0.03},
@@ -226,7 +228,8 @@ def run_tuneloop(args, rows, folder) -> dict:
 
 
 HELD_OUT = 64
-SIDES = ["tuneloop", "trl", "trl-defaults", "trl-liger", "tuneloop-plain", "tuneloop-noprefix", "tuneloop-nofuse"]
+SIDES = ["tuneloop", "trl", "trl-defaults", "trl-liger", "tuneloop-plain", "tuneloop-noprefix", "tuneloop-nofuse",
+         "tuneloop-qlora"]
 
 
 def held_out_loss(model, folder: str, rows: list[dict], max_length: int) -> float:
