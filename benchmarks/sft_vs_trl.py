@@ -98,6 +98,11 @@ def long_examples(n: int, tokenizer_dir: str, max_length: int, seed: int) -> lis
 
 
 RANDOM_SHAPES = {
+    # a small Llama for quick checks of the benchmark itself on a CPU
+    "llama-tiny": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=64, vocab_size=49152, tie_word_embeddings=True,
+                       rms_norm_eps=1e-5, max_position_embeddings=8192,
+                       rope_parameters={"rope_type": "default", "rope_theta": 100000.0}),
     # Llama-3.2-1B's architecture (the weights are random: tokens/s does not depend on their values)
     "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                          num_key_value_heads=8, head_dim=64, vocab_size=128256, tie_word_embeddings=True,

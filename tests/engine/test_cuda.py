@@ -43,6 +43,10 @@ def test_qlora_trains_an_adapter_on_a_4bit_base(tiny_chat_model, train_file, tmp
     before = _snapshot(loop.model)
     trainable = {n for n, p in loop.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
+    # the rest of the base stays in bf16 (no fp32 residual stream); the adapter trains in fp32
+    floats = {n: p.dtype for n, p in loop.model.named_parameters() if p.dtype.is_floating_point}
+    assert {d for n, d in floats.items() if "lora_" in n} == {torch.float32}
+    assert {d for n, d in floats.items() if "lora_" not in n} == {torch.bfloat16}
     result = run_loop(loop)
     after = dict(loop.model.named_parameters())
     assert not [n for n in trainable if torch.equal(before[n], after[n])]

@@ -62,10 +62,10 @@ def apply_adapter(model: Any, adapter: AdapterSection, task_type: str = "CAUSAL_
     if adapter.type == "freeze":
         return _freeze(model, adapter.trainable_layers)
     if adapter.type == "qlora":
+        # The 4-bit base stays as loaded, its other weights (embeddings, norms) in bf16. peft's
+        # prepare_model_for_kbit_training would turn those to fp32, and with them the whole residual
+        # stream: on an H100 that cost a third of the speed and raised peak memory above bf16 LoRA's.
         check_qlora()
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     from peft import IA3Config, LoraConfig, get_peft_model
 
     if adapter.type == "ia3":
