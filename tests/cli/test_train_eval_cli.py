@@ -120,3 +120,12 @@ def test_head_classifier_cli_train_eval_export(tiny_encoder, tmp_path):
 def test_export_of_something_that_is_not_a_run(tiny_chat_model, tmp_path):
     result = runner.invoke(app, ["export", str(tiny_chat_model), str(tmp_path / "x")])
     assert result.exit_code == 2 and "is not a training run" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="qlora runs where a GPU is present")
+def test_a_failed_run_says_why_once_and_exits_non_zero(tiny_chat_model, tmp_path):
+    data = write_jsonl(tmp_path / "train.jsonl", chat_rows(8))
+    result = runner.invoke(app, ["train", "--model", str(tiny_chat_model), "--data", str(data), "--adapter", "qlora",
+                                 "--output", str(tmp_path / "run")])
+    assert result.exit_code != 0
+    assert result.output.count("needs a CUDA GPU") == 1, result.output

@@ -43,9 +43,7 @@ class TrainProgress:
             self.progress.console.print(f"early stop at step {event['step']}: best {event['metric']} "
                                         f"{event['best']:.4f} ({event['best_checkpoint']})")
         elif kind in {"done", "error"}:
-            self.progress.stop()
-            if kind == "error":
-                err_console.print(f"[bold red]training failed:[/] {event['message']}")
+            self.progress.stop()  # an error is printed once, as the command exits with it
 
 
 @handle_errors
