@@ -40,10 +40,10 @@ def target_count(batch: dict[str, torch.Tensor]) -> int:
 
 
 MIN_SHARED_PREFIX = 8
-"""Shorter common prefixes are not worth a second forward call."""
+"""Shorter common prefixes are not worth an extra row in the batch."""
 MIN_SHARED_FRACTION = 0.25
-"""Nor are prefixes under this share of the batch's width: the second call (and its attention mask) costs
-more than the few tokens it saves, above all on a GPU, where long rows with a short system prompt are usual."""
+"""Nor are prefixes under this share of the batch's width: the extra row and the attention mask cost more
+than the few tokens saved, above all on a GPU, where long rows after a short system prompt are usual."""
 
 
 def shared_prefix_length(batch: dict[str, torch.Tensor]) -> int:
@@ -97,18 +97,19 @@ def _register_prefix_attention() -> None:
         ALL_MASK_ATTENTION_FUNCTIONS.register(PREFIX_ATTENTION, lambda *args, **kwargs: None)  # built in the call
 
 
-def hidden_states(decoder: Any, batch: dict[str, torch.Tensor], prefix: int) -> torch.Tensor:
+def hidden_states(decoder: Any, batch: dict[str, torch.Tensor], prefix: int, right: bool = False) -> torch.Tensor:
     """Last hidden states (B, T - prefix, H) of positions prefix..T-1.
 
     With a shared prefix, one forward call runs a batch of B + 1 rows: the prefix once, then each row's
     suffix at positions prefix.., attending to the prefix's keys and values. The big matmuls stay batched
-    and the prefix's cost is paid once instead of B times; gradients reach it from every row."""
+    and the prefix's cost is paid once instead of B times; gradients reach it from every row.
+    right: the rows are right-padded (`right_padded`), so no padding mask is needed."""
     ids = batch["input_ids"]
     if prefix == 0:
         # Right padding: the causal mask alone keeps every real token from seeing a pad (pads come after it),
         # so the padding mask can go. Attention then runs as plain causal attention: flash kernels, no
         # (B, T, T) mask built. Pad positions compute garbage that no label reads.
-        mask = None if right_padded(batch["attention_mask"]) else batch["attention_mask"]
+        mask = None if right else batch["attention_mask"]
         return decoder(input_ids=ids, attention_mask=mask).last_hidden_state
     _register_prefix_attention()
     rows, length = ids.shape
@@ -132,8 +133,9 @@ def labelled_logits(model: Any, batch: dict[str, torch.Tensor],
                     share_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (N, V), targets (N,)) at the positions that carry a label, N over the whole batch."""
     decoder, head = causal_parts(model)
-    prefix = shared_prefix_length(batch) if share_prefix and right_padded(batch["attention_mask"]) else 0
-    hidden = hidden_states(decoder, batch, prefix)[:, :-1]  # (B, T-1-prefix, H): position t predicts t+1
+    right = right_padded(batch["attention_mask"])  # the prefix path and the mask-free path both need it
+    prefix = shared_prefix_length(batch) if share_prefix and right else 0
+    hidden = hidden_states(decoder, batch, prefix, right)[:, :-1]  # (B, T-1-prefix, H): position t predicts t+1
     targets = batch["labels"][:, prefix + 1 :]               # (B, T-1-prefix)
     keep = targets != IGNORE
     return head(hidden[keep]).float(), targets[keep]         # the head runs only where there is a label
