@@ -28,8 +28,9 @@ tokens are the completion):
 
 Sides: `tuneloop`; `trl` (TRL without gradient checkpointing, its fastest when memory allows);
 `trl-defaults` (TRL as shipped: gradient checkpointing on, bf16 on); `trl-liger` (TRL with
-`use_liger_kernel`, needs the liger-kernel package); `tuneloop-plain` (= --ablate; without the
-shared-prefix forward and the fused LoRA layers), `tuneloop-noprefix`, `tuneloop-nofuse` (one of each);
+`use_liger_kernel`, needs the liger-kernel package); `tuneloop-plain` (= --ablate; without packing,
+the shared prefix and the fused LoRA layers), `tuneloop-nopack`, `tuneloop-noprefix`, `tuneloop-nofuse`
+(one of each);
 `tuneloop-qlora` (the same LoRA on a 4-bit NF4 base; CUDA and bitsandbytes only).
 """
 
@@ -234,7 +235,7 @@ def run_tuneloop(args, rows, folder) -> dict:
 
 HELD_OUT = 64
 SIDES = ["tuneloop", "trl", "trl-defaults", "trl-liger", "tuneloop-plain", "tuneloop-noprefix", "tuneloop-nofuse",
-         "tuneloop-qlora"]
+         "tuneloop-nopack", "tuneloop-qlora"]
 
 
 def held_out_loss(model, folder: str, rows: list[dict], max_length: int) -> float:
@@ -253,12 +254,16 @@ def held_out_loss(model, folder: str, rows: list[dict], max_length: int) -> floa
 
 
 def plain_engine(side: str) -> None:
-    """Switch off the shared-prefix forward and/or the fused LoRA layers (for --ablate and the ablation sides)."""
+    """Switch off packing, the shared prefix and/or the fused LoRA layers (for --ablate and the ablation sides)."""
+    import functools
+
     import tuneloop.engine.loop as loop
     import tuneloop.engine.methods.sft as sft
 
     if side in ("tuneloop-plain", "tuneloop-noprefix"):
         sft.MIN_SHARED_PREFIX = 10**9
+    if side in ("tuneloop-plain", "tuneloop-nopack"):
+        sft.labelled_logits = functools.partial(sft.labelled_logits, packed=False)
     if side in ("tuneloop-plain", "tuneloop-nofuse"):
         loop.speed_up_lora = lambda model: 0
 
@@ -301,7 +306,7 @@ def child(args) -> None:
     else:
         everything = examples(n + HELD_OUT)
     rows, unseen = everything[:n], everything[n:]
-    if args.side in ("tuneloop-plain", "tuneloop-noprefix", "tuneloop-nofuse"):
+    if args.side in ("tuneloop-plain", "tuneloop-noprefix", "tuneloop-nofuse", "tuneloop-nopack"):
         plain_engine(args.side)
     out = (run_trl if args.side.startswith("trl") else run_tuneloop)(args, rows, folder)
     out["held_out_loss"] = held_out_loss(out.pop("model"), folder, unseen, args.max_length)
@@ -325,7 +330,7 @@ def main() -> None:
     parser.add_argument("--data", choices=["tickets", "long"], default="tickets",
                         help="tickets: route one ticket (short); long: summarise support threads of 256..max-length.")
     parser.add_argument("--sides", default="tuneloop,trl",
-                        help="Comma-separated: tuneloop, trl, trl-defaults, trl-liger, tuneloop-plain.")
+                        help="Comma-separated, of: " + ", ".join(SIDES) + ".")
     parser.add_argument("--trl-defaults", action="store_true", help="Also run TRL as shipped (= side trl-defaults).")
     parser.add_argument("--ablate", action="store_true", help="Also run tuneloop without its two CPU speed-ups.")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -373,7 +378,7 @@ def main() -> None:
         print(f"speed ratio tuneloop/{side}: {ours['tps'] / peer['tps']:.2f}x{target}; held-out loss difference "
               f"{gap:.1%} (target <= 5%)")
     if ours and "tuneloop-plain" in results and "trl" in results:
-        print(f"tuneloop without shared prefix and fused LoRA: {results['tuneloop-plain']['tps'] / results['trl']['tps']:.2f}x")
+        print(f"tuneloop without packing, shared prefix and fused LoRA: {results['tuneloop-plain']['tps'] / results['trl']['tps']:.2f}x")
     if len(results) < len(dict.fromkeys(sides)):
         sys.exit("a side failed (above)")
 

@@ -146,22 +146,27 @@ def _prefix_rows(n: int) -> list[list[dict]]:
              {"role": "assistant", "content": ["technical", "billing", "shipping"][i % 3]}] for i in range(n)]
 
 
-@pytest.mark.parametrize("case", ["shared prefix", "no padding mask"])
+@pytest.mark.parametrize("case", ["packed, shared prefix", "packed", "no padding mask"])
 def test_fast_forward_paths_give_the_models_own_loss_and_gradients(case, tiny_chat_model, tiny_tokenizer):
-    """Both fast paths of the SFT forward against transformers' own padded forward: a system prompt common
-    to the batch runs once (one extra row, its keys and values shared); right-padded rows run without a
-    padding mask (the causal mask alone hides every pad from real tokens). Loss and every gradient match."""
+    """The fast paths of the SFT forward against transformers' own padded forward: packed (no padding, no
+    position after a row's last target), with a system prompt common to the batch run once (its keys and
+    values shared by every row) or without; and right-padded rows without a padding mask (the causal mask
+    alone hides every pad from real tokens). Loss and every gradient match."""
     from transformers import AutoModelForCausalLM
 
-    from tuneloop.engine.methods.sft import causal_parts, labelled_logits, right_padded, shared_prefix_length
+    from tuneloop.engine.methods.sft import causal_parts, labelled_logits, pack, right_padded, shared_prefix_length
 
     model = AutoModelForCausalLM.from_pretrained(tiny_chat_model)
-    rows = _prefix_rows(5) if case == "shared prefix" else [r["messages"] for r in chat_rows(6)]
+    share = case == "packed, shared prefix"
+    rows = _prefix_rows(5) if share else [r["messages"] for r in chat_rows(6)]
     batch = collate([tokenize_messages(tiny_tokenizer, r, 512) for r in rows], tiny_tokenizer.pad_token_id)
     assert right_padded(batch["attention_mask"]) and not bool(batch["attention_mask"].all())  # some rows pad
     assert not right_padded(batch["attention_mask"].flip(1))
-    share = case == "shared prefix"
-    assert shared_prefix_length(batch) >= 10 or not share
+    prefix = shared_prefix_length(batch) if share else 0
+    assert prefix >= 10 or not share
+    if case.startswith("packed"):
+        layout = pack(batch, prefix)
+        assert layout.ids.shape[1] < int(batch["attention_mask"].sum())  # fewer tokens than the batch holds
 
     def loss_and_grads(reference: bool):
         model.zero_grad()
@@ -172,7 +177,7 @@ def test_fast_forward_paths_give_the_models_own_loss_and_gradients(case, tiny_ch
             keep = targets != -100
             logits, targets = head(hidden[:, :-1][keep]), targets[keep]
         else:
-            logits, targets = labelled_logits(model, batch, share_prefix=share)
+            logits, targets = labelled_logits(model, batch, share_prefix=share, packed=case.startswith("packed"))
         loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
         loss.backward()
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}

@@ -6,6 +6,7 @@ skips most of the (vocab x hidden) head, the largest single matmul of a small mo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -66,77 +67,134 @@ def right_padded(mask: torch.Tensor) -> bool:
     return bool((mask[:, 1:] <= mask[:, :-1]).all())
 
 
-PREFIX_ATTENTION = "tuneloop_shared_prefix"
+PACKED_ATTENTION = "tuneloop_packed"
 
 
-def _prefix_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+@dataclass
+class Packed:
+    """A micro-batch without its padding: only the positions some target needs, end to end in one row.
+
+    Row r keeps positions start..last-1, where last is its last labelled token (later positions feed no
+    target: attention is causal) and start is the shared prefix's length; the prefix, when there is one,
+    comes first and runs once for every row. Attention runs in a padded layout (`rows` x `width`) that
+    `index` maps each packed token into; everything else runs on the packed tokens alone."""
+
+    ids: torch.Tensor        # (1, N)
+    positions: torch.Tensor  # (1, N) each token's position in its own row
+    targets: torch.Tensor    # (N,) the token each position predicts, or IGNORE
+    index: torch.Tensor      # (N,) slot of each token in the padded attention layout, row * width + column
+    rows: int
+    width: int
+    prefix: int
+
+
+def pack(batch: dict[str, torch.Tensor], prefix: int) -> Packed:
+    """The packed form of a right-padded micro-batch (see `Packed`); prefix: `shared_prefix_length` or 0."""
+    ids, labels = batch["input_ids"], batch["labels"]
+    columns = torch.arange(ids.shape[1], device=ids.device)
+    last = torch.where(labels != IGNORE, columns, -1).max(dim=1).values  # (B,), -1: no target in the row
+    keep = (columns >= prefix) & (columns < last[:, None])                # positions that feed a target
+    row, column = keep.nonzero(as_tuple=True)
+    slot_row, slot_column = row + (1 if prefix else 0), column - prefix
+    parts = [ids[keep]], [column], [labels[row, column + 1]]
+    width = int((last - prefix).max().clamp(min=0))
+    if prefix:
+        head = columns[:prefix]
+        parts[0].insert(0, ids[0, :prefix])
+        parts[1].insert(0, head)
+        parts[2].insert(0, torch.full_like(head, IGNORE))
+        slot_row, slot_column = torch.cat([torch.zeros_like(head), slot_row]), torch.cat([head, slot_column])
+        width = max(width, prefix)
+    packed_ids, positions, targets = (torch.cat(p) for p in parts)
+    return Packed(packed_ids[None], positions[None], targets, slot_row * width + slot_column,
+                  ids.shape[0] + (1 if prefix else 0), width, prefix)
+
+
+def _packed_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
                       dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """Attention for a batch whose row 0 is the shared prefix and rows 1.. the rows' suffixes (see
-    `hidden_states`). Row 0 is plain causal; every suffix attends to the prefix's keys and values (one
-    copy, expanded, so its gradient sums over the rows) and causally to its own."""
-    prefix = kwargs["shared_prefix"]
-    gqa = query.shape[1] != key.shape[1]
+    """Attention over a `Packed` batch: queries, keys and values (1, heads, N, d) are spread into the
+    padded layout (rows, heads, width, d), attend there, and the outputs are gathered back to (1, N, heads, d).
+    With a shared prefix, row 0 is the prefix (plain causal) and every other row also attends to the
+    prefix's keys and values (one copy, expanded, so its gradient sums over the rows)."""
+    layout: Packed = kwargs["packed"]
+    rows, width, prefix = layout.rows, layout.width, layout.prefix
+
+    def spread(x: torch.Tensor) -> torch.Tensor:
+        flat = x[0].transpose(0, 1)  # (N, heads, d)
+        padded = flat.new_zeros((rows * width, *flat.shape[1:])).index_copy(0, layout.index, flat)
+        return padded.view(rows, width, *flat.shape[1:]).transpose(1, 2)
+
+    q, k, v = spread(query), spread(key), spread(value)
+    gqa = q.shape[1] != k.shape[1]
     p = dropout if module.training else 0.0
-    head = F.scaled_dot_product_attention(query[:1], key[:1], value[:1], dropout_p=p, is_causal=True, scale=scaling,
-                                          enable_gqa=gqa)
-    rows, width = query.shape[0] - 1, query.shape[2]
-    keys = torch.cat([key[:1, :, :prefix].expand(rows, -1, -1, -1), key[1:]], dim=2)
-    values = torch.cat([value[:1, :, :prefix].expand(rows, -1, -1, -1), value[1:]], dim=2)
-    visible = torch.ones(width, prefix + width, dtype=torch.bool, device=query.device).tril(diagonal=prefix)
-    tails = F.scaled_dot_product_attention(query[1:], keys, values, attn_mask=visible, dropout_p=p, scale=scaling,
-                                           enable_gqa=gqa)
-    return torch.cat([head, tails]).transpose(1, 2).contiguous(), None
+    if prefix:
+        head = F.scaled_dot_product_attention(q[:1], k[:1], v[:1], dropout_p=p, is_causal=True, scale=scaling,
+                                              enable_gqa=gqa)
+        keys = torch.cat([k[:1, :, :prefix].expand(rows - 1, -1, -1, -1), k[1:]], dim=2)
+        values = torch.cat([v[:1, :, :prefix].expand(rows - 1, -1, -1, -1), v[1:]], dim=2)
+        visible = torch.ones(width, prefix + width, dtype=torch.bool, device=q.device).tril(diagonal=prefix)
+        tails = F.scaled_dot_product_attention(q[1:], keys, values, attn_mask=visible, dropout_p=p, scale=scaling,
+                                               enable_gqa=gqa)
+        out = torch.cat([head, tails])
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=scaling, enable_gqa=gqa)
+    out = out.transpose(1, 2)  # (rows, width, heads, d)
+    out = out.reshape(rows * width, out.shape[2], out.shape[3])
+    return out.index_select(0, layout.index)[None], None
 
 
-def _register_prefix_attention() -> None:
+def _register_packed_attention() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
-    if PREFIX_ATTENTION not in ALL_MASK_ATTENTION_FUNCTIONS:
-        AttentionInterface.register(PREFIX_ATTENTION, _prefix_attention)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(PREFIX_ATTENTION, lambda *args, **kwargs: None)  # built in the call
+    if PACKED_ATTENTION not in ALL_MASK_ATTENTION_FUNCTIONS:
+        AttentionInterface.register(PACKED_ATTENTION, _packed_attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_ATTENTION, lambda *args, **kwargs: None)  # built in the call
 
 
-def hidden_states(decoder: Any, batch: dict[str, torch.Tensor], prefix: int, right: bool = False) -> torch.Tensor:
-    """Last hidden states (B, T - prefix, H) of positions prefix..T-1.
-
-    With a shared prefix, one forward call runs a batch of B + 1 rows: the prefix once, then each row's
-    suffix at positions prefix.., attending to the prefix's keys and values. The big matmuls stay batched
-    and the prefix's cost is paid once instead of B times; gradients reach it from every row.
-    right: the rows are right-padded (`right_padded`), so no padding mask is needed."""
-    ids = batch["input_ids"]
-    if prefix == 0:
-        # Right padding: the causal mask alone keeps every real token from seeing a pad (pads come after it),
-        # so the padding mask can go. Attention then runs as plain causal attention: flash kernels, no
-        # (B, T, T) mask built. Pad positions compute garbage that no label reads.
-        mask = None if right else batch["attention_mask"]
-        return decoder(input_ids=ids, attention_mask=mask).last_hidden_state
-    _register_prefix_attention()
-    rows, length = ids.shape
-    width = max(prefix, length - prefix)
-    packed = ids.new_zeros((rows + 1, width))  # padding: any token id, no label reads it
-    packed[0, :prefix] = ids[0, :prefix]
-    packed[1:, : length - prefix] = ids[:, prefix:]
-    positions = torch.arange(width, device=ids.device).expand(rows + 1, width).clone()
-    positions[1:] += prefix
+def packed_hidden_states(decoder: Any, layout: Packed) -> torch.Tensor:
+    """Last hidden states (N, H) of a `Packed` batch's tokens, in one forward call."""
+    _register_packed_attention()
     config = decoder.config
     before = config._attn_implementation
-    config._attn_implementation = PREFIX_ATTENTION
+    config._attn_implementation = PACKED_ATTENTION
     try:
-        hidden = decoder(input_ids=packed, position_ids=positions, use_cache=False, shared_prefix=prefix).last_hidden_state
+        hidden = decoder(input_ids=layout.ids, position_ids=layout.positions, use_cache=False,
+                         packed=layout).last_hidden_state
     finally:
         config._attn_implementation = before
-    return hidden[1:, : length - prefix]
+    return hidden[0]
 
 
-def labelled_logits(model: Any, batch: dict[str, torch.Tensor],
-                    share_prefix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits (N, V), targets (N,)) at the positions that carry a label, N over the whole batch."""
+def hidden_states(decoder: Any, batch: dict[str, torch.Tensor], right: bool = False) -> torch.Tensor:
+    """Last hidden states (B, T, H) of a padded micro-batch.
+
+    right: the rows are right-padded (`right_padded`): the causal mask alone then keeps every real token
+    from seeing a pad (pads come after it), so the padding mask can go, and attention runs as plain causal
+    attention (flash kernels, no (B, T, T) mask built). Pad positions compute garbage that no label reads."""
+    mask = None if right else batch["attention_mask"]
+    return decoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+
+
+def labelled_logits(model: Any, batch: dict[str, torch.Tensor], share_prefix: bool = True,
+                    packed: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N, V), targets (N,)) at the positions that carry a label, N over the whole batch.
+
+    packed: run the batch packed (`pack`); None: on a CPU, where a matmul's cost follows its rows, and
+    wherever a shared prefix runs once. On a GPU the padded batch (rows grouped by length) runs as plain
+    causal flash attention, with no spreading and gathering around it."""
     decoder, head = causal_parts(model)
-    right = right_padded(batch["attention_mask"])  # the prefix path and the mask-free path both need it
+    right = right_padded(batch["attention_mask"])  # packing and the mask-free path both need it
     prefix = shared_prefix_length(batch) if share_prefix and right else 0
-    hidden = hidden_states(decoder, batch, prefix, right)[:, :-1]  # (B, T-1-prefix, H): position t predicts t+1
-    targets = batch["labels"][:, prefix + 1 :]               # (B, T-1-prefix)
+    if packed is None:
+        packed = bool(prefix) or batch["input_ids"].device.type == "cpu"
+    if packed and right:
+        layout = pack(batch, prefix)
+        if layout.ids.shape[1]:
+            keep = layout.targets != IGNORE
+            return head(packed_hidden_states(decoder, layout)[keep]).float(), layout.targets[keep]
+    hidden = hidden_states(decoder, batch, right)[:, :-1]  # (B, T-1, H): position t predicts t+1
+    targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
     return head(hidden[keep]).float(), targets[keep]         # the head runs only where there is a label
 
