@@ -43,11 +43,12 @@ def target_count(batch: dict[str, torch.Tensor]) -> int:
 MIN_SHARED_PREFIX = 8
 """Shorter common prefixes are not worth an extra row in the batch."""
 MIN_SHARED_FRACTION = 0.25
-"""Nor are prefixes under this share of the batch's width: the extra row and the attention mask cost more
-than the few tokens saved, above all on a GPU, where long rows after a short system prompt are usual."""
+"""On a GPU, nor are prefixes under this share of the batch's width: the packing and the attention mask cost
+more than the few tokens saved where long rows follow a short system prompt. On a CPU a matmul's cost follows
+its rows, so every shared token pays."""
 
 
-def shared_prefix_length(batch: dict[str, torch.Tensor]) -> int:
+def shared_prefix_length(batch: dict[str, torch.Tensor], min_fraction: float = MIN_SHARED_FRACTION) -> int:
     """How many leading tokens every row of the batch has in common with no target among them (0: none
     worth sharing). Typical SFT data repeats one system prompt: those tokens then run once, not B times."""
     ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
@@ -59,7 +60,7 @@ def shared_prefix_length(batch: dict[str, torch.Tensor]) -> int:
     first_label = labelled.index(True) if True in labelled else len(labelled)
     # position t predicts token t+1: the prefix may not hold the position before a target
     prefix = min(prefix, first_label - 1, ids.shape[1] - 1)
-    return prefix if prefix >= max(MIN_SHARED_PREFIX, MIN_SHARED_FRACTION * ids.shape[1]) else 0
+    return prefix if prefix >= max(MIN_SHARED_PREFIX, min_fraction * ids.shape[1]) else 0
 
 
 def right_padded(mask: torch.Tensor) -> bool:
@@ -185,9 +186,10 @@ def labelled_logits(model: Any, batch: dict[str, torch.Tensor], share_prefix: bo
     causal flash attention, with no spreading and gathering around it."""
     decoder, head = causal_parts(model)
     right = right_padded(batch["attention_mask"])  # packing and the mask-free path both need it
-    prefix = shared_prefix_length(batch) if share_prefix and right else 0
+    cpu = batch["input_ids"].device.type == "cpu"
+    prefix = shared_prefix_length(batch, 0.0 if cpu else MIN_SHARED_FRACTION) if share_prefix and right else 0
     if packed is None:
-        packed = bool(prefix) or batch["input_ids"].device.type == "cpu"
+        packed = bool(prefix) or cpu
     if packed and right:
         layout = pack(batch, prefix)
         if layout.ids.shape[1]:
