@@ -153,18 +153,45 @@ def _register_packed_attention() -> None:
         ALL_MASK_ATTENTION_FUNCTIONS.register(PACKED_ATTENTION, lambda *args, **kwargs: None)  # built in the call
 
 
-def packed_hidden_states(decoder: Any, layout: Packed) -> torch.Tensor:
-    """Last hidden states (N, H) of a `Packed` batch's tokens, in one forward call."""
+PRE_NORM_LAYERS = {"LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer", "Qwen3DecoderLayer",
+                   "SmolLM3DecoderLayer"}
+"""Decoder layers whose forward is: residual + attention(norm(x)), then residual + mlp(norm(x)), nothing else."""
+
+
+def _selected_forward(layer: Any, select: torch.Tensor) -> Any:
+    """A forward for a `PRE_NORM_LAYERS` layer that returns only the positions in `select`. Every position's
+    keys and values still feed the attention; the MLP (most of a layer) runs on the selected positions alone."""
+
+    def forward(hidden_states: torch.Tensor, attention_mask: Any = None, position_embeddings: Any = None,
+                **kwargs: Any) -> torch.Tensor:
+        attended, _ = layer.self_attn(hidden_states=layer.input_layernorm(hidden_states),
+                                      attention_mask=attention_mask, position_embeddings=position_embeddings, **kwargs)
+        hidden = hidden_states[:, select] + attended[:, select]
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+    return forward
+
+
+def packed_hidden_states(decoder: Any, layout: Packed, select: torch.Tensor) -> torch.Tensor:
+    """Last hidden states (len(select), H) of a `Packed` batch's tokens at the positions `select`, in one
+    forward call. Only those positions leave the last layer, so where its class is known (`PRE_NORM_LAYERS`)
+    its MLP runs on them alone."""
     _register_packed_attention()
     config = decoder.config
     before = config._attn_implementation
+    layers = getattr(decoder, "layers", None)
+    last = layers[-1] if layers is not None and type(layers[-1]).__name__ in PRE_NORM_LAYERS else None
     config._attn_implementation = PACKED_ATTENTION
+    if last is not None:
+        last.forward = _selected_forward(last, select)  # an instance attribute, removed again below
     try:
         hidden = decoder(input_ids=layout.ids, position_ids=layout.positions, use_cache=False,
-                         packed=layout).last_hidden_state
+                         packed=layout).last_hidden_state[0]
     finally:
         config._attn_implementation = before
-    return hidden[0]
+        if last is not None:
+            del last.forward
+    return hidden if last is not None else hidden[select]
 
 
 def hidden_states(decoder: Any, batch: dict[str, torch.Tensor], right: bool = False) -> torch.Tensor:
@@ -193,8 +220,8 @@ def labelled_logits(model: Any, batch: dict[str, torch.Tensor], share_prefix: bo
     if packed and right:
         layout = pack(batch, prefix)
         if layout.ids.shape[1]:
-            keep = layout.targets != IGNORE
-            return head(packed_hidden_states(decoder, layout)[keep]).float(), layout.targets[keep]
+            select = (layout.targets != IGNORE).nonzero().squeeze(1)
+            return head(packed_hidden_states(decoder, layout, select)).float(), layout.targets[select]
     hidden = hidden_states(decoder, batch, right)[:, :-1]  # (B, T-1, H): position t predicts t+1
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
