@@ -316,6 +316,64 @@ def child(args) -> None:
     print("RESULT " + json.dumps(out))
 
 
+def run_side(args, side: str) -> dict | None:
+    """One side in its own process; its RESULT line, or None (with its stderr printed) if it failed."""
+    cmd = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--batch-size",
+           str(args.batch_size), "--max-length", str(args.max_length), "--lr", str(args.lr), "--seed", str(args.seed),
+           "--model", args.model, "--data", args.data]
+    cmd += ["--random-init", args.random_init] if args.random_init else []
+    cmd += ["--tokenizer", args.tokenizer] if args.tokenizer else []
+    cmd += ["--profile", str(args.profile)] if args.profile and side.startswith("tuneloop") else []
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if args.verbose:
+        print(f"--- {side} stderr ---\n{proc.stderr[-20000:]}", file=sys.stderr)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        print(f"{side} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return None
+    result = json.loads(line[7:])
+    result["tps"] = result["tokens"] / result["seconds"]
+    result["final"] = sum(result["losses"][-5:]) / len(result["losses"][-5:])
+    return result
+
+
+def report(results: dict, title: str) -> None:
+    """One round's table and ratios."""
+    memory = "peak GPU MiB" if gpu() else "peak RSS MiB"
+    print(f"{title:15} {'tokens/s':>9} {'seconds':>8} {memory:>13} {'train loss (last 5)':>20} {'held-out loss':>14}")
+    for side, r in results.items():
+        peak = r["peak_gpu_mib"] if gpu() else r["peak_rss_mib"]
+        print(f"{side:15} {r['tps']:9.1f} {r['seconds']:8.1f} {peak:13.0f} {r['final']:20.4f} {r['held_out_loss']:14.4f}")
+    ours = results.get("tuneloop")
+    for side in [s for s in results if s.startswith("trl")]:
+        if ours is None:
+            break
+        peer = results[side]
+        gap = abs(ours["held_out_loss"] - peer["held_out_loss"]) / peer["held_out_loss"]
+        target = " (target >= 3.0x)" if side == "trl" and not gpu() else ""
+        print(f"speed ratio tuneloop/{side}: {ours['tps'] / peer['tps']:.2f}x{target}; held-out loss difference "
+              f"{gap:.1%} (target <= 5%)")
+    if ours and "tuneloop-plain" in results and "trl" in results:
+        print(f"tuneloop without packing, shared prefix and fused LoRA: "
+              f"{results['tuneloop-plain']['tps'] / results['trl']['tps']:.2f}x")
+    print()
+
+
+def summary(rounds: list[dict]) -> None:
+    """Over the rounds: each side's median tokens/s, and the median of the rounds' ratios (each ratio is
+    of two runs made one after the other, so a slow spell of the machine hits both sides of it)."""
+    import statistics
+
+    sides = list(dict.fromkeys(side for results in rounds for side in results))
+    print(f"over {len(rounds)} rounds: median tokens/s " + ", ".join(
+        f"{side} {statistics.median(r[side]['tps'] for r in rounds if side in r):.1f}" for side in sides))
+    for side in [s for s in sides if s.startswith("trl")]:
+        ratios = [r["tuneloop"]["tps"] / r[side]["tps"] for r in rounds if "tuneloop" in r and side in r]
+        if ratios:
+            print(f"speed ratio tuneloop/{side}: median {statistics.median(ratios):.2f}x, rounds "
+                  + ", ".join(f"{x:.2f}x" for x in ratios))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
@@ -335,6 +393,8 @@ def main() -> None:
     parser.add_argument("--ablate", action="store_true", help="Also run tuneloop without its two CPU speed-ups.")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="Profile N steps of each tuneloop side and print its top ops (to stderr, shown with --verbose).")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="Run the sides this many times, alternating their order, and report the median ratio.")
     parser.add_argument("--verbose", action="store_true", help="Show each side's stderr.")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -345,41 +405,22 @@ def main() -> None:
     unknown = [s for s in sides if s not in SIDES]
     if unknown or "tuneloop" not in sides or not any(s.startswith("trl") for s in sides):
         parser.error(f"--sides needs tuneloop and a TRL side from {', '.join(SIDES)} (got {args.sides})")
-    results = {}
-    for side in dict.fromkeys(sides):
-        cmd = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--batch-size",
-               str(args.batch_size), "--max-length", str(args.max_length), "--lr", str(args.lr), "--seed", str(args.seed),
-               "--model", args.model, "--data", args.data]
-        cmd += ["--random-init", args.random_init] if args.random_init else []
-        cmd += ["--tokenizer", args.tokenizer] if args.tokenizer else []
-        cmd += ["--profile", str(args.profile)] if args.profile and side.startswith("tuneloop") else []
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-        if args.verbose:
-            print(f"--- {side} stderr ---\n{proc.stderr[-20000:]}", file=sys.stderr)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-        if line is None:
-            print(f"{side} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
-            continue
-        results[side] = json.loads(line[7:])
-    memory = "peak GPU MiB" if gpu() else "peak RSS MiB"
-    print(f"{'':15} {'tokens/s':>9} {'seconds':>8} {memory:>13} {'train loss (last 5)':>20} {'held-out loss':>14}")
-    for side, r in results.items():
-        r["tps"] = r["tokens"] / r["seconds"]
-        r["final"] = sum(r["losses"][-5:]) / len(r["losses"][-5:])
-        peak = r["peak_gpu_mib"] if gpu() else r["peak_rss_mib"]
-        print(f"{side:15} {r['tps']:9.1f} {r['seconds']:8.1f} {peak:13.0f} {r['final']:20.4f} {r['held_out_loss']:14.4f}")
-    ours = results.get("tuneloop")
-    for side in [s for s in results if s.startswith("trl")]:
-        if ours is None:
-            break
-        peer = results[side]
-        gap = abs(ours["held_out_loss"] - peer["held_out_loss"]) / peer["held_out_loss"]
-        target = " (target >= 3.0x)" if side == "trl" and not gpu() else ""
-        print(f"speed ratio tuneloop/{side}: {ours['tps'] / peer['tps']:.2f}x{target}; held-out loss difference "
-              f"{gap:.1%} (target <= 5%)")
-    if ours and "tuneloop-plain" in results and "trl" in results:
-        print(f"tuneloop without packing, shared prefix and fused LoRA: {results['tuneloop-plain']['tps'] / results['trl']['tps']:.2f}x")
-    if len(results) < len(dict.fromkeys(sides)):
+    order = list(dict.fromkeys(sides))
+    rounds: list[dict] = []
+    for number in range(args.rounds):
+        # Alternate the order (A B, B A, A B, ...) so that a machine getting slower or faster during the
+        # run does not favour whichever side always runs first.
+        results = {}
+        for side in order if number % 2 == 0 else order[::-1]:
+            result = run_side(args, side)
+            if result is not None:
+                results[side] = result
+        results = {side: results[side] for side in order if side in results}
+        rounds.append(results)
+        report(results, f"round {number + 1} of {args.rounds}" if args.rounds > 1 else "")
+    if args.rounds > 1:
+        summary(rounds)
+    if any(len(results) < len(order) for results in rounds):
         sys.exit("a side failed (above)")
 
 
