@@ -41,7 +41,7 @@ def target_count(batch: dict[str, torch.Tensor]) -> int:
 
 
 MIN_SHARED_PREFIX = 8
-"""Shorter common prefixes are not worth an extra row in the batch."""
+"""Shorter common prefixes are not worth the attention mask that sharing them needs."""
 MIN_SHARED_FRACTION = 0.25
 """On a GPU, nor are prefixes under this share of the batch's width: the packing and the attention mask cost
 more than the few tokens saved where long rows follow a short system prompt. On a CPU a matmul's cost follows
