@@ -9,6 +9,11 @@ steps x batch examples are used, one epoch, so both sides see the same tokens. E
 its own process (peak memory is that process's). Tokens/s counts real tokens (no padding) over
 the time of the training call alone.
 
+Order: by default both sides train on the same seeded shuffle of the rows, batch for batch (TRL with
+`train_sampling_strategy="sequential"`, tuneloop with `order: sequential`), so their losses differ
+only by the engines; `--order own` leaves each side its default order instead (TRL shuffles,
+tuneloop groups similar lengths into batches).
+
 Losses: each side logs its own training loss (TRL's completion also holds the newline after
 <|im_end|>, an easy token ours leaves out, so those differ by construction). The comparable number
 is the held-out loss: after training, both models are scored by the same function on the same
@@ -193,7 +198,8 @@ def run_trl(args, rows, folder) -> dict:
                        max_steps=args.steps, learning_rate=args.lr, lr_scheduler_type="cosine",
                        warmup_steps=round(0.03 * args.steps),  # our warmup_ratio 0.03 rounds the same way
                        logging_steps=1, save_strategy="no", report_to=[], max_length=args.max_length,
-                       seed=args.seed, use_cpu=not gpu(), dataloader_num_workers=0, **trl_options(args.side))
+                       seed=args.seed, use_cpu=not gpu(), dataloader_num_workers=0, **trl_options(args.side),
+                       **({"train_sampling_strategy": "sequential"} if args.order == "same" else {}))
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          callbacks=[Losses()])
     started = time.perf_counter()
@@ -225,7 +231,8 @@ def run_tuneloop(args, rows, folder) -> dict:
                                        "alpha": 32, "dropout": 0.0},
                            "hyperparameters": {"max_steps": args.steps, "batch_size": args.batch_size,
                                                "learning_rate": args.lr, "max_length": args.max_length,
-                                               "scheduler": "cosine", "warmup_ratio": 0.03},
+                                               "scheduler": "cosine", "warmup_ratio": 0.03,
+                                               "order": "sequential" if args.order == "same" else "length"},
                            "checkpoints": {"each_epoch": False}, "evaluation": {"each_epoch": False},
                            "seed": args.seed})
     loop = Loop(recipe, Path(tempfile.mkdtemp()) / "run", get_settings(), listener=profiler(args))
@@ -306,6 +313,10 @@ def child(args) -> None:
     else:
         everything = examples(n + HELD_OUT)
     rows, unseen = everything[:n], everything[n:]
+    if args.order == "same":  # one seeded shuffle, which both sides then train on in that order
+        import random
+
+        random.Random(args.seed).shuffle(rows)
     if args.side in ("tuneloop-plain", "tuneloop-noprefix", "tuneloop-nofuse", "tuneloop-nopack"):
         plain_engine(args.side)
     out = (run_trl if args.side.startswith("trl") else run_tuneloop)(args, rows, folder)
@@ -320,7 +331,7 @@ def run_side(args, side: str) -> dict | None:
     """One side in its own process; its RESULT line, or None (with its stderr printed) if it failed."""
     cmd = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--batch-size",
            str(args.batch_size), "--max-length", str(args.max_length), "--lr", str(args.lr), "--seed", str(args.seed),
-           "--model", args.model, "--data", args.data]
+           "--model", args.model, "--data", args.data, "--order", args.order]
     cmd += ["--random-init", args.random_init] if args.random_init else []
     cmd += ["--tokenizer", args.tokenizer] if args.tokenizer else []
     cmd += ["--profile", str(args.profile)] if args.profile and side.startswith("tuneloop") else []
@@ -387,6 +398,10 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="Tokenizer folder for --random-init and --data long (default: SmolLM2's).")
     parser.add_argument("--data", choices=["tickets", "long"], default="tickets",
                         help="tickets: route one ticket (short); long: summarise support threads of 256..max-length.")
+    parser.add_argument("--order", choices=["same", "own"], default="same",
+                        help="same: both sides train on one seeded shuffle of the rows, in that order (TRL "
+                             "train_sampling_strategy='sequential', tuneloop order: sequential); own: each side's "
+                             "default (TRL random, tuneloop length-grouped).")
     parser.add_argument("--sides", default="tuneloop,trl",
                         help="Comma-separated, of: " + ", ".join(SIDES) + ".")
     parser.add_argument("--trl-defaults", action="store_true", help="Also run TRL as shipped (= side trl-defaults).")

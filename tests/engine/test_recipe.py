@@ -39,6 +39,9 @@ def test_errors_name_the_field_and_the_allowed_values():
     assert "hyperparameters.batch_size" in message and "greater than or equal to 1" in message
     with pytest.raises(RecipeError, match="classifier: Input should be 'auto', 'head' or 'generative' .got 'svm'."):
         parse_recipe({"method": "classify", "classifier": "svm"})
+    with pytest.raises(RecipeError, match="hyperparameters.order: Input should be 'length', 'random' or "
+                                          "'sequential' .got 'shortest'."):
+        parse_recipe({"hyperparameters": {"order": "shortest"}})
 
 
 def test_early_stopping_needs_validation_data():

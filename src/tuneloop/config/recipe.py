@@ -73,6 +73,9 @@ class Hyperparameters(_Section):
     """Examples per micro-batch."""
     gradient_accumulation: int = Field(1, ge=1)
     """Micro-batches per optimizer step."""
+    order: Literal["length", "random", "sequential"] = "length"
+    """Training order each epoch. length: seeded batches of similar lengths in shuffled order (least padding);
+    random: the examples shuffled, batched in that order; sequential: the data's own order."""
     max_length: int = Field(512, ge=8)
     """Tokens per example; longer ones are truncated from the end."""
     weight_decay: float = Field(0.0, ge=0)

@@ -59,13 +59,13 @@ def load_recipe_records(recipe: Recipe, datasets_dir: Path) -> RecipeRecords:
     if recipe.data.validation is not None:
         validation = load_source(recipe.data.validation, datasets_dir)
     elif recipe.data.validation_split > 0:
-        pool = [list(records) for records in sources]
-        validation = []
-        for records in pool:
-            rng.shuffle(records)
+        pool, validation = [], []
+        for records in sources:  # a random share held out; the rest keeps its order (for order: sequential)
+            picked = list(range(len(records)))
+            rng.shuffle(picked)
             n = max(1, int(len(records) * recipe.data.validation_split))
-            validation += records[:n]
-            del records[:n]
+            validation += [records[i] for i in picked[:n]]
+            pool.append([records[i] for i in sorted(picked[n:])])
         sources = pool
     else:
         validation = []
@@ -96,15 +96,26 @@ def prepare_data(recipe: Recipe, tokenizer: Any, records: RecipeRecords, head: b
     return PreparedData(train, validation, records.label_set, records.validation, dropped)
 
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Seeded batches of similar lengths (little padding), in shuffled order; the same for a resume."""
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
+                  order: str = "length") -> list[list[int]]:
+    """One epoch's micro-batches (indices into the training examples); the same again for a resume.
+
+    length: seeded batches of similar lengths (little padding), in shuffled order. random: the examples
+    shuffled, batched in that order. sequential: the data's own order, every epoch.
+    """
     rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
+    indices = list(range(len(lengths)))
+    if order == "sequential":
+        return [indices[j : j + batch_size] for j in range(0, len(indices), batch_size)]
+    rng.shuffle(indices)
+    if order == "random":
+        return [indices[j : j + batch_size] for j in range(0, len(indices), batch_size)]
+    if order != "length":
+        raise ValueError(f"unknown order {order!r}: use 'length', 'random' or 'sequential'")
     window = batch_size * 32
     batches = []
-    for start in range(0, len(order), window):
-        part = sorted(order[start : start + window], key=lambda i: lengths[i])
+    for start in range(0, len(indices), window):
+        part = sorted(indices[start : start + window], key=lambda i: lengths[i])
         batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches

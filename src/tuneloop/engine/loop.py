@@ -161,8 +161,8 @@ class Loop:
 
     # ------------------------------------------------------------------ training
     def _micro_batches(self) -> list[list[int]]:
-        batches = epoch_batches(self.lengths, self.recipe.hyperparameters.batch_size, self.recipe.seed,
-                                self.state["epoch"])
+        h = self.recipe.hyperparameters
+        batches = epoch_batches(self.lengths, h.batch_size, self.recipe.seed, self.state["epoch"], h.order)
         return batches[self.state["batch_pos"]:]
 
     def _batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
