@@ -202,6 +202,8 @@ def run_trl(args, rows, folder) -> dict:
                        **({"train_sampling_strategy": "sequential"} if args.order == "same" else {}))
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          callbacks=[Losses()])
+    if len(trainer.train_dataset) != len(rows):  # TRL drops rows left with no completion token after truncation
+        sys.exit(f"TRL kept {len(trainer.train_dataset)} of {len(rows)} rows: the sides would not see the same batches")
     started = time.perf_counter()
     trainer.train()
     return {"seconds": time.perf_counter() - started, "losses": losses, "model": trainer.model}
@@ -237,6 +239,8 @@ def run_tuneloop(args, rows, folder) -> dict:
                            "seed": args.seed})
     loop = Loop(recipe, Path(tempfile.mkdtemp()) / "run", get_settings(), listener=profiler(args))
     result = run_loop(loop)
+    if loop.data.dropped:
+        sys.exit(f"tuneloop dropped {loop.data.dropped} of {len(rows)} rows: the sides would not see the same batches")
     return {"seconds": result.seconds, "losses": result.losses, "model": loop.model}
 
 

@@ -75,7 +75,8 @@ class Hyperparameters(_Section):
     """Micro-batches per optimizer step."""
     order: Literal["length", "random", "sequential"] = "length"
     """Training order each epoch. length: seeded batches of similar lengths in shuffled order (least padding);
-    random: the examples shuffled, batched in that order; sequential: the data's own order."""
+    random: the examples shuffled, batched in that order; sequential: the data's own order (the training
+    sources one after another, each repeated as its weight says; a validation split keeps the rest in order)."""
     max_length: int = Field(512, ge=8)
     """Tokens per example; longer ones are truncated from the end."""
     weight_decay: float = Field(0.0, ge=0)

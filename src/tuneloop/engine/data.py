@@ -34,12 +34,15 @@ def load_source(source: DataSource, datasets_dir: Path) -> list[Record]:
     return [record for _, record in numbered]
 
 
-def _mix(sources: list[list[Record]], weights: list[float], rng: random.Random) -> list[Record]:
-    """Each source contributes len * weight examples: repeated whole, then a seeded sample of the rest."""
+def _mix(sources: list[list[Record]], weights: list[float], rng: random.Random,
+         keep_order: bool = False) -> list[Record]:
+    """Each source contributes len * weight examples: repeated whole, then a seeded sample of the rest
+    (with keep_order, the sample in the source's order)."""
     mixed: list[Record] = []
     for records, weight in zip(sources, weights):
         whole, part = divmod(len(records) * weight, len(records)) if records else (0, 0)
-        mixed += records * int(whole) + rng.sample(records, int(round(part)))
+        picked = rng.sample(range(len(records)), int(round(part)))
+        mixed += records * int(whole) + [records[i] for i in (sorted(picked) if keep_order else picked)]
     return mixed
 
 
@@ -55,21 +58,22 @@ def load_recipe_records(recipe: Recipe, datasets_dir: Path) -> RecipeRecords:
     if not recipe.data.train:
         raise ValueError("data.train is empty: give at least one training file or dataset version")
     rng = random.Random(recipe.seed)
+    keep_order = recipe.hyperparameters.order == "sequential"  # otherwise as before, so old runs resume exactly
     sources = [load_source(s, datasets_dir) for s in recipe.data.train]
     if recipe.data.validation is not None:
         validation = load_source(recipe.data.validation, datasets_dir)
     elif recipe.data.validation_split > 0:
         pool, validation = [], []
-        for records in sources:  # a random share held out; the rest keeps its order (for order: sequential)
+        for records in sources:  # a random share held out
             picked = list(range(len(records)))
             rng.shuffle(picked)
             n = max(1, int(len(records) * recipe.data.validation_split))
             validation += [records[i] for i in picked[:n]]
-            pool.append([records[i] for i in sorted(picked[n:])])
+            pool.append([records[i] for i in (sorted(picked[n:]) if keep_order else picked[n:])])
         sources = pool
     else:
         validation = []
-    train = _mix(sources, [s.weight for s in recipe.data.train], rng)
+    train = _mix(sources, [s.weight for s in recipe.data.train], rng, keep_order)
     label_set = None
     if recipe.method == "classify":
         for name, records in (("training", train), ("validation", validation)):
