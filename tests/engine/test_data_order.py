@@ -27,7 +27,7 @@ def test_sequential_keeps_the_data_order_every_epoch():
         assert [i for b in batches for i in b] == list(range(50))
 
 
-def test_random_shuffles_examples_differently_each_epoch_without_grouping_by_length():
+def test_random_shuffles_examples_differently_each_epoch():
     first = [i for b in epoch_batches(LENGTHS, 4, seed=1, epoch=0, order="random") for i in b]
     second = [i for b in epoch_batches(LENGTHS, 4, seed=1, epoch=1, order="random") for i in b]
     assert first != list(range(50)) and second != first

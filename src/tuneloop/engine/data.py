@@ -107,15 +107,14 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
     length: seeded batches of similar lengths (little padding), in shuffled order. random: the examples
     shuffled, batched in that order. sequential: the data's own order, every epoch.
     """
+    if order not in ("length", "random", "sequential"):
+        raise ValueError(f"unknown order {order!r}: use 'length', 'random' or 'sequential'")
     rng = random.Random(seed * 1_000_003 + epoch)
     indices = list(range(len(lengths)))
-    if order == "sequential":
-        return [indices[j : j + batch_size] for j in range(0, len(indices), batch_size)]
-    rng.shuffle(indices)
-    if order == "random":
-        return [indices[j : j + batch_size] for j in range(0, len(indices), batch_size)]
+    if order != "sequential":
+        rng.shuffle(indices)
     if order != "length":
-        raise ValueError(f"unknown order {order!r}: use 'length', 'random' or 'sequential'")
+        return [indices[j : j + batch_size] for j in range(0, len(indices), batch_size)]
     window = batch_size * 32
     batches = []
     for start in range(0, len(indices), window):
