@@ -27,6 +27,12 @@ class Settings(BaseModel):
     """TUNELOOP_SECRET_KEY: signs the review UI's session cookies. Default: a random key kept in
     <home>/secret_key (set it when several servers share one database, so a login works on each)."""
 
+    allowed_paths: list[Path] = Field(default_factory=list)
+    """TUNELOOP_ALLOWED_PATHS: server folders (separated by ':') whose files and models API clients may name
+    by path, e.g. a shared data folder. None by default: over the API, data is an upload, an uploaded file id or
+    a dataset version, and a model is a registry name, a fine-tuned id or a run of this server. The CLI always
+    takes paths."""
+
     @classmethod
     def from_env(cls) -> "Settings":
         home = os.environ.get("TUNELOOP_HOME")
@@ -34,7 +40,9 @@ class Settings(BaseModel):
         return cls(home=Path(home) if home else Path(".tuneloop"), offline=offline,
                    database_url=os.environ.get("TUNELOOP_DATABASE_URL") or None,
                    secret_key=os.environ.get("TUNELOOP_SECRET_KEY") or None,
-                   max_upload_bytes=int(os.environ.get("TUNELOOP_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)))
+                   max_upload_bytes=int(os.environ.get("TUNELOOP_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)),
+                   allowed_paths=[Path(p) for p in os.environ.get("TUNELOOP_ALLOWED_PATHS", "").split(os.pathsep)
+                                  if p.strip()])
 
     @property
     def models_dir(self) -> Path:
@@ -51,6 +59,14 @@ class Settings(BaseModel):
     @property
     def files_dir(self) -> Path:
         return self.home / "files"
+
+    def allows(self, path: Path | str) -> bool:
+        """Whether a server path lies inside one of the allowed folders (symbolic links resolved first)."""
+        try:
+            real = Path(path).expanduser().resolve()
+        except (OSError, RuntimeError, ValueError):
+            return False
+        return any(real.is_relative_to(Path(folder).expanduser().resolve()) for folder in self.allowed_paths)
 
     @property
     def db_url(self) -> str:
