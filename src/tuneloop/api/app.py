@@ -5,33 +5,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
+from tuneloop.api import errors, openapi
 from tuneloop.api.deps import require_key
+from tuneloop.api.gate import Gate
+from tuneloop.api.openapi import SESSION_COOKIE
 from tuneloop.config.settings import Settings
-from tuneloop.models.registry import ModelError
 from tuneloop.serve.cache import ModelCache
-from tuneloop.services import ServiceError
 from tuneloop.services.review.rounds import Tasks
-from tuneloop.store.db import make_engine, sessions, upgrade
+from tuneloop.store.db import make_engine, schema_status, sessions, upgrade
 from tuneloop.web import pages
 
 SESSION_DAYS = 14
-
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "not_found_error", 409: "conflict_error", 422: "invalid_request_error", 429: "rate_limit_error"}
-
-
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None) -> JSONResponse:
-    headers = {"x-should-retry": "false"} if status < 500 else {}
-    body = {"error": {"message": message, "type": ERROR_TYPES.get(status, "server_error"), "param": param,
-                      "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class ServerTiming:
@@ -65,29 +54,32 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings, app.state.engine, app.state.sessions = settings, engine, sessions(engine)
     app.state.models = ModelCache(settings)
     app.state.review_tasks = Tasks()
-    app.add_middleware(SessionMiddleware, secret_key=settings.session_secret(), session_cookie="tuneloop_session",
+    # The gate is the innermost middleware: it reads the session cookie that SessionMiddleware decoded.
+    app.add_middleware(Gate, settings=settings, sessions=app.state.sessions)
+    app.add_middleware(SessionMiddleware, secret_key=settings.session_secret(), session_cookie=SESSION_COOKIE,
                        max_age=SESSION_DAYS * 24 * 3600, same_site="lax")
     app.add_middleware(ServerTiming)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)
     app.add_exception_handler(pages.PageError, pages.page_error)
+    errors.install(app)
 
-    @app.exception_handler(ServiceError)
-    async def _service_error(_request: Request, e: ServiceError) -> JSONResponse:
-        return error_response(e.status, e.message, e.param, e.code)
+    @app.get("/health", tags=["deployment"])
+    def health() -> dict:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
 
-    @app.exception_handler(ModelError)
-    async def _model_error(_request: Request, e: ModelError) -> JSONResponse:
-        return error_response(404, str(e), "model", "model_not_found")
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, e: RequestValidationError) -> JSONResponse:
-        first: dict[str, Any] = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"] if p not in ("body", "query", "path"))
-        return error_response(400, f"{where or 'request'}: {first['msg']}", where or None, "invalid_request")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, e: StarletteHTTPException) -> JSONResponse:
-        return error_response(e.status_code, str(e.detail))
+    @app.get("/ready", tags=["deployment"], response_model=None)
+    def ready() -> dict | JSONResponse:
+        """Readiness: the database answers and its schema is at the newest migration."""
+        try:
+            current, head = schema_status(engine)
+        except Exception as e:  # noqa: BLE001 - any driver error means "not ready"
+            return errors.error_response(503, f"the database cannot be reached ({type(e).__name__})", None,
+                                         "database_unreachable")
+        if current != head:
+            return errors.error_response(503, f"the database schema is at {current}, not {head}: restart "
+                                              "`tuneloop serve` to migrate", None, "migrations_pending")
+        return {"status": "ready", "database": engine.dialect.name, "revision": current}
 
     secured = [Depends(require_key)]
     for module in (openai_files, openai_fine_tuning, openai_models, openai_chat):
@@ -96,4 +88,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(projects.router, prefix="/api")  # people (session cookie) or API keys, checked per route
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
+    openapi.install(app)
     return app

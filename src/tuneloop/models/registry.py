@@ -89,6 +89,11 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+def is_hub_id(ref: str) -> bool:
+    """Shaped like a Hugging Face Hub id, `org/name`."""
+    return bool(_HUB_ID.match(ref))
+
+
 def resolve(ref: str) -> ModelSpec:
     """Turn a name, a path or a hub id into a ModelSpec. ModelError says what was expected."""
     if ref in EMBEDDED:

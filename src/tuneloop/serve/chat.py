@@ -1,5 +1,10 @@
 """Chat completions: the model's chat template renders the messages; greedy or sampled answers with
-stop strings, token limits, seeds, log-probabilities and token counts."""
+stop strings, token limits, seeds, log-probabilities and token counts.
+
+Generation ends at the token that completes a stop string, and at the next token once a `cancel` event
+is set (the client went away), so no work goes on for nobody. transformers' own `stop_strings` is not
+used: it also matches text of the prompt (a stop of "\n\n" fires on the template's last newline plus
+a first "\n"), while OpenAI's stop strings apply to the answer alone."""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from tuneloop.serve.generation import GenerationConfig, encode_chat, generate_kwargs
 
@@ -32,9 +39,45 @@ class Answer:
     logprobs: list[dict[str, Any]] | None = None
 
 
-def _kwargs(tokenizer: Any, options: Options) -> dict[str, Any]:
-    return generate_kwargs(tokenizer, GenerationConfig(max_new_tokens=options.max_tokens,
-                                                       temperature=options.temperature, top_p=options.top_p))
+class StopWhenSet(StoppingCriteria):
+    """Ends generation at the next token once any of the events is set."""
+
+    def __init__(self, *events: threading.Event | None):
+        self.events = [e for e in events if e is not None]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        done = any(e.is_set() for e in self.events)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+class StopAtStrings(StoppingCriteria):
+    """Ends generation once the answer (the tokens after the prompt) contains a stop string. Only the last
+    few tokens are decoded each step: enough to hold the longest stop string."""
+
+    def __init__(self, tokenizer: Any, stops: list[str], prompt_length: int):
+        self.tokenizer, self.stops, self.prompt_length = tokenizer, [s for s in stops if s], prompt_length
+        self.window = max(len(s) for s in self.stops) + 4
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        tails = [self.tokenizer.decode(row[self.prompt_length:][-self.window:], skip_special_tokens=True)
+                 for row in input_ids.tolist()]
+        return torch.tensor([any(s in tail for s in self.stops) for tail in tails], device=input_ids.device)
+
+
+def _kwargs(tokenizer: Any, options: Options, prompt_length: int, *cancel: threading.Event | None
+            ) -> dict[str, Any]:
+    kwargs = generate_kwargs(tokenizer, GenerationConfig(max_new_tokens=options.max_tokens,
+                                                         temperature=options.temperature, top_p=options.top_p))
+    criteria = [StopWhenSet(*cancel)]
+    if any(options.stop):
+        criteria.append(StopAtStrings(tokenizer, options.stop, prompt_length))
+    kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
+    return kwargs
+
+
+def _finish(new: list[int], tokenizer: Any, options: Options, stopped: bool) -> str:
+    ended = bool(new) and new[-1] == tokenizer.eos_token_id
+    return "stop" if ended or stopped or len(new) < options.max_tokens else "length"
 
 
 def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
@@ -42,23 +85,28 @@ def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     return (text[: min(hits)], True) if hits else (text, False)
 
 
+def context_length(model: Any) -> int | None:
+    """How many tokens the model reads at most (prompt and answer), when its config says."""
+    value = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def prompt_ids(model: Any, tokenizer: Any, messages: list[dict[str, Any]]) -> torch.Tensor:
     return encode_chat(tokenizer, messages).to(next(model.parameters()).device)
 
 
 @torch.no_grad()
-def complete(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options: Options) -> Answer:
+def complete(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options: Options,
+             cancel: threading.Event | None = None) -> Answer:
     ids = prompt_ids(model, tokenizer, messages)
     if options.seed is not None:
         torch.manual_seed(options.seed)
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), output_scores=options.logprobs,
-                         return_dict_in_generate=True, **_kwargs(tokenizer, options))
+                         return_dict_in_generate=True, **_kwargs(tokenizer, options, ids.shape[1], cancel))
     new = out.sequences[0, ids.shape[1]:].tolist()
-    ended = bool(new) and new[-1] == tokenizer.eos_token_id
     text = tokenizer.decode(new, skip_special_tokens=True)
     text, stopped = _cut_at_stop(text, options.stop)
-    finish = "stop" if ended or stopped or len(new) < options.max_tokens else "length"
-    answer = Answer(text, finish, len(new))
+    answer = Answer(text, _finish(new, tokenizer, options, stopped), len(new))
     if options.logprobs:
         answer.logprobs = []
         for token, scores in zip(new, out.scores):
@@ -74,9 +122,10 @@ def complete(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options
     return answer
 
 
-def stream(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options: Options
-           ) -> Iterator[tuple[str, str | None, int]]:
-    """Yield (text piece, finish_reason or None, completion tokens so far); the last item has the reason."""
+def stream(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options: Options,
+           cancel: threading.Event | None = None) -> Iterator[tuple[str, str | None, int]]:
+    """Yield (text piece, finish_reason or None, completion tokens so far); the last item has the reason.
+    Closing the iterator early (or setting `cancel`) ends generation at the next token."""
     from transformers import TextIteratorStreamer
 
     ids = prompt_ids(model, tokenizer, messages)
@@ -84,12 +133,13 @@ def stream(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options: 
         torch.manual_seed(options.seed)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     result: dict[str, Any] = {}
+    left = threading.Event()  # this iterator was closed before the answer ended
 
     def run() -> None:
         try:
             with torch.no_grad():
                 result["out"] = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-                                               **_kwargs(tokenizer, options))
+                                               **_kwargs(tokenizer, options, ids.shape[1], cancel, left))
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             result["error"] = e
             streamer.end()
@@ -98,19 +148,20 @@ def stream(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options: 
     thread.start()
     hold = max((len(s) for s in options.stop), default=1) - 1  # a stop string may span pieces
     pending, stopped = "", False
-    for piece in streamer:
-        pending += piece
-        cut, stopped = _cut_at_stop(pending, options.stop)
-        if stopped:
-            pending = cut
-            break
-        if len(pending) > hold:
-            yield pending[: len(pending) - hold], None, 0
-            pending = pending[len(pending) - hold:]
-    thread.join()
+    try:
+        for piece in streamer:
+            pending += piece
+            cut, stopped = _cut_at_stop(pending, options.stop)
+            if stopped:
+                pending = cut
+                break
+            if len(pending) > hold:
+                yield pending[: len(pending) - hold], None, 0
+                pending = pending[len(pending) - hold:]
+    finally:
+        left.set()
+        thread.join()
     if "error" in result:
         raise result["error"]
     new = result["out"][0, ids.shape[1]:].tolist() if "out" in result else []
-    ended = bool(new) and new[-1] == tokenizer.eos_token_id
-    finish = "stop" if ended or stopped or len(new) < options.max_tokens else "length"
-    yield pending, finish, len(new)
+    yield pending, _finish(new, tokenizer, options, stopped), len(new)

@@ -2,115 +2,161 @@
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, ValidationError,
+                      WithJsonSchema)
 from sqlalchemy.orm import Session
 
 from tuneloop.config.recipe import RecipeError
 from tuneloop.config.settings import Settings
 from tuneloop.data.dataset import Source
 from tuneloop.data.validate import validate
+from tuneloop.models.loading import model_dir
 from tuneloop.models.registry import ModelError, resolve
 from tuneloop.services import ServiceError
 from tuneloop.services.files import require_file
+from tuneloop.services.models import api_base_model
+from tuneloop.services.validation import invalid
 from tuneloop.store.blobs import content_path
 from tuneloop.store import repo
 from tuneloop.store.tables import Job
 from tuneloop.worker.jobs import ORG, build_recipe, fine_tuned_name
 
-__all__ = ["ORG", "build_recipe", "fine_tuned_name", "create_job", "validate_files", "request_cancel", "require_job"]
+__all__ = ["ORG", "JobCreate", "build_recipe", "fine_tuned_name", "create_job", "validate_files", "request_cancel",
+           "require_job"]
 
-OURS: dict[str, tuple[type, Any]] = {
-    "adapter": (str, {"lora", "dora", "ia3", "qlora", "full", "freeze"}),
-    "lora_rank": (int, (1, 1024)), "lora_alpha": (int, (1, 4096)), "max_length": (int, (8, 131072)),
-    "max_steps": (int, (1, 10_000_000)), "checkpoint_steps": (int, (1, 10_000_000)),
-}
 FINAL = {"succeeded", "failed", "cancelled"}
+MAX_LR_MULTIPLIER = 10.0
+"""learning_rate_multiplier 10 is a learning rate of 2e-3 for adapters: beyond it training diverges."""
+SEED_MAX = 2**31 - 1
 
 
-def _check_openai(hp: dict[str, Any], where: str) -> dict[str, Any]:
-    limits = {"n_epochs": (int, 1, 50), "batch_size": (int, 1, 256), "learning_rate_multiplier": (float, 0, None)}
-    out: dict[str, Any] = {}
-    for name, value in hp.items():
-        param = f"{where}.{name}"
-        if name in limits:
-            kind, low, high = limits[name]
-            if value == "auto" or value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-                raise ServiceError(400, f"{param} must be {'an integer' if kind is int else 'a number'} or 'auto', "
-                                        f"got {value!r}", param, "invalid_hyperparameter")
-            if value < low or (high is not None and value > high) or (name == "learning_rate_multiplier" and value <= 0):
-                bounds = f"between {low} and {high}" if high is not None else "greater than 0"
-                raise ServiceError(400, f"{param} must be {bounds}, got {value!r}", param, "invalid_hyperparameter")
-            out[name] = value
-        elif name in OURS:
-            kind, allowed = OURS[name]
-            ok = (isinstance(value, str) and value in allowed) if kind is str else (
-                isinstance(value, int) and not isinstance(value, bool) and allowed[0] <= value <= allowed[1])
-            if not ok:
-                expected = ", ".join(sorted(allowed)) if kind is str else f"an integer from {allowed[0]} to {allowed[1]}"
-                raise ServiceError(400, f"{param} must be {expected}, got {value!r}", param, "invalid_hyperparameter")
-            out[name] = value
-        elif name != "beta":
-            known = ", ".join([*limits, *OURS])
-            raise ServiceError(400, f"{param} is not a known hyperparameter (known: {known})", param,
-                               "invalid_hyperparameter")
-    return out
+def _number(kind: type, low: float, high: float, auto: bool) -> Any:
+    """An integer (or a finite number) within [low, high] (low excluded for floats), or 'auto' when allowed;
+    the error says which, and the schema says the same to clients."""
+    noun = "an integer" if kind is int else "a number"
+    either = f"{noun} or 'auto'" if auto else noun
+
+    def check(value: Any) -> Any:
+        if auto and value in ("auto", None):
+            return "auto"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (kind is int and not isinstance(value, int)) or not math.isfinite(value):
+            raise ValueError(f"must be {either}, got {value!r}")
+        if not (low < value if kind is float else low <= value) or value > high:
+            bounds = f"greater than {low} and at most {high}" if kind is float else f"from {low} to {high}"
+            raise ValueError(f"must be {noun} {bounds}, got {value!r}")
+        return value
+
+    number: dict[str, Any] = {"type": "integer" if kind is int else "number", "maximum": high,
+                              **({"minimum": low} if kind is int else {"exclusiveMinimum": low})}
+    schema = {"anyOf": [{"const": "auto"}, number]} if auto else number
+    return Annotated[Any, PlainValidator(check), WithJsonSchema(schema)]
 
 
-def _method(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(method as stored, its checked hyperparameters)."""
-    method = body.get("method") or {"type": "supervised", "supervised": {"hyperparameters":
-                                                                         body.get("hyperparameters") or {}}}
-    if not isinstance(method, dict):
-        raise ServiceError(400, "method must be an object like {'type': 'supervised', ...}", "method")
-    kind = method.get("type", "supervised")
-    if kind in {"dpo", "reinforcement"}:
-        raise ServiceError(400, f"method.type '{kind}' is not available in this build yet; use 'supervised'",
-                           "method.type", "unsupported_method")
-    if kind != "supervised":
-        raise ServiceError(400, f"method.type must be 'supervised', 'dpo' or 'reinforcement', got {kind!r}",
-                           "method.type")
-    section = method.get("supervised") or {}
-    hp = section.get("hyperparameters") or {}
-    if not isinstance(hp, dict):
-        raise ServiceError(400, "method.supervised.hyperparameters must be an object",
-                           "method.supervised.hyperparameters")
-    checked = _check_openai(hp, "method.supervised.hyperparameters")
-    return {"type": "supervised", "supervised": {"hyperparameters": {**{"n_epochs": "auto", "batch_size": "auto",
-            "learning_rate_multiplier": "auto"}, **hp}}}, checked
+class Hyperparameters(BaseModel):
+    """OpenAI's three, then tuneloop's own knobs (any may be left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+    n_epochs: _number(int, 1, 50, auto=True) = "auto"
+    batch_size: _number(int, 1, 256, auto=True) = "auto"
+    learning_rate_multiplier: _number(float, 0, MAX_LR_MULTIPLIER, auto=True) = "auto"
+    adapter: Literal["lora", "dora", "ia3", "qlora", "full", "freeze"] | None = None
+    lora_rank: _number(int, 1, 1024, auto=False) = None
+    lora_alpha: _number(int, 1, 4096, auto=False) = None
+    max_length: _number(int, 8, 131072, auto=False) = None
+    max_steps: _number(int, 1, 10_000_000, auto=False) = None
+    checkpoint_steps: _number(int, 1, 10_000_000, auto=False) = None
 
 
-def create_job(session: Session, settings: Settings, body: dict[str, Any]) -> Job:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ServiceError(400, "model is required: a base model id from GET /v1/models", "model")
+class Supervised(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+
+
+class Method(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["supervised", "dpo", "reinforcement"] = "supervised"
+    supervised: Supervised | None = None
+    dpo: dict[str, Any] | None = None
+    reinforcement: dict[str, Any] | None = None
+
+
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+
+
+class JobCreate(BaseModel):
+    """POST /v1/fine_tuning/jobs, as OpenAI takes it."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, description="A base model from GET /v1/models")
+    training_file: str = Field(min_length=1, description="The id of an uploaded file (purpose fine-tune)")
+    validation_file: str | None = Field(None, min_length=1)
+    suffix: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                               description="Up to 64 letters, digits, '.', '_' or '-'; part of the model's name")
+    seed: int | None = Field(None, ge=0, le=SEED_MAX)
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(
+        None, max_length=16, description="Up to 16 pairs; keys up to 64 characters, values up to 512")
+    method: Method | None = None
+    hyperparameters: Hyperparameters | None = Field(None, description="Deprecated by OpenAI: use method")
+    integrations: list[Any] | None = Field(None, max_length=0, description="Not supported: leave it out or empty")
+
+
+def parse_request(body: Any) -> JobCreate:
+    if isinstance(body, JobCreate):
+        return body
+    if not isinstance(body, dict):
+        raise ServiceError(400, "the request body must be a JSON object")
     try:
-        spec = resolve(model)
-    except ModelError as e:
-        raise ServiceError(400, str(e), "model", "model_not_found") from None
+        return JobCreate.model_validate(body)
+    except ValidationError as e:
+        raise invalid(e) from None
+
+
+def _method(request: JobCreate) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(method as stored, the hyperparameters that were given)."""
+    method = request.method or Method(supervised=Supervised(hyperparameters=request.hyperparameters or
+                                                            Hyperparameters()))
+    if method.type in {"dpo", "reinforcement"}:
+        raise ServiceError(400, f"method.type '{method.type}' is not available in this build yet; use 'supervised'",
+                           "method.type", "unsupported_method")
+    hp = (method.supervised or Supervised()).hyperparameters
+    given = {k: v for k, v in hp.model_dump(exclude_none=True).items() if v != "auto"}
+    stored = {"n_epochs": hp.n_epochs, "batch_size": hp.batch_size,
+              "learning_rate_multiplier": hp.learning_rate_multiplier, **given}
+    return {"type": "supervised", "supervised": {"hyperparameters": stored}}, given
+
+
+def create_job(session: Session, settings: Settings, body: dict[str, Any] | JobCreate, *,
+               any_path: bool = False) -> Job:
+    """A job from a request. Over the API the model must be one the API may name (`api_base_model`);
+    `any_path`: the CLI's callers, which may name any folder on this machine."""
+    request = parse_request(body)
+    if any_path:
+        try:
+            spec = resolve(request.model)
+        except ModelError as e:
+            raise ServiceError(400, str(e), "model", "model_not_found") from None
+    else:
+        spec = api_base_model(settings, request.model)
     if spec.kind == "encoder":
-        raise ServiceError(400, f"model '{model}' is an encoder; fine-tuning jobs train chat models", "model")
-    if not isinstance(body.get("training_file"), str):
-        raise ServiceError(400, "training_file is required: the id of an uploaded file", "training_file")
-    require_file(session, body["training_file"], "training_file")
-    if body.get("validation_file") is not None:
-        require_file(session, body["validation_file"], "validation_file")
-    suffix = body.get("suffix")
-    if suffix is not None and (not isinstance(suffix, str) or len(suffix) > 64):
-        raise ServiceError(400, "suffix must be a string of at most 64 characters", "suffix")
-    metadata = body.get("metadata")
-    if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16):
-        raise ServiceError(400, "metadata must be an object of at most 16 pairs", "metadata")
-    seed = body.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ServiceError(400, f"seed must be an integer, got {seed!r}", "seed")
-    method, checked = _method(body)
-    job = Job(id=repo.new_id("ftjob"), model=model, training_file=body["training_file"],
-              validation_file=body.get("validation_file"), suffix=suffix, seed=seed or 0, method=method,
-              hyperparameters=checked, extra={}, job_metadata=metadata, status="validating_files",
+        raise ServiceError(400, f"model '{request.model}' is an encoder; fine-tuning jobs train chat models", "model")
+    if spec.source == "hub":
+        try:
+            model_dir(spec, settings.model_copy(update={"offline": True}))  # workers never download
+        except ModelError as e:
+            raise ServiceError(400, str(e), "model", "model_not_found") from None
+    require_file(session, request.training_file, "training_file")
+    if request.validation_file is not None:
+        require_file(session, request.validation_file, "validation_file")
+    method, given = _method(request)
+    job = Job(id=repo.new_id("ftjob"), model=request.model, training_file=request.training_file,
+              validation_file=request.validation_file, suffix=request.suffix, seed=request.seed or 0, method=method,
+              hyperparameters=given, extra={}, job_metadata=request.metadata, status="validating_files",
               result_files=[], created_at=time.time(), cancel_requested=False)
     try:
         build_recipe(session, job, settings)

@@ -8,12 +8,13 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tuneloop.config.settings import Settings
 from tuneloop.models.loading import find_run_output
-from tuneloop.models.registry import EMBEDDED, ModelError, resolve
+from tuneloop.models.registry import EMBEDDED, ModelError, ModelSpec, is_hub_id, resolve
 from tuneloop.services import ServiceError
-from tuneloop.services.jobs import ORG
 from tuneloop.store import repo
 from tuneloop.store.tables import Checkpoint, Job
+from tuneloop.worker.jobs import ORG
 
 
 def serving_ref(session: Session, model_id: str) -> str:
@@ -25,8 +26,8 @@ def serving_ref(session: Session, model_id: str) -> str:
             raise ServiceError(404, f"no fine-tuned model '{base_name}'", "model", "model_not_found")
         if not step:
             return str(Path(job.run_dir) / "final")
-        checkpoint = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job.id,
-                                                             Checkpoint.step == int(step) if step.isdigit() else -1))
+        number = int(step) if step.isdigit() and len(step) < 10 else -1
+        checkpoint = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job.id, Checkpoint.step == number))
         if checkpoint is None or not Path(checkpoint.path).exists():
             raise ServiceError(404, f"no checkpoint at step {step} of '{base_name}' (it may have been pruned)",
                                "model", "model_not_found")
@@ -40,6 +41,61 @@ def serving_ref(session: Session, model_id: str) -> str:
     if spec.kind == "encoder":
         raise ServiceError(400, f"'{model_id}' is an encoder; it cannot chat", "model")
     return model_id
+
+
+def _unknown(model_id: str, status: int = 404) -> ServiceError:
+    """One answer for every model the API cannot serve, whatever lies on the server's disks under that name."""
+    return ServiceError(status, f"no model '{model_id}': use an id from GET /v1/models (a base model, a fine-tuned "
+                                "model or one of its checkpoints) or a run of this server", "model", "model_not_found")
+
+
+def _server_run(settings: Settings, model_id: str) -> str | None:
+    """A training run of this server, by its name (`run-...`, `ftjob-...`) or its folder under the runs folder."""
+    runs = settings.runs_dir.resolve()
+    candidate = runs / model_id if "/" not in model_id and "\\" not in model_id else Path(model_id)
+    try:
+        real = candidate.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if real != runs and real.is_relative_to(runs) and find_run_output(str(real)) is not None:
+        return str(real)
+    return None
+
+
+def _cached_hub_model(model_id: str) -> bool:
+    """A hub id whose files are in the local Hugging Face cache (the server never downloads on a request)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - a malformed id is simply not cached
+        return False
+
+
+def api_model_ref(session: Session, settings: Settings, model_id: str) -> str:
+    """What a client may name as a model over the API: a registered base model, a fine-tuned model or one of
+    its checkpoints, a run of this server, a hub model in the local cache, or a folder or .gguf file under
+    TUNELOOP_ALLOWED_PATHS. Anything else is the same 404, so the API cannot be used to probe the disks."""
+    if model_id.startswith("ft:") or model_id in EMBEDDED:
+        return serving_ref(session, model_id)
+    if (run := _server_run(settings, model_id)) is not None:
+        return run
+    if (is_hub_id(model_id) and _cached_hub_model(model_id)) or settings.allows(model_id):
+        return serving_ref(session, model_id)
+    raise _unknown(model_id)
+
+
+def api_base_model(settings: Settings, model_id: str) -> ModelSpec:
+    """A base model to fine-tune, named over the API (the rules of `api_model_ref`, less fine-tuned models
+    and runs); a 400 naming `model` otherwise."""
+    allowed = model_id in EMBEDDED or (is_hub_id(model_id) and _cached_hub_model(model_id)) or \
+        settings.allows(model_id)
+    if not allowed:
+        raise _unknown(model_id, 400)
+    try:
+        return resolve(model_id)
+    except ModelError as e:
+        raise ServiceError(400, str(e), "model", "model_not_found") from None
 
 
 def list_models(session: Session) -> list[dict]:

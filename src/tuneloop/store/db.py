@@ -40,3 +40,18 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def sessions(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def schema_status(engine: Engine) -> tuple[str | None, str]:
+    """(the database's revision, the newest revision): equal when migrations are at head. Raises when the
+    database cannot be reached."""
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    return current, head or ""

@@ -7,7 +7,6 @@ from typing import Any
 from fastapi import APIRouter, BackgroundTasks, Request
 
 from tuneloop.api.deps import SessionDep, SettingsDep
-from tuneloop.services import ServiceError
 from tuneloop.services import jobs as job_service
 from tuneloop.store import repo
 from tuneloop.store.tables import Checkpoint, Job, JobEvent
@@ -44,13 +43,8 @@ def _page(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
 
 
 @router.post("/fine_tuning/jobs")
-async def create(request: Request, session: SessionDep, settings: SettingsDep, tasks: BackgroundTasks) -> dict:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ServiceError(400, "the request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ServiceError(400, "the request body must be a JSON object")
+def create(body: job_service.JobCreate, request: Request, session: SessionDep, settings: SettingsDep,
+           tasks: BackgroundTasks) -> dict:
     job = job_service.create_job(session, settings, body)
     sessions = request.app.state.sessions
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tuneloop.api.deps import SessionDep
+from tuneloop.api.deps import SessionDep, SettingsDep
 from tuneloop.services import models as model_service
 
 router = APIRouter(tags=["models"])
@@ -16,11 +16,11 @@ def list_models(session: SessionDep) -> dict:
 
 
 @router.get("/models/{model_id:path}")
-def retrieve(session: SessionDep, model_id: str) -> dict:
+def retrieve(session: SessionDep, settings: SettingsDep, model_id: str) -> dict:
     for model in model_service.list_models(session):
         if model["id"] == model_id:
             return model
-    model_service.serving_ref(session, model_id)  # a checkpoint or a local folder: 404 if it is neither
+    model_service.api_model_ref(session, settings, model_id)  # a checkpoint or a run: 404 if it is neither
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "tuneloop"}
 
 

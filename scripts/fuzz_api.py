@@ -1,0 +1,127 @@
+"""Fuzz the live API with schemathesis over its own OpenAPI document and print the figures.
+
+    .venv/bin/python scripts/fuzz_api.py                       # the CI-sized run (what tests/api/test_fuzz.py runs)
+    .venv/bin/python scripts/fuzz_api.py --max-examples 200 --phases examples,coverage,fuzzing,stateful
+
+Starts `tuneloop`'s app on 127.0.0.1 with a fresh home in a temp folder and one API key, runs
+`schemathesis run` with every check against it (fixed seed), and prints operations, requests, responses
+of status 500 or more, and the failures schemathesis found. Exit code: schemathesis's (0 when nothing failed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+DEFAULT_PHASES = "examples,coverage,fuzzing"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: Path):
+    """(base url, API key, stop function): the app in a uvicorn thread, no worker."""
+    import uvicorn
+
+    from tuneloop.api.app import create_app
+    from tuneloop.config.settings import Settings
+    from tuneloop.store import repo
+
+    settings = Settings(home=home, offline=True)
+    app = create_app(settings)
+    with app.state.sessions() as session:
+        _, key = repo.create_key(session, name="fuzz")
+        session.commit()
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(10)
+
+    return f"http://127.0.0.1:{port}", key, stop
+
+
+def fuzz(max_examples: int, seed: int, phases: str, workers: int, report_dir: Path,
+         max_time: float | None = None) -> dict:
+    """Run schemathesis against a fresh server; the figures as a dict (see `main`)."""
+    home = Path(tempfile.mkdtemp(prefix="tuneloop-fuzz-"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    base, key, stop = start_server(home)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    cassette = report_dir / "requests.yaml"
+    command = [str(Path(sys.executable).parent / "schemathesis"), "run", f"{base}/openapi.json",
+               "--checks", "all", "--max-examples", str(max_examples), "--seed", str(seed), "--phases", phases,
+               "--workers", str(workers), "--request-timeout", "60", "--no-color",
+               "-H", f"Authorization: Bearer {key}", "--report", "vcr,junit", "--report-vcr-path", str(cassette),
+               "--report-junit-path", str(report_dir / "junit.xml"), "--output-truncate", "true",
+               "--suppress-health-check", "all", "--continue-on-failure"]
+    if max_time:
+        command += ["--max-time", str(int(max_time))]
+    started = time.time()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
+    finally:
+        stop()
+        shutil.rmtree(home, ignore_errors=True)
+    statuses = Counter(_statuses(cassette))
+    return {"exit_code": done.returncode, "seconds": round(time.time() - started, 1), "output": done.stdout + done.stderr,
+            "requests": sum(statuses.values()), "server_errors": sum(n for s, n in statuses.items() if s >= 500),
+            "statuses": dict(sorted(statuses.items())), "operations": _operations(done.stdout)}
+
+
+def _statuses(cassette: Path) -> list[int]:
+    """The status code of every response schemathesis recorded."""
+    if not cassette.exists():
+        return []
+    out = []
+    for line in cassette.read_text(errors="replace").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("code:") and line.startswith("      "):
+            value = stripped.split(":", 1)[1].strip().strip("'\"")
+            if value.isdigit():
+                out.append(int(value))
+    return out
+
+
+def _operations(stdout: str) -> str:
+    for line in stdout.splitlines():
+        if "API Operations:" in line or "Operations:" in line:
+            return line.strip()
+    return "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--max-examples", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--phases", default=DEFAULT_PHASES)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--max-time", type=float, default=None)
+    parser.add_argument("--report-dir", type=Path, default=Path("artifacts/fuzz"))
+    args = parser.parse_args()
+    result = fuzz(args.max_examples, args.seed, args.phases, args.workers, args.report_dir, args.max_time)
+    print(result["output"][-20000:])
+    print(json.dumps({k: v for k, v in result.items() if k != "output"}, indent=1))
+    sys.exit(result["exit_code"])
+
+
+if __name__ == "__main__":
+    main()
