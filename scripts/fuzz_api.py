@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 DEFAULT_PHASES = "examples,coverage,fuzzing"
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
 def free_port() -> int:
@@ -67,7 +68,8 @@ def fuzz(max_examples: int, seed: int, phases: str, workers: int, report_dir: Pa
     base, key, stop = start_server(home)
     report_dir.mkdir(parents=True, exist_ok=True)
     cassette = report_dir / "requests.yaml"
-    command = [str(Path(sys.executable).parent / "schemathesis"), "run", f"{base}/openapi.json",
+    command = [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(CONFIG), "run",
+               f"{base}/openapi.json",
                "--checks", "all", "--max-examples", str(max_examples), "--seed", str(seed), "--phases", phases,
                "--workers", str(workers), "--request-timeout", "60", "--no-color",
                "-H", f"Authorization: Bearer {key}", "--report", "vcr,junit", "--report-vcr-path", str(cassette),

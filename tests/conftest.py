@@ -193,9 +193,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def live_server(home, with_worker: bool, database_url: str | None = None, allowed_paths: list | None = None):
+def live_server(home, with_worker: bool, database_url: str | None = None, allowed_paths: list | None = None,
+                **fields):
     """allowed_paths: server folders API clients may name by path (default: pytest's temp root, where the
-    tiny models live)."""
+    tiny models live); fields: other Settings (max_upload_bytes, ...)."""
     import uvicorn
 
     from tuneloop.api.app import create_app
@@ -204,7 +205,7 @@ def live_server(home, with_worker: bool, database_url: str | None = None, allowe
     from tuneloop.worker.runner import Worker
 
     settings = Settings(home=home, offline=True, database_url=database_url,
-                        allowed_paths=[Path(home).parent] if allowed_paths is None else allowed_paths)
+                        allowed_paths=[Path(home).parent] if allowed_paths is None else allowed_paths, **fields)
     app = create_app(settings)
     with app.state.sessions() as session:
         _, key = repo.create_key(session, name="tests")

@@ -9,8 +9,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount, compile_path
 
 from tuneloop.models.registry import ModelError
 from tuneloop.services import ServiceError
@@ -47,6 +49,21 @@ def error_response(status: int, message: str, param: str | None = None, code: st
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=sent)
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods of the routes for `path`: those of routes written exactly as the path when there are any
+    (`/api/projects/upload`), else those of templates that match it (`/api/projects/{ref}`)."""
+    exact: set[str] = set()
+    templated: set[str] = set()
+    for context in iter_route_contexts(app.routes):
+        if isinstance(context.original_route, Mount):
+            continue
+        if context.path == path:
+            exact |= set(context.methods or ())
+        elif compile_path(context.path)[0].match(path):
+            templated |= set(context.methods or ())
+    return sorted((exact or templated) - {"HEAD"})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, e: ServiceError) -> JSONResponse:
@@ -62,8 +79,13 @@ def install(app: FastAPI) -> None:
         return error_response(400, message, param, "invalid_request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, e: StarletteHTTPException) -> JSONResponse:
-        return error_response(e.status_code, str(e.detail), headers=dict(e.headers or {}))
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        headers = dict(e.headers or {})
+        if e.status_code == 405:  # every method of the path, not only those of the first route that matched it
+            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+            return error_response(405, f"{request.method} is not allowed here; use {headers['Allow']}",
+                                  None, "method_not_allowed", headers)
+        return error_response(e.status_code, str(e.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, e: Exception) -> JSONResponse:

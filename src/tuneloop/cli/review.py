@@ -209,7 +209,7 @@ def train_cmd(
 
     with open_sessions()() as session:
         job = rounds.train_on_reviewed(session, settings(), projects.get_project(session, project), model=model,
-                                       epochs=epochs)
+                                       epochs=epochs, any_path=True)
         examples = (job.job_metadata or {}).get("examples")
     console.print(f"queued {job.id} ({job.status}) on {examples} reviewed examples; a worker trains it.\n"
                   f"when it succeeds: tuneloop review repredict {project} --model <its fine_tuned_model>",

@@ -65,7 +65,8 @@ def check_project_access(session: Session, user: User, project: Project) -> None
 
 def require_admin(user: User) -> None:
     if not can_manage(user):
-        raise ServiceError(403, f"'{user.username}' is a {user.role}; this needs an admin", None, "forbidden")
+        article = "an" if user.role[:1] in "aeiou" else "a"
+        raise ServiceError(403, f"'{user.username}' is {article} {user.role}; this needs an admin", None, "forbidden")
 
 
 def require_reviewer(user: User) -> None:

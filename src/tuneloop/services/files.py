@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import BinaryIO
 
 from sqlalchemy.orm import Session
@@ -15,13 +16,22 @@ from tuneloop.store.tables import File
 PURPOSES = {"fine-tune", "fine-tune-results", "batch", "assistants", "vision", "user_data", "evals"}
 
 
+def base_name(filename: str) -> str:
+    """The last part of a client's file name, split at '/' and '\\': it is echoed back in downloads, where a name
+    like '../../etc/passwd' must not reach a client that saves it as told."""
+    name = re.split(r"[/\\]", filename)[-1]
+    return name if name not in {"", ".", ".."} else "upload"
+
+
 def save_upload(session: Session, settings: Settings, *, stream: BinaryIO, filename: str, purpose: str) -> File:
     if purpose not in PURPOSES:
         raise ServiceError(400, f"purpose '{purpose}' is not one of {', '.join(sorted(PURPOSES))}", "purpose")
     try:
-        return save_stream(session, settings, stream=stream, filename=filename, purpose=purpose)
+        return save_stream(session, settings, stream=stream, filename=base_name(filename), purpose=purpose)
     except TooLarge as e:
         raise ServiceError(400, str(e), "file", "file_too_large") from None
+
+
 def require_file(session: Session, file_id: str, param: str = "file_id") -> File:
     file = repo.get_file(session, file_id=file_id)
     if file is None:

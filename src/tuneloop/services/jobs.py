@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from tuneloop.config.recipe import RecipeError
 from tuneloop.config.settings import Settings
 from tuneloop.data.dataset import Source
+from tuneloop.data.problems import DataError
 from tuneloop.data.validate import validate
 from tuneloop.models.loading import model_dir
 from tuneloop.models.registry import ModelError, resolve
@@ -131,25 +132,30 @@ def _method(request: JobCreate) -> tuple[dict[str, Any], dict[str, Any]]:
     return {"type": "supervised", "supervised": {"hyperparameters": stored}}, given
 
 
-def create_job(session: Session, settings: Settings, body: dict[str, Any] | JobCreate, *,
-               any_path: bool = False) -> Job:
-    """A job from a request. Over the API the model must be one the API may name (`api_base_model`);
-    `any_path`: the CLI's callers, which may name any folder on this machine."""
-    request = parse_request(body)
+def check_model(settings: Settings, model: str, *, any_path: bool = False) -> None:
+    """A base model a job can train, ready on this machine (workers never download); a 400 naming `model`.
+    Over the API only what `api_base_model` allows; `any_path`: the CLI's callers, which may name any folder."""
     if any_path:
         try:
-            spec = resolve(request.model)
+            spec = resolve(model)
         except ModelError as e:
             raise ServiceError(400, str(e), "model", "model_not_found") from None
     else:
-        spec = api_base_model(settings, request.model)
+        spec = api_base_model(settings, model)
     if spec.kind == "encoder":
-        raise ServiceError(400, f"model '{request.model}' is an encoder; fine-tuning jobs train chat models", "model")
+        raise ServiceError(400, f"model '{model}' is an encoder; fine-tuning jobs train chat models", "model")
     if spec.source == "hub":
         try:
-            model_dir(spec, settings.model_copy(update={"offline": True}))  # workers never download
+            model_dir(spec, settings.model_copy(update={"offline": True}))
         except ModelError as e:
             raise ServiceError(400, str(e), "model", "model_not_found") from None
+
+
+def create_job(session: Session, settings: Settings, body: dict[str, Any] | JobCreate, *,
+               any_path: bool = False) -> Job:
+    """A job from a request (checked as `JobCreate`, its model by `check_model`)."""
+    request = parse_request(body)
+    check_model(settings, request.model, any_path=any_path)
     require_file(session, request.training_file, "training_file")
     if request.validation_file is not None:
         require_file(session, request.validation_file, "validation_file")
@@ -169,7 +175,8 @@ def create_job(session: Session, settings: Settings, body: dict[str, Any] | JobC
 
 
 def validate_files(session: Session, settings: Settings, job_id: str) -> Job:
-    """validating_files -> queued, or failed with every problem and its line."""
+    """validating_files -> queued, or failed with every problem and its line. Messages name the file as it
+    was uploaded, never the server's content-addressed copy."""
     job = repo.get_job(session, job_id=job_id)
     assert job is not None
     for param in ("training_file", "validation_file"):
@@ -177,11 +184,16 @@ def validate_files(session: Session, settings: Settings, job_id: str) -> Job:
         if file_id is None:
             continue
         file = require_file(session, file_id, param)
-        report = validate(Source(content_path(settings, file)))
-        if not report.ok:
+        stored = content_path(settings, file)
+        try:
+            report = validate(Source(stored))
             problems = [p for kept in report.problems.values() for p in kept if p.severity == "error"]
             lines = "; ".join(f"{p.where or 'file'}: {p.message}" for p in problems[:20])
-            message = f"{param} {file.filename} has {report.errors} error(s): {lines}"
+            message = None if report.ok else f"{param} {file.filename} has {report.errors} error(s): {lines}"
+        except DataError as e:
+            message = f"{param} {file.filename} cannot be read: {e}"
+        if message is not None:
+            message = message.replace(str(stored), file.filename).replace(stored.name, file.filename)
             job.status, job.finished_at = "failed", time.time()
             job.error = {"code": "invalid_training_file" if param == "training_file" else "invalid_validation_file",
                          "message": message, "param": param}

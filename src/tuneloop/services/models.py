@@ -108,8 +108,10 @@ def list_models(session: Session) -> list[dict]:
 
 
 def delete_model(session: Session, model_id: str) -> None:
-    if not model_id.startswith("ft:") or ":ckpt-step-" in model_id:
-        raise ServiceError(400, f"only fine-tuned models can be deleted, not '{model_id}'", "model")
+    if model_id in EMBEDDED or (model_id.startswith("ft:") and ":ckpt-step-" in model_id):
+        raise ServiceError(403, f"only fine-tuned models can be deleted, not '{model_id}'", "model", "not_deletable")
+    if not model_id.startswith("ft:"):
+        raise _unknown(model_id)
     job = repo.job_for_model(session, model=model_id)
     if job is None:
         raise ServiceError(404, f"no fine-tuned model '{model_id}'", "model", "model_not_found")

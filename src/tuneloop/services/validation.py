@@ -10,8 +10,9 @@ from pydantic import ValidationError
 
 from tuneloop.services import ServiceError
 
-_UNION_TAG = re.compile(r"^[a-z][\w-]*\[.*\]$|^(str|int|float|bool|none|list|dict|bytes)$")
-"""Pydantic names the member of a union in an error's location (`content.str`, `x.list[int]`): not a field."""
+_UNION_TAG = re.compile(r"^[a-z][\w-]*\[.*\]$|^(str|int|float|bool|none|list|dict|bytes)$|^\[key\]$")
+"""Pydantic names the member of a union in an error's location (`content.str`, `x.list[int]`), and a
+mapping's key (`metadata.k.[key]`): not fields."""
 _PLACES = {"body", "query", "path", "header", "cookie"}
 
 

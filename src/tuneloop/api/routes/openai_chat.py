@@ -29,7 +29,8 @@ from tuneloop.services.models import api_model_ref
 router = APIRouter(tags=["chat"])
 log = logging.getLogger("tuneloop.api")
 
-SEED_RANGE = (-(2**63), 2**63 - 1)
+SEED_RANGE = (-(2**62), 2**62)
+"""Exact in a JSON number read as a double; seed + choice index stays within what torch.manual_seed takes."""
 DEFAULT_MAX_TOKENS = 256
 
 
@@ -125,7 +126,7 @@ def _seeded(options: chat.Options, index: int) -> chat.Options:
 
 async def _until_disconnect(request: Request, cancel: threading.Event, work: Callable[[], Any]) -> Any:
     """Await `work()`; if the client disconnects first, set `cancel`, stop waiting and return None."""
-    result = None
+    result, error = None, None
     async with anyio.create_task_group() as group:
         async def watch() -> None:
             while (await request.receive())["type"] != "http.disconnect":
@@ -134,8 +135,13 @@ async def _until_disconnect(request: Request, cancel: threading.Event, work: Cal
             group.cancel_scope.cancel()
 
         group.start_soon(watch)
-        result = await work()
+        try:
+            result = await work()
+        except Exception as e:  # noqa: BLE001 - raised below, outside the task group (not as a group)
+            error = e
         group.cancel_scope.cancel()
+    if error is not None:
+        raise error
     return result
 
 

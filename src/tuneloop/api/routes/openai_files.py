@@ -22,7 +22,8 @@ def file_public(file: File) -> dict:
 
 
 @router.post("/files")
-def upload(session: SessionDep, settings: SettingsDep, file: UploadFile, purpose: Annotated[str, Form()]) -> dict:
+def upload(session: SessionDep, settings: SettingsDep, file: UploadFile,
+           purpose: Annotated[Literal[tuple(sorted(file_service.PURPOSES))], Form()]) -> dict:  # type: ignore[valid-type]
     stored = file_service.save_upload(session, settings, stream=file.file, filename=file.filename or "upload",
                                       purpose=purpose)
     return file_public(stored)
@@ -47,7 +48,7 @@ def retrieve(session: SessionDep, file_id: str) -> dict:
 def content(session: SessionDep, settings: SettingsDep, file_id: str) -> FileResponse:
     file = file_service.require_file(session, file_id)
     return FileResponse(file_service.content_path(settings, file), media_type="application/octet-stream",
-                        filename=file.filename)
+                        filename=file_service.base_name(file.filename))  # files stored before names were cut
 
 
 @router.delete("/files/{file_id}")

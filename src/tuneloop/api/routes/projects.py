@@ -4,20 +4,21 @@ Callers are people logged in to the UI (session cookie) or API keys (admin right
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from tuneloop.api.deps import Actor, ActorDep, SessionDep, SettingsDep
 from tuneloop.services import ServiceError
 from tuneloop.services import files as file_service
-from tuneloop.services.auth import check_project_access, create_user, require_admin, require_reviewer
+from tuneloop.services.auth import (MIN_PASSWORD, USERNAME, check_project_access, create_user, require_admin,
+                                    require_reviewer)
 from tuneloop.services.review import export, projects, quality, queue, rounds
+from tuneloop.services.review.projects import PROJECT_NAME
 from tuneloop.store import review as store
-from tuneloop.store.blobs import content_path
 from tuneloop.store.tables import Project
 
 router = APIRouter(tags=["review"])
@@ -36,22 +37,28 @@ def _admin(actor: Actor) -> None:
 
 
 class UserCreate(BaseModel):
-    username: str
-    password: str
+    username: str = Field(pattern=USERNAME.pattern)
+    password: str = Field(min_length=MIN_PASSWORD)
     role: Literal["admin", "reviewer", "annotator"] = "annotator"
 
 
+ProjectName = Annotated[str, StringConstraints(pattern=PROJECT_NAME.pattern)]
+Username = Annotated[str, StringConstraints(pattern=USERNAME.pattern)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
 class ProjectCreate(BaseModel):
-    name: str
-    data: str
-    """A data file on the server, or an imported dataset version."""
+    name: ProjectName
+    data: str = Field(min_length=1, description="An uploaded file id (file-..., from POST /v1/files), an imported dataset version "
+                                  "or name, or a file in a server folder of TUNELOOP_ALLOWED_PATHS (none by default). "
+                                  "To send the file itself, use POST /api/projects/upload.")
     task: Literal["classification", "response", "preference", "rating"] = "classification"
-    labels: list[str] | None = None
+    labels: list[Label] | None = Field(None, min_length=2)
     multi_label: bool = False
     guidelines: str = ""
     overlap: int = Field(1, ge=1, le=20)
     holdout: float = Field(0.0, ge=0, lt=1)
-    members: list[str] = Field(default_factory=list)
+    members: list[Username] = Field(default_factory=list)
 
 
 class AnnotationIn(BaseModel):
@@ -68,7 +75,7 @@ class BulkAccept(BaseModel):
 
 
 class MemberIn(BaseModel):
-    username: str
+    username: Username
 
 
 class TrainIn(BaseModel):
@@ -112,7 +119,7 @@ def create_project(session: SessionDep, settings: SettingsDep, actor: ActorDep, 
     _admin(actor)
     project = projects.create_project(session, settings, name=body.name, task=body.task, data=body.data,
                                       labels=body.labels, multi_label=body.multi_label, guidelines=body.guidelines,
-                                      overlap=body.overlap, holdout=body.holdout)
+                                      overlap=body.overlap, holdout=body.holdout, client=True)
     for username in body.members:
         projects.add_member(session, project, username)
     return projects.summary(session, project)
@@ -120,18 +127,20 @@ def create_project(session: SessionDep, settings: SettingsDep, actor: ActorDep, 
 
 @router.post("/projects/upload")
 def create_project_from_upload(
-    session: SessionDep, settings: SettingsDep, actor: ActorDep, file: UploadFile, name: str = Form(...),
-    task: str = Form("classification"), labels: str = Form(""), multi_label: bool = Form(False),
-    guidelines: str = Form(""), overlap: int = Form(1), holdout: float = Form(0.0), members: str = Form(""),
+    session: SessionDep, settings: SettingsDep, actor: ActorDep, file: UploadFile,
+    name: str = Form(..., pattern=PROJECT_NAME.pattern),
+    task: Literal["classification", "response", "preference", "rating"] = Form("classification"),
+    labels: str = Form(""), multi_label: bool = Form(False), guidelines: str = Form(""),
+    overlap: int = Form(1, ge=1, le=20), holdout: float = Form(0.0, ge=0, lt=1), members: str = Form(""),
 ) -> dict:
-    """A project from an uploaded file (the UI's form): the file is kept under its content hash."""
+    """A project from an uploaded file (the UI's form): kept like POST /v1/files, then read by its file id."""
     _admin(actor)
     stored = file_service.save_upload(session, settings, stream=file.file, filename=file.filename or "upload",
                                       purpose="user_data")
     project = projects.create_project(
-        session, settings, name=name, task=task, data=str(content_path(settings, stored)),
-        data_name=stored.filename, labels=[x for x in labels.split(",") if x.strip()] or None,
-        multi_label=multi_label, guidelines=guidelines, overlap=overlap, holdout=holdout)
+        session, settings, name=name, task=task, data=stored.id, client=True,
+        labels=[x for x in labels.split(",") if x.strip()] or None, multi_label=multi_label, guidelines=guidelines,
+        overlap=overlap, holdout=holdout)
     for username in (m.strip() for m in members.split(",")):
         if username:
             projects.add_member(session, project, username)
@@ -270,9 +279,9 @@ def repredict(request: Request, session: SessionDep, settings: SettingsDep, acto
     """Pre-label the remaining and held-out records with a model in the background, then record the round."""
     _admin(actor)
     project = _project(session, actor, ref)
-    from tuneloop.services.models import serving_ref
+    from tuneloop.services.models import api_model_ref
 
-    serving_ref(session, body.model)  # a wrong model id is a 404 now, not a failed task later
+    api_model_ref(session, settings, body.model)  # a wrong model id is a 404 now, not a failed task later
     sessions, project_id = request.app.state.sessions, project.id
 
     def work(progress):

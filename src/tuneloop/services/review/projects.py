@@ -16,9 +16,11 @@ from tuneloop.data.formats import detect_format, dump_record, parse_object
 from tuneloop.data.problems import DataError, Problem
 from tuneloop.data.readers import iter_rows
 from tuneloop.data.records import LabelledRecord, PreferenceRecord, Record
-from tuneloop.data.versions import resolve_version
+from tuneloop.data.versions import Version, resolve_version
 from tuneloop.services import ServiceError
+from tuneloop.services.files import require_file
 from tuneloop.store import review as store
+from tuneloop.store.blobs import content_path
 from tuneloop.store.tables import Project, User
 
 TASKS = ("classification", "response", "preference", "rating")
@@ -74,33 +76,78 @@ def item_from_object(obj: Any, number: int, where: str) -> tuple[Item | None, li
                                             "'messages', or any training format", number, where)]
 
 
-def read_source(settings: Settings, ref: str, name: str | None = None) -> tuple[str, list[tuple[int, Item]]]:
-    """(source, [(line, item)]) of a file path (source: name@content hash) or an imported dataset version
-    (source: its version id). ServiceError lists every bad line."""
-    if not Path(ref).exists():
-        try:
-            version = resolve_version(settings.datasets_dir, ref)
-        except DataError as e:
-            raise ServiceError(400, f"'{ref}' is neither a file nor a dataset version: {e}", "data",
-                               "invalid_data") from None
-        fmt = version.meta["format"]
-        return version.id, [(line, item_from_record(r, dump_record(r, fmt))) for line, r in version.records()]
+def read_source(settings: Settings, ref: str) -> tuple[str, list[tuple[int, Item]]]:
+    """(source, [(line, item)]) of any file path on the server or an imported dataset version: what the CLI
+    reads. ServiceError lists every bad line."""
+    if Path(ref).exists():
+        return read_file(Path(ref))
+    try:
+        version = resolve_version(settings.datasets_dir, ref)
+    except DataError as e:
+        raise ServiceError(400, f"'{ref}' is neither a file nor a dataset version: {e}", "data",
+                           "invalid_data") from None
+    return read_version(version)
+
+
+CLIENT_DATA = ("give an uploaded file id (file-..., from POST /v1/files), an imported dataset version or name, or a "
+               "file in a folder the server allows (TUNELOOP_ALLOWED_PATHS); or upload the file to "
+               "POST /api/projects/upload")
+"""The one answer to data an API client may not name: it says nothing about the path, not even whether it exists."""
+
+
+def read_client_source(session: Session, settings: Settings, ref: str) -> tuple[str, list[tuple[int, Item]]]:
+    """read_source for API clients, who may name only what is theirs to read: an uploaded file id, an imported
+    dataset version, or a file under settings.allowed_paths. Other server paths are never opened."""
+    if ref.startswith("file-"):
+        upload = require_file(session, ref, "data")
+        return read_file(content_path(settings, upload), upload.filename)
+    version = _plain_version(settings, ref)
+    if version is not None:
+        return read_version(version)
+    if settings.allows(ref):
+        return read_file(Path(ref))
+    raise ServiceError(404, f"data: {CLIENT_DATA}", "data", "data_not_found")
+
+
+def _plain_version(settings: Settings, ref: str) -> Version | None:
+    """The dataset version of an id or name; only a plain name, so '../x' or '/x' never reaches a folder outside."""
+    if ref in {"", ".", ".."} or Path(ref).name != ref:
+        return None
+    try:
+        return resolve_version(settings.datasets_dir, ref)
+    except (DataError, OSError, ValueError):  # not a version, or a folder there that is not one (no meta.json)
+        return None
+
+
+def read_version(version: Version) -> tuple[str, list[tuple[int, Item]]]:
+    fmt = version.meta["format"]
+    return version.id, [(line, item_from_record(r, dump_record(r, fmt))) for line, r in version.records()]
+
+
+def read_file(path: Path, name: str | None = None) -> tuple[str, list[tuple[int, Item]]]:
+    """(name@content hash, [(line, item)]) of a data file. `name` is an upload's own name: it stands for the file
+    in messages, so where the server keeps uploads never reaches a client."""
+    label = name or path.name
+
+    def named(text: str) -> str:
+        return text.replace(str(path), label).replace(path.name, label) if name else text
+
     items, errors = [], []
     try:
-        for row in iter_rows(Path(ref)):
+        for row in iter_rows(path):
             item, problems = (None, [row.problem]) if row.problem else item_from_object(row.obj, row.number, row.where)
             errors += problems
             if item is not None:
                 items.append((row.number, item))
     except DataError as e:
-        raise ServiceError(400, str(e), "data", "invalid_data") from None
-    name = name or Path(ref).name
+        raise ServiceError(400, named(str(e)), "data", "invalid_data") from None
     if errors:
-        shown = "; ".join(str(p) for p in errors[:10]) + (f"; and {len(errors) - 10} more" if len(errors) > 10 else "")
-        raise ServiceError(400, f"{name}: {len(errors)} problem(s): {shown}", "data", "invalid_data")
+        shown = "; ".join(named(str(p)) for p in errors[:10])
+        more = f"; and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise ServiceError(400, f"{label}: {len(errors)} problem(s): {shown}{more}", "data", "invalid_data")
     if not items:
-        raise ServiceError(400, f"{name}: no records", "data", "invalid_data")
-    return f"{name}@{_sha256(Path(ref))[:12]}", items
+        raise ServiceError(400, f"{label}: no records", "data", "invalid_data")
+    return f"{label}@{_sha256(path)[:12]}", items
 
 
 def _sha256(path: Path) -> str:
@@ -142,9 +189,9 @@ def record_row(task: str, line: int, item: Item, source: str) -> dict[str, Any]:
 
 def create_project(session: Session, settings: Settings, *, name: str, task: str, data: str,
                    labels: list[str] | None = None, multi_label: bool = False, guidelines: str = "",
-                   overlap: int = 1, holdout: float = 0.0, seed: int = 0, data_name: str | None = None) -> Project:
-    """A project with the records of `data` (a file or a dataset version; `data_name` names an uploaded file
-    in messages and sources). Nothing is stored on error."""
+                   overlap: int = 1, holdout: float = 0.0, seed: int = 0, client: bool = False) -> Project:
+    """A project with the records of `data`: any file or a dataset version, or with `client` (an API client's
+    request) only what read_client_source allows. Nothing is stored on error."""
     if task not in TASKS:
         raise ServiceError(400, f"task '{task}' is not one of {', '.join(TASKS)}", "task")
     if not PROJECT_NAME.match(name):
@@ -156,7 +203,7 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
         raise ServiceError(400, f"overlap {overlap}: each record needs between 1 and 20 annotations", "overlap")
     if not 0.0 <= holdout < 1.0:
         raise ServiceError(400, f"holdout {holdout}: give the held-out fraction, from 0 to below 1", "holdout")
-    source, items = read_source(settings, data, data_name)
+    source, items = read_client_source(session, settings, data) if client else read_source(settings, data)
     if task == "classification":
         labels = _label_set(labels, items, source)
     rows = [record_row(task, line, item, source) for line, item in items]

@@ -31,12 +31,14 @@ TRAIN_AS = {"classification": "chat", "response": "sft", "preference": "sft"}
 
 
 def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
-                      model: str = "smollm2-135m-instruct", epochs: int = 1) -> Job:
-    """A fine-tuning job (run by any worker) on the project's current export."""
+                      model: str = "smollm2-135m-instruct", epochs: int = 1, any_path: bool = False) -> Job:
+    """A fine-tuning job (run by any worker) on the project's current export. `any_path`: the CLI may name any
+    model folder; over the API, only what `job_service.check_model` allows."""
     kind = TRAIN_AS.get(project.task)
     if kind is None:
         raise ServiceError(400, "a rating project exports reward data; reward models are not trainable here yet",
                            "task")
+    job_service.check_model(settings, model, any_path=any_path)
     rows = export.export_rows(session, project, kind)
     if not rows:
         raise ServiceError(409, f"project '{project.name}' has no reviewed records to train on yet", "project",
@@ -51,7 +53,7 @@ def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
     job = job_service.create_job(session, settings, {
         "model": model, "training_file": file.id, "suffix": suffix,
         "metadata": {"project": project.id, "examples": str(len(rows))},
-        "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": epochs}}}})
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": epochs}}}}, any_path=any_path)
     return job_service.validate_files(session, settings, job.id)
 
 
