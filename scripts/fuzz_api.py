@@ -61,15 +61,16 @@ def start_server(home: Path):
 
 
 def fuzz(max_examples: int, seed: int, phases: str, workers: int, report_dir: Path,
-         max_time: float | None = None) -> dict:
-    """Run schemathesis against a fresh server; the figures as a dict (see `main`)."""
+         max_time: float | None = None, schema: Path | None = None) -> dict:
+    """Run schemathesis against a fresh server; the figures as a dict (see `main`). `schema`: an OpenAPI
+    document to use instead of the server's own (to fuzz an older build with today's document)."""
     home = Path(tempfile.mkdtemp(prefix="tuneloop-fuzz-"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     base, key, stop = start_server(home)
     report_dir.mkdir(parents=True, exist_ok=True)
     cassette = report_dir / "requests.yaml"
-    command = [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(CONFIG), "run",
-               f"{base}/openapi.json",
+    location = [str(schema), "--url", base] if schema else [f"{base}/openapi.json"]
+    command = [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(CONFIG), "run", *location,
                "--checks", "all", "--max-examples", str(max_examples), "--seed", str(seed), "--phases", phases,
                "--workers", str(workers), "--request-timeout", "60", "--no-color",
                "-H", f"Authorization: Bearer {key}", "--report", "vcr,junit", "--report-vcr-path", str(cassette),
@@ -84,7 +85,8 @@ def fuzz(max_examples: int, seed: int, phases: str, workers: int, report_dir: Pa
         stop()
         shutil.rmtree(home, ignore_errors=True)
     statuses = Counter(_statuses(cassette))
-    return {"exit_code": done.returncode, "seconds": round(time.time() - started, 1), "output": done.stdout + done.stderr,
+    return {"exit_code": done.returncode, "seconds": round(time.time() - started, 1),
+            "output": done.stdout + done.stderr,
             "requests": sum(statuses.values()), "server_errors": sum(n for s, n in statuses.items() if s >= 500),
             "statuses": dict(sorted(statuses.items())), "operations": _operations(done.stdout)}
 
@@ -118,8 +120,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-time", type=float, default=None)
     parser.add_argument("--report-dir", type=Path, default=Path("artifacts/fuzz"))
+    parser.add_argument("--schema", type=Path, default=None,
+                        help="an OpenAPI document file to fuzz with instead of the server's own")
+    parser.add_argument("--dump-schema", type=Path, default=None, help="write the server's document here and stop")
     args = parser.parse_args()
-    result = fuzz(args.max_examples, args.seed, args.phases, args.workers, args.report_dir, args.max_time)
+    if args.dump_schema:
+        from tuneloop.api.app import create_app
+        from tuneloop.config.settings import Settings
+
+        app = create_app(Settings(home=Path(tempfile.mkdtemp(prefix="tuneloop-fuzz-")), offline=True))
+        args.dump_schema.write_text(json.dumps(app.openapi(), indent=1))
+        return
+    result = fuzz(args.max_examples, args.seed, args.phases, args.workers, args.report_dir, args.max_time,
+                  args.schema)
     print(result["output"][-20000:])
     print(json.dumps({k: v for k, v in result.items() if k != "output"}, indent=1))
     sys.exit(result["exit_code"])

@@ -266,7 +266,8 @@ def test_unsupported_messages_are_400_saying_what_is_supported(api, tiny_chat_mo
 
 def test_every_unknown_model_gets_the_same_404(api):
     messages = set()
-    for model in ("/etc", "/etc/passwd", "/nonexistent", "~", "../../etc", "org/name", "nope"):
+    for model in ("/etc", "/etc/passwd", "/nonexistent", "~", "~nobody-here", "~Ó\x00", "../../etc", "org/name",
+                  "nope"):
         for method, path, kwargs in (("POST", "/v1/chat/completions", {"json": {"model": model, "messages": MESSAGES}}),
                                      ("GET", f"/v1/models/{quote(model, safe='')}", {})):
             response = api.request(method, path, **kwargs)

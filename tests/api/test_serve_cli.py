@@ -18,7 +18,8 @@ from tests.conftest import chat_rows
 
 def test_serve_prints_a_key_and_its_worker_trains(tmp_path, tiny_chat_model):
     port = free_port()
-    env = {**os.environ, "TUNELOOP_HOME": str(tmp_path / "home"), "TUNELOOP_OFFLINE": "1", "COLUMNS": "300"}
+    env = {**os.environ, "TUNELOOP_HOME": str(tmp_path / "home"), "TUNELOOP_OFFLINE": "1", "COLUMNS": "300",
+           "TUNELOOP_ALLOWED_PATHS": str(tiny_chat_model.parent)}  # an admin lets clients name the model folder
     serve = subprocess.Popen([sys.executable, "-c", "from tuneloop.cli.main import app; app()", "serve", "--port",
                               str(port), "--workers", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 from typing import Annotated
 
 import typer
@@ -17,17 +18,6 @@ def _sessions():
     return open_sessions()
 
 
-def _run_worker(home: str, database_url: str | None, worker_id: str | None) -> None:
-    from pathlib import Path
-
-    from tuneloop.config.settings import Settings
-    from tuneloop.worker.runner import Worker, die_with_parent
-
-    die_with_parent()  # not a daemon process (it starts training children), so tie it to `serve` this way
-
-    Worker(Settings(home=Path(home), database_url=database_url, offline=True), worker_id).run()
-
-
 @handle_errors
 def serve_cmd(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -40,6 +30,7 @@ def serve_cmd(
 
     from tuneloop.api.app import create_app
     from tuneloop.store import repo
+    from tuneloop.worker.lifeline import run_worker
 
     with _sessions()() as session:
         if not repo.list_keys(session):
@@ -50,7 +41,7 @@ def serve_cmd(
                           highlight=False)
     config = settings()
     children = [multiprocessing.get_context("spawn").Process(
-        target=_run_worker, args=(str(config.home), config.database_url, None)) for _ in range(workers)]
+        target=run_worker, args=(os.getpid(), str(config.home), config.database_url, None)) for _ in range(workers)]
     for child in children:
         child.start()
     err_console.print(f"tuneloop API on http://{host}:{port}/v1 ({workers} worker(s)); review UI on "

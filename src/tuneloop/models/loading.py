@@ -8,7 +8,7 @@ from typing import Any
 
 from tuneloop.config.settings import Settings
 from tuneloop.models.convert import StageFn, convert_model, convert_tokenizer, is_converted
-from tuneloop.models.registry import ModelError, ModelSpec, resolve, source_path
+from tuneloop.models.registry import ModelError, ModelSpec, local_path, resolve, source_path
 
 
 def quiet_transformers() -> None:
@@ -125,7 +125,9 @@ ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert", "deberta", "deb
 
 def find_run_output(ref: str) -> Path | None:
     """The `final` folder of a training run (given the run folder or the final folder itself)."""
-    path = Path(ref).expanduser()
+    path = local_path(ref)
+    if path is None:
+        return None
     for candidate in (path / "final", path):
         if (candidate / RUN_META).exists():
             return candidate

@@ -89,6 +89,16 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+def local_path(ref: str) -> Path | None:
+    """`ref` as a path on this machine, `~` expanded; None when it cannot be one (`~nobody`, a NUL byte)."""
+    try:
+        path = Path(ref).expanduser()
+        path.exists()
+    except (RuntimeError, OSError, ValueError):
+        return None
+    return path
+
+
 def is_hub_id(ref: str) -> bool:
     """Shaped like a Hugging Face Hub id, `org/name`."""
     return bool(_HUB_ID.match(ref))
@@ -98,8 +108,8 @@ def resolve(ref: str) -> ModelSpec:
     """Turn a name, a path or a hub id into a ModelSpec. ModelError says what was expected."""
     if ref in EMBEDDED:
         return EMBEDDED[ref]
-    path = Path(ref).expanduser()
-    if path.exists():
+    path = local_path(ref)
+    if path is not None and path.exists():
         if path.is_file() and path.suffix == ".gguf":
             return ModelSpec(path.stem, "chat", "local", f"GGUF file {path}", gguf_file=path.name, path=path)
         if path.is_dir():

@@ -17,6 +17,7 @@ from tuneloop.config.recipe import dump_recipe
 from tuneloop.config.settings import Settings
 from tuneloop.engine.checkpoint import list_checkpoints
 from tuneloop.worker.jobs import build_recipe, fine_tuned_name, store_results
+from tuneloop.worker.lifeline import TRAINING_LOG, run_training
 from tuneloop.store import repo
 from tuneloop.store.db import make_engine, sessions, upgrade
 from tuneloop.store.tables import Job
@@ -25,26 +26,8 @@ POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 2.0
 STALE_SECONDS = 30.0
 """A running job whose worker has not beaten for this long goes back to the queue (TUNELOOP_STALE_SECONDS)."""
-
-
-def die_with_parent() -> None:
-    """If the worker is killed (even with SIGKILL), its training child must not run on unattended."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the heartbeat still lets another worker take over
-        pass
-
-
-def _train_child(run_dir: str, home: str, database_url: str | None) -> None:
-    """The child process: the engine alone, knowing nothing of the store. SIGUSR1 pauses it."""
-    die_with_parent()
-    from tuneloop.config.settings import Settings
-    from tuneloop.engine.loop import run_in_this_process
-
-    run_in_this_process(Path(run_dir), Settings(home=Path(home), database_url=database_url, offline=True),
-                        pause_signal=signal.SIGUSR1)
+LOG_TAIL_LINES, LOG_TAIL_BYTES = 20, 4000
+"""How much of a training child's stderr a job's error message quotes."""
 
 
 class EventFollower:
@@ -143,8 +126,10 @@ class Worker:
                            f"{'resumed the job from its last checkpoint' if resume else 'started the job'}")
             session.commit()
             follower = EventFollower(run_dir / "events.jsonl", job.events_offset)
-        child = multiprocessing.get_context("spawn").Process(
-            target=_train_child, args=(str(run_dir), str(self.settings.home), self.settings.database_url), daemon=True)
+        log = run_dir / TRAINING_LOG
+        log_start = log.stat().st_size if log.exists() else 0  # earlier attempts' lines are not this one's
+        child = multiprocessing.get_context("spawn").Process(target=run_training, daemon=True, args=(
+            os.getpid(), str(run_dir), str(self.settings.home), self.settings.database_url))
         child.start()
         last_beat, cancelled, pausing = 0.0, False, False
         while child.is_alive():
@@ -162,10 +147,10 @@ class Worker:
                 elif job.pause_requested and not pausing and child.is_alive():
                     os.kill(child.pid, signal.SIGUSR1)  # the loop checkpoints after this step and stops
                     pausing = True
-        self._finish(job_id, run_dir, child.exitcode, follower, cancelled)
+        self._finish(job_id, run_dir, child.exitcode, follower, cancelled, log_start)
 
     def _finish(self, job_id: str, run_dir: Path, exitcode: int | None, follower: EventFollower,
-                cancelled: bool) -> None:
+                cancelled: bool, log_start: int) -> None:
         with self.sessions() as session:
             job = repo.get_job(session, job_id=job_id)
             follower.poll(session, job)
@@ -184,11 +169,25 @@ class Worker:
                 repo.add_event(session, job_id=job.id, message=f"The job has successfully completed: "
                                f"{job.fine_tuned_model}")
             else:
-                message = follower.last_error or f"training stopped unexpectedly (exit code {exitcode})"
+                message = follower.last_error or _unexplained(exitcode, run_dir / TRAINING_LOG, log_start)
                 job.status, job.finished_at = "failed", time.time()
                 job.error = {"code": "training_failed", "message": message, "param": None}
                 repo.add_event(session, job_id=job.id, level="error", message=f"Job failed: {message}")
             session.commit()
+
+
+def _unexplained(exitcode: int | None, log: Path, start: int) -> str:
+    """A child that died without an error event (a signal, a crash in native code, the kernel's out-of-memory
+    killer): how it ended and the last lines it wrote to stderr."""
+    names = {-s.value: s.name for s in signal.Signals}
+    how = f"killed by {names[exitcode]}" if exitcode in names else f"exit code {exitcode}"
+    text = ""
+    if log.exists():
+        with log.open("rb") as f:
+            f.seek(max(start, log.stat().st_size - LOG_TAIL_BYTES))
+            text = f.read().decode(errors="replace")
+    tail = "\n".join(text.strip().splitlines()[-LOG_TAIL_LINES:])
+    return f"training stopped unexpectedly ({how})" + (f"; the end of its {log.name}:\n{tail}" if tail else "")
 
 
 def _trained_tokens(run_dir: Path) -> int:

@@ -212,7 +212,8 @@ async def _produce(cache: Any, ref: str, body: ChatRequest, messages: list[dict[
                 fitted = _fit(model, prompt_tokens, body, options)
                 put(("ready", prompt_tokens))
                 for index in range(body.n):
-                    for piece, finish, tokens in chat.stream(model, tokenizer, messages, _seeded(fitted, index), cancel):
+                    pieces = chat.stream(model, tokenizer, messages, _seeded(fitted, index), cancel)
+                    for piece, finish, tokens in pieces:
                         put(("piece", index, piece, finish, tokens))
                         if cancel.is_set():
                             return

@@ -21,9 +21,11 @@ def file_public(file: File) -> dict:
             "expires_at": None}
 
 
+Purpose = Literal[tuple(sorted(file_service.PURPOSES))]  # type: ignore[valid-type]
+
+
 @router.post("/files")
-def upload(session: SessionDep, settings: SettingsDep, file: UploadFile,
-           purpose: Annotated[Literal[tuple(sorted(file_service.PURPOSES))], Form()]) -> dict:  # type: ignore[valid-type]
+def upload(session: SessionDep, settings: SettingsDep, file: UploadFile, purpose: Annotated[Purpose, Form()]) -> dict:
     stored = file_service.save_upload(session, settings, stream=file.file, filename=file.filename or "upload",
                                       purpose=purpose)
     return file_public(stored)

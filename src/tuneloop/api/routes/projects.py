@@ -49,9 +49,10 @@ Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 class ProjectCreate(BaseModel):
     name: ProjectName
-    data: str = Field(min_length=1, description="An uploaded file id (file-..., from POST /v1/files), an imported dataset version "
-                                  "or name, or a file in a server folder of TUNELOOP_ALLOWED_PATHS (none by default). "
-                                  "To send the file itself, use POST /api/projects/upload.")
+    data: str = Field(min_length=1, description="An uploaded file id (file-..., from POST /v1/files), an imported "
+                                               "dataset version or name, or a file in a server folder of "
+                                               "TUNELOOP_ALLOWED_PATHS (none by default). To send the file itself, "
+                                               "use POST /api/projects/upload.")
     task: Literal["classification", "response", "preference", "rating"] = "classification"
     labels: list[Label] | None = Field(None, min_length=2)
     multi_label: bool = False

@@ -1,0 +1,69 @@
+"""What the processes started by `tuneloop serve` (its workers) and by a worker (its training children) run.
+They must never outlive their parent, however and whenever it dies. A spawned child imports this module
+before it can act, so it imports nothing heavy at the top."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+TRAINING_LOG = "training.log"
+"""A training child's stderr, in its run folder: the last words of a child that died without an error event."""
+WATCH_SECONDS = 0.5
+
+
+def tie_to_parent(parent_pid: int) -> None:
+    """A child's first act. The death signal kills it when its parent dies from now on, even by SIGKILL;
+    a parent that died before (while the child was starting) shows as a changed parent pid; a watcher
+    thread covers systems without the death signal."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the watcher alone
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(WATCH_SECONDS)
+    os._exit(1)
+
+
+def run_worker(parent_pid: int, home: str, database_url: str | None, worker_id: str | None) -> None:
+    """A worker process of `tuneloop serve`: not a daemon process (it starts training children), so it ties
+    itself to `serve`."""
+    tie_to_parent(parent_pid)
+    from tuneloop.config.settings import Settings
+    from tuneloop.worker.runner import Worker
+
+    Worker(Settings(home=Path(home), database_url=database_url, offline=True), worker_id).run()
+
+
+def run_training(parent_pid: int, run_dir: str, home: str, database_url: str | None) -> None:
+    """A worker's training child: the engine alone, knowing nothing of the store. SIGUSR1 pauses it. Any
+    exception reaches events.jsonl as an error event, so the job says why it failed; stderr goes to
+    TRAINING_LOG, with a Python traceback if native code crashes."""
+    tie_to_parent(parent_pid)
+    with (Path(run_dir) / TRAINING_LOG).open("a") as log:
+        os.dup2(log.fileno(), 2)
+    faulthandler.enable()
+    from tuneloop.config.settings import Settings
+    from tuneloop.engine.events import EventLog
+    from tuneloop.engine.loop import TrainingError, run_in_this_process
+
+    try:
+        run_in_this_process(Path(run_dir), Settings(home=Path(home), database_url=database_url, offline=True),
+                            pause_signal=signal.SIGUSR1)
+    except TrainingError:  # the loop wrote its error event
+        raise
+    except Exception as e:
+        EventLog(Path(run_dir) / "events.jsonl").write("error", message=f"{type(e).__name__}: {e}")
+        raise
