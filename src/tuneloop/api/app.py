@@ -64,8 +64,8 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
 
     @app.get("/health", tags=["deployment"])
-    def health() -> dict:
-        """Liveness: the process answers."""
+    async def health() -> dict:
+        """Liveness: the process answers (on the event loop itself, never behind a busy thread pool)."""
         return {"status": "ok"}
 
     @app.get("/ready", tags=["deployment"], response_model=None)

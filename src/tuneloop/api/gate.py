@@ -19,38 +19,54 @@ from tuneloop.store import review as review_store
 
 API_PREFIXES = ("/v1/", "/api/")
 """Everything under these needs an API key or a login; pages redirect to /login on their own."""
+UPLOADS = {"/v1/files", "/api/projects/upload"}
+"""The routes that take files: up to TUNELOOP_MAX_UPLOAD_BYTES, with room for the form around the file."""
 FORM_SLACK = 1 << 20
-"""Room for a multipart upload's boundaries and form fields beside a file of the largest allowed size."""
+API_BODY_LIMIT = 16 << 20
+"""Any other API request (a chat, a job, a project): 16 MiB of JSON is far beyond a sane one."""
+PAGE_BODY_LIMIT = 64 << 10
+"""The pages' own forms (logging in and out), which anyone may post to."""
+AUTH_THREADS = anyio.CapacityLimiter(16)
+"""The gate's database lookups run on threads of their own, so requests waiting for a model cannot starve it."""
+
+
+def route_path(scope: dict) -> str:
+    """The path the app routes on: without the prefix a proxy mounts the app under (`root_path`)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] or "/" if root and path.startswith(root) else path
 
 
 class BodyTooLarge(HTTPException):
-    def __init__(self, limit: int):
-        super().__init__(413, f"the request body is larger than the limit of {limit} bytes "
-                              "(TUNELOOP_MAX_UPLOAD_BYTES)")
+    def __init__(self, limit: int, upload: bool):
+        super().__init__(413, f"the request body is larger than the limit of {limit} bytes" +
+                              (" (TUNELOOP_MAX_UPLOAD_BYTES and the form around the file)" if upload else
+                               "; send files to POST /v1/files"))
 
 
 class Gate:
     def __init__(self, app: Any, settings: Any, sessions: Any):
         self.app, self.sessions = app, sessions
-        self.limit = settings.max_upload_bytes + FORM_SLACK
+        self.upload_limit = settings.max_upload_bytes + FORM_SLACK
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        if scope["path"].startswith(API_PREFIXES):
-            refusal = await anyio.to_thread.run_sync(self._refusal, scope["path"], headers.get("authorization"),
-                                                     (scope.get("session") or {}).get("user_id"))
+        headers, path = Headers(scope=scope), route_path(scope)
+        if path.startswith(API_PREFIXES):
+            refusal = await anyio.to_thread.run_sync(self._refusal, path, headers.get("authorization"),
+                                                     (scope.get("session") or {}).get("user_id"), limiter=AUTH_THREADS)
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
+        limit = self.upload_limit if path in UPLOADS else API_BODY_LIMIT if path.startswith(API_PREFIXES) \
+            else PAGE_BODY_LIMIT
         length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.limit:
-            await error_response(413, str(BodyTooLarge(self.limit).detail), None, "request_too_large")(
+        if length.isdigit() and int(length) > limit:
+            await error_response(413, str(BodyTooLarge(limit, path in UPLOADS).detail), None, "request_too_large")(
                 scope, receive, send)
             return
-        await self.app(scope, self._counted(receive), send)
+        await self.app(scope, self._counted(receive, limit, path in UPLOADS), send)
 
     def _refusal(self, path: str, authorization: str | None, user_id: str | None) -> Any:
         """None when the request carries a valid key or a live login; else the 401 to send."""
@@ -70,7 +86,8 @@ class Gate:
                                   None, "missing_api_key")
         return error_response(401, "log in, or send 'Authorization: Bearer <key>'", None, "not_authenticated")
 
-    def _counted(self, receive: Any) -> Any:
+    @staticmethod
+    def _counted(receive: Any, limit: int, upload: bool) -> Any:
         """A body without a Content-Length (chunked) is counted as it arrives and refused past the limit."""
         received = 0
 
@@ -79,8 +96,8 @@ class Gate:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge(self.limit)
+                if received > limit:
+                    raise BodyTooLarge(limit, upload)
             return message
 
         return counted

@@ -17,7 +17,7 @@ ERRORS = {400: "The request is invalid; `param` names the field.",
           403: "This key or person may not do this.",
           404: "Something the request names does not exist.",
           409: "The request conflicts with the current state (a file in use, a name taken).",
-          413: "The request body is larger than TUNELOOP_MAX_UPLOAD_BYTES.",
+          413: "The request body is over its limit: TUNELOOP_MAX_UPLOAD_BYTES for files, 16 MiB otherwise.",
           429: "Too many requests; try again later.",
           503: "Not ready: the database cannot be reached or its schema is not at the newest migration."}
 PUBLIC = {"/health", "/ready"}
@@ -34,8 +34,7 @@ def _codes(path: str, method: str, operation: dict[str, Any]) -> list[int]:
         codes.append(404)  # a job, file, project, model or record the request names
     if method in {"post", "delete", "put", "patch"}:
         codes.append(409)
-    if has_body:
-        codes.append(413)
+    codes.append(413)  # the gate refuses any request whose declared body is over the limit
     return codes
 
 

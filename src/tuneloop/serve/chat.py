@@ -56,7 +56,7 @@ class StopAtStrings(StoppingCriteria):
 
     def __init__(self, tokenizer: Any, stops: list[str], prompt_length: int):
         self.tokenizer, self.stops, self.prompt_length = tokenizer, [s for s in stops if s], prompt_length
-        self.window = max(len(s) for s in self.stops) + 4
+        self.window = max(len(s.encode()) for s in self.stops) + 4  # a token holds at least one byte
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         tails = [self.tokenizer.decode(row[self.prompt_length:][-self.window:], skip_special_tokens=True)

@@ -35,6 +35,12 @@ MAX_LR_MULTIPLIER = 10.0
 SEED_MAX = 2**31 - 1
 
 
+def _shown(value: Any) -> str:
+    """A client's value in a message, cut short: a 5 MB string is not echoed back."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _number(kind: type, low: float, high: float, auto: bool) -> Any:
     """An integer (or a finite number) within [low, high] (low excluded for floats), or 'auto' when allowed;
     the error says which, and the schema says the same to clients."""
@@ -46,10 +52,10 @@ def _number(kind: type, low: float, high: float, auto: bool) -> Any:
             return "auto"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                 (kind is int and not isinstance(value, int)) or not math.isfinite(value):
-            raise ValueError(f"must be {either}, got {value!r}")
+            raise ValueError(f"must be {either}, got {_shown(value)}")
         if not (low < value if kind is float else low <= value) or value > high:
             bounds = f"greater than {low} and at most {high}" if kind is float else f"from {low} to {high}"
-            raise ValueError(f"must be {noun} {bounds}, got {value!r}")
+            raise ValueError(f"must be {noun} {bounds}, got {_shown(value)}")
         return value
 
     number: dict[str, Any] = {"type": "integer" if kind is int else "number", "maximum": high,

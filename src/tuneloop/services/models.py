@@ -23,7 +23,7 @@ def serving_ref(session: Session, model_id: str) -> str:
         base_name, _, step = model_id.partition(":ckpt-step-")
         job = repo.job_for_model(session, model=base_name)
         if job is None or not job.run_dir:
-            raise ServiceError(404, f"no fine-tuned model '{base_name}'", "model", "model_not_found")
+            raise _unknown(model_id)
         if not step:
             return str(Path(job.run_dir) / "final")
         number = int(step) if step.isdigit() and len(step) < 10 else -1
@@ -43,9 +43,9 @@ def serving_ref(session: Session, model_id: str) -> str:
     return model_id
 
 
-def _unknown(model_id: str, status: int = 404) -> ServiceError:
+def _unknown(model_id: str) -> ServiceError:
     """One answer for every model the API cannot serve, whatever lies on the server's disks under that name."""
-    return ServiceError(status, f"no model '{model_id}': use an id from GET /v1/models (a base model, a fine-tuned "
+    return ServiceError(404, f"no model '{model_id}': use an id from GET /v1/models (a base model, a fine-tuned "
                                 "model or one of its checkpoints) or a run of this server", "model", "model_not_found")
 
 
@@ -91,7 +91,9 @@ def api_base_model(settings: Settings, model_id: str) -> ModelSpec:
     allowed = model_id in EMBEDDED or (is_hub_id(model_id) and _cached_hub_model(model_id)) or \
         settings.allows(model_id)
     if not allowed:
-        raise _unknown(model_id, 400)
+        raise ServiceError(400, f"no base model '{model_id}' to fine-tune here: use a base model from GET /v1/models "
+                                "(a hub model must be in this server's Hugging Face cache; a folder must be under "
+                                "TUNELOOP_ALLOWED_PATHS)", "model", "model_not_found")
     try:
         return resolve(model_id)
     except ModelError as e:

@@ -7,6 +7,7 @@ next token and that thread lets go of the model at once, whatever the client did
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -29,6 +30,8 @@ from tuneloop.services.models import api_model_ref
 router = APIRouter(tags=["chat"])
 log = logging.getLogger("tuneloop.api")
 
+CHAT_THREADS = anyio.CapacityLimiter(8)
+"""Threads for non-streamed completions waiting on the model, apart from the pool every other request uses."""
 SEED_RANGE = (-(2**62), 2**62)
 """Exact in a JSON number read as a double; seed + choice index stays within what torch.manual_seed takes."""
 DEFAULT_MAX_TOKENS = 256
@@ -176,9 +179,9 @@ async def completions(body: ChatRequest, request: Request, session: SessionDep, 
         return CancelOnClose(_sse(items, first[1], body, completion_id, created), cancel)
 
     def answer() -> dict:
-        if cancel.is_set():  # the client left while the model was busy
-            return {}
         with cache.using(ref) as (model, tokenizer):
+            if cancel.is_set():  # the client left while the model was busy with others
+                return {}
             prompt_tokens = int(chat.prompt_ids(model, tokenizer, messages).shape[1])
             fitted = _fit(model, prompt_tokens, body, options)
             answers = [chat.complete(model, tokenizer, messages, _seeded(fitted, i), cancel) for i in range(body.n)]
@@ -190,7 +193,8 @@ async def completions(body: ChatRequest, request: Request, session: SessionDep, 
                 "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                                               "total_tokens": prompt_tokens + completion_tokens}}
 
-    return await _until_disconnect(request, cancel, lambda: anyio.to_thread.run_sync(answer)) or {}
+    return await _until_disconnect(request, cancel, lambda: anyio.to_thread.run_sync(answer, limiter=CHAT_THREADS)) \
+        or {}
 
 
 async def _produce(cache: Any, ref: str, body: ChatRequest, messages: list[dict[str, str]], options: chat.Options,
@@ -208,15 +212,19 @@ async def _produce(cache: Any, ref: str, body: ChatRequest, messages: list[dict[
     def generate() -> None:
         try:
             with cache.using(ref) as (model, tokenizer):
+                if cancel.is_set():  # the client left while the model was busy with others
+                    return
                 prompt_tokens = int(chat.prompt_ids(model, tokenizer, messages).shape[1])
                 fitted = _fit(model, prompt_tokens, body, options)
                 put(("ready", prompt_tokens))
                 for index in range(body.n):
-                    pieces = chat.stream(model, tokenizer, messages, _seeded(fitted, index), cancel)
-                    for piece, finish, tokens in pieces:
-                        put(("piece", index, piece, finish, tokens))
-                        if cancel.is_set():
-                            return
+                    # closed here, inside `using`: generation has stopped before the model is let go
+                    with contextlib.closing(chat.stream(model, tokenizer, messages, _seeded(fitted, index),
+                                                        cancel)) as pieces:
+                        for piece, finish, tokens in pieces:
+                            put(("piece", index, piece, finish, tokens))
+                            if cancel.is_set():
+                                return
         except Exception as e:  # noqa: BLE001 - handed to the request, which reports it to the client
             put(("error", e))
         finally:

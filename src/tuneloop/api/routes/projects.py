@@ -282,12 +282,12 @@ def repredict(request: Request, session: SessionDep, settings: SettingsDep, acto
     project = _project(session, actor, ref)
     from tuneloop.services.models import api_model_ref
 
-    api_model_ref(session, settings, body.model)  # a wrong model id is a 404 now, not a failed task later
+    ref = api_model_ref(session, settings, body.model)  # a wrong model id is a 404 now, not a failed task later
     sessions, project_id = request.app.state.sessions, project.id
 
     def work(progress):
         with sessions() as s:
-            row = rounds.repredict(s, settings, projects.get_project(s, project_id), body.model, progress)
+            row = rounds.repredict(s, settings, projects.get_project(s, project_id), body.model, progress, ref)
             return {"round": row.number, "accuracy": row.accuracy, "labels_used": row.labels_used}
 
     return request.app.state.review_tasks.start(project.id, "repredict", work)

@@ -71,10 +71,11 @@ def _labels_used(session: Session, project: Project, model: str) -> int:
 
 
 def repredict(session: Session, settings: Settings, project: Project, model: str,
-              on_progress: Callable[[int, int], None] | None = None) -> Round:
-    """Pre-label the remaining and held-out records with `model`, then record the round."""
+              on_progress: Callable[[int, int], None] | None = None, ref: str | None = None) -> Round:
+    """Pre-label the remaining and held-out records with `model`, then record the round. `ref`: what to load,
+    when the caller resolved `model` already (the API does, by its own rules)."""
     started = time.time()
-    predictor = prelabel.LocalModel(serving_ref(session, model), settings, name=model)
+    predictor = prelabel.LocalModel(ref or serving_ref(session, model), settings, name=model)
     prelabel.prelabel(session, project, predictor, records="remaining", on_progress=on_progress)
     accuracy, macro_f1, _ = holdout_accuracy(session, project, model) if project.task == "classification" \
         else (None, None, 0)
