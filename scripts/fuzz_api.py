@@ -75,7 +75,8 @@ def fuzz(max_examples: int, seed: int, phases: str, workers: int, report_dir: Pa
                "--workers", str(workers), "--request-timeout", "60", "--no-color",
                "-H", f"Authorization: Bearer {key}", "--report", "vcr,junit", "--report-vcr-path", str(cassette),
                "--report-junit-path", str(report_dir / "junit.xml"), "--output-truncate", "true",
-               "--suppress-health-check", "all", "--continue-on-failure"]
+               "--suppress-health-check", "all", "--continue-on-failure",
+               "--generation-database", "none"]  # the same cases on every machine: no examples kept from before
     if max_time:
         command += ["--max-time", str(int(max_time))]
     started = time.time()
