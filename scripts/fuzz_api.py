@@ -32,19 +32,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+CHAT_TEMPLATE = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+                 "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def tiny_chat_model(folder: Path) -> Path:
+    """A 2-layer, hidden-32 Llama with random weights, a small byte-level BPE and a ChatML template: requests
+    that name it reach real generation in milliseconds."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer, tok.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    tok.train_from_iterator(["where is my order, I was charged twice, reset my password please"] * 20,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<|im_start|>", "<|im_end|>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|im_end|>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
 def start_server(home: Path):
-    """(base url, API key, stop function): the app in a uvicorn thread, no worker."""
+    """(base url, API key, stop function, the values of the config's placeholders): the app in a uvicorn
+    thread, no worker, with a tiny chat model in an allowed folder and a small training file uploaded."""
+    import io
+
     import uvicorn
 
     from tuneloop.api.app import create_app
     from tuneloop.config.settings import Settings
+    from tuneloop.services.files import save_upload
     from tuneloop.store import repo
 
-    settings = Settings(home=home, offline=True)
+    model = tiny_chat_model(home / "allowed" / "tiny-chat")
+    settings = Settings(home=home, offline=True, allowed_paths=[home / "allowed"])
     app = create_app(settings)
+    rows = "".join(f'{{"messages": [{{"role": "user", "content": "{i} plus {i}?"}}, '
+                   f'{{"role": "assistant", "content": "{2 * i}"}}]}}\n' for i in range(12))
     with app.state.sessions() as session:
         _, key = repo.create_key(session, name="fuzz")
+        upload = save_upload(session, settings, stream=io.BytesIO(rows.encode()), filename="train.jsonl",
+                             purpose="fine-tune")
         session.commit()
+    fill = {"${TUNELOOP_FUZZ_MODEL}": str(model), "${TUNELOOP_FUZZ_FILE}": upload.id}
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -57,7 +94,7 @@ def start_server(home: Path):
         server.should_exit = True
         thread.join(10)
 
-    return f"http://127.0.0.1:{port}", key, stop
+    return f"http://127.0.0.1:{port}", key, stop, fill
 
 
 def fuzz(max_examples: int, seed: int, phases: str, workers: int, report_dir: Path,
@@ -66,11 +103,15 @@ def fuzz(max_examples: int, seed: int, phases: str, workers: int, report_dir: Pa
     document to use instead of the server's own (to fuzz an older build with today's document)."""
     home = Path(tempfile.mkdtemp(prefix="tuneloop-fuzz-"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    base, key, stop = start_server(home)
+    base, key, stop, fill = start_server(home)
     report_dir.mkdir(parents=True, exist_ok=True)
+    config = CONFIG.read_text()
+    for placeholder, value in fill.items():
+        config = config.replace(placeholder, value)
+    (report_dir / CONFIG.name).write_text(config)
     cassette = report_dir / "requests.yaml"
     location = [str(schema), "--url", base] if schema else [f"{base}/openapi.json"]
-    command = [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(CONFIG), "run", *location,
+    command = [str(Path(sys.executable).parent / "schemathesis"), "--config-file", str(report_dir / CONFIG.name), "run", *location,
                "--checks", "all", "--max-examples", str(max_examples), "--seed", str(seed), "--phases", phases,
                "--workers", str(workers), "--request-timeout", "60", "--no-color",
                "-H", f"Authorization: Bearer {key}", "--report", "vcr,junit", "--report-vcr-path", str(cassette),

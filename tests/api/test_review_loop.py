@@ -55,7 +55,7 @@ def test_train_on_reviewed_then_repredict_records_a_round(tmp_path_factory, tiny
         assert round_["model"] == finished.fine_tuned_model
 
         missing = api.post("/api/projects/tickets/repredict", json={"model": "ft:nope:tuneloop::ftjob-x"})
-        assert missing.status_code == 404 and "no fine-tuned model" in missing.json()["error"]["message"]
+        assert missing.status_code == 404 and "no model 'ft:nope" in missing.json()["error"]["message"]
         rated = api.post("/api/projects/rated/train", json={})
         assert rated.status_code == 400 and "reward" in rated.json()["error"]["message"]
         empty = api.post("/api/projects/empty/train", json={})

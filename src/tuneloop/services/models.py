@@ -116,7 +116,7 @@ def delete_model(session: Session, model_id: str) -> None:
         raise _unknown(model_id)
     job = repo.job_for_model(session, model=model_id)
     if job is None:
-        raise ServiceError(404, f"no fine-tuned model '{model_id}'", "model", "model_not_found")
+        raise _unknown(model_id)
     if job.run_dir:
         shutil.rmtree(Path(job.run_dir) / "final", ignore_errors=True)
     job.fine_tuned_model = None
