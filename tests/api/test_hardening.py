@@ -325,6 +325,16 @@ def test_a_huge_value_is_not_echoed_back(api, tiny_chat_model, training_file):
     assert len(response.content) < 1000
 
 
+def test_dataset_and_run_refs_never_leave_their_folders(api, server_without_worker):
+    home = server_without_worker["settings"].home
+    (home / "datasets").mkdir(exist_ok=True)
+    (home / "runs").mkdir(exist_ok=True)
+    for ref in ("%2E%2E", "%2E"):
+        for kind in ("datasets", "runs"):
+            error = assert_error(api.get(f"/api/{kind}/{ref}"), 404)
+            assert str(home) not in error["message"]  # nor does a message say where the server keeps them
+
+
 # 9. Authentication before the body
 
 

@@ -84,7 +84,10 @@ def list_imports(root: Path) -> list[dict[str, Any]]:
 
 
 def resolve_version(root: Path, ref: str) -> Version:
-    """A version id (or a unique prefix), or a dataset name (its latest import)."""
+    """A version id (or a unique prefix), or a dataset name (its latest import). Only a plain name: `..`, `.`
+    or a path never reaches a folder beside the versions."""
+    if ref in {"", ".", ".."} or Path(ref).name != ref:
+        raise DataError(f"'{ref}' is not a dataset version or name; see `tuneloop data list` for what is imported")
     if (root / ref).is_dir():
         return Version(ref, root / ref, _read_meta(root / ref))
     matches = sorted(p for p in root.glob(f"{ref}*") if p.is_dir() and p.name.startswith("ds-")) if ref.startswith("ds-") else []

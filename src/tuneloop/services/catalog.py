@@ -27,8 +27,9 @@ def datasets(settings: Settings) -> list[dict[str, Any]]:
 def dataset(settings: Settings, ref: str) -> dict[str, Any]:
     try:
         version = resolve_version(settings.datasets_dir, ref)
-    except DataError as e:
-        raise ServiceError(404, str(e), "dataset", "dataset_not_found") from None
+    except DataError:  # its message names the server's folders, which are no client's business
+        raise ServiceError(404, f"no dataset version or name '{ref}' (GET /api/datasets lists them)", "dataset",
+                           "dataset_not_found") from None
     meta = {k: v for k, v in version.meta.items() if k != "lines"}
     meta["imports"] = [i for i in list_imports(settings.datasets_dir) if i["version"] == version.id]
     return meta
@@ -37,7 +38,7 @@ def dataset(settings: Settings, ref: str) -> dict[str, Any]:
 def _run_dir(settings: Settings, run_id: str) -> Path:
     folder = settings.runs_dir / run_id
     if "/" in run_id or run_id.startswith(".") or not (folder / "recipe.yaml").exists():
-        raise ServiceError(404, f"no run '{run_id}' in {settings.runs_dir}", "run_id", "run_not_found")
+        raise ServiceError(404, f"no run '{run_id}' (GET /api/runs lists them)", "run_id", "run_not_found")
     return folder
 
 
