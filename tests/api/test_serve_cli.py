@@ -1,4 +1,5 @@
-"""`tuneloop serve` as a user starts it: it prints a key once, and its own worker process trains jobs."""
+"""`tuneloop serve` as a user starts it: it prints a key once, and its own worker process trains jobs with the
+settings serve was given."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from tests.conftest import chat_rows
 def test_serve_prints_a_key_and_its_worker_trains(tmp_path, tiny_chat_model):
     port = free_port()
     env = {**os.environ, "TUNELOOP_HOME": str(tmp_path / "home"), "TUNELOOP_OFFLINE": "1", "COLUMNS": "300",
-           "TUNELOOP_ALLOWED_PATHS": str(tiny_chat_model.parent)}  # an admin lets clients name the model folder
+           "TUNELOOP_ALLOWED_PATHS": str(tiny_chat_model.parent),  # an admin lets clients name the model folder
+           "TUNELOOP_STALE_SECONDS": "17.5"}
     serve = subprocess.Popen([sys.executable, "-c", "from tuneloop.cli.main import app; app()", "serve", "--port",
                               str(port), "--workers", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)
@@ -43,6 +45,8 @@ def test_serve_prints_a_key_and_its_worker_trains(tmp_path, tiny_chat_model):
             "type": "supervised", "supervised": {"hyperparameters": {"max_steps": 2, "batch_size": 4}}})
         done = wait_for(client, job.id, {"succeeded", "failed"}, timeout=120)
         assert done.status == "succeeded", done.error
+        child = (tmp_path / "home" / "runs" / job.id / "training.log").read_text()  # serve -> worker -> child
+        assert "stale_seconds=17.5" in child and f"allowed_paths=['{tiny_chat_model.parent}']" in child, child
     finally:
         serve.terminate()
         serve.wait(30)

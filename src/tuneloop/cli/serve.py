@@ -41,7 +41,7 @@ def serve_cmd(
                           highlight=False)
     config = settings()
     children = [multiprocessing.get_context("spawn").Process(
-        target=run_worker, args=(os.getpid(), str(config.home), config.database_url, None)) for _ in range(workers)]
+        target=run_worker, args=(os.getpid(), config.to_child(), None)) for _ in range(workers)]
     for child in children:
         child.start()
     err_console.print(f"tuneloop API on http://{host}:{port}/v1 ({workers} worker(s)); review UI on "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -33,16 +34,37 @@ class Settings(BaseModel):
     a dataset version, and a model is a registry name, a fine-tuned id or a run of this server. The CLI always
     takes paths."""
 
+    stale_seconds: float = Field(30.0, gt=0)
+    """TUNELOOP_STALE_SECONDS: a running job whose worker has not beaten its heartbeat for this long is queued
+    again (and resumes from its newest checkpoint on another worker)."""
+
     @classmethod
     def from_env(cls) -> "Settings":
-        home = os.environ.get("TUNELOOP_HOME")
-        offline = os.environ.get("TUNELOOP_OFFLINE", "").lower() in {"1", "true", "yes"}
-        return cls(home=Path(home) if home else Path(".tuneloop"), offline=offline,
-                   database_url=os.environ.get("TUNELOOP_DATABASE_URL") or None,
-                   secret_key=os.environ.get("TUNELOOP_SECRET_KEY") or None,
-                   max_upload_bytes=int(os.environ.get("TUNELOOP_MAX_UPLOAD_BYTES", 512 * 1024 * 1024)),
-                   allowed_paths=[Path(p) for p in os.environ.get("TUNELOOP_ALLOWED_PATHS", "").split(os.pathsep)
-                                  if p.strip()])
+        """The one reader of TUNELOOP_* variables. Workers and training children get the object it makes,
+        whole (`to_child`, `from_child`), so a setting given to `tuneloop serve` reaches them all."""
+        env = os.environ
+        home = env.get("TUNELOOP_HOME")
+        return cls(home=Path(home) if home else Path(".tuneloop"),
+                   offline=env.get("TUNELOOP_OFFLINE", "").lower() in {"1", "true", "yes"},
+                   database_url=env.get("TUNELOOP_DATABASE_URL") or None,
+                   secret_key=env.get("TUNELOOP_SECRET_KEY") or None,
+                   max_upload_bytes=_number(env, "TUNELOOP_MAX_UPLOAD_BYTES", int, 512 * 1024 * 1024),
+                   allowed_paths=[Path(p) for p in env.get("TUNELOOP_ALLOWED_PATHS", "").split(os.pathsep)
+                                  if p.strip()],
+                   stale_seconds=_number(env, "TUNELOOP_STALE_SECONDS", float, 30.0))
+
+    def to_child(self) -> dict:
+        """What a spawned process receives: plain data (the child imports little before it can act)."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_child(cls, data: dict) -> "Settings":
+        return cls.model_validate(data)
+
+    def described(self) -> str:
+        """One line for logs, without the secret."""
+        shown = self.model_dump(mode="json", exclude={"secret_key"})
+        return " ".join(f"{k}={v}" for k, v in shown.items()) + (" secret_key=(set)" if self.secret_key else "")
 
     @property
     def models_dir(self) -> Path:
@@ -93,6 +115,17 @@ class Settings(BaseModel):
             finally:
                 os.unlink(draft)
         return path.read_text().strip()
+
+
+def _number(env: Any, name: str, kind: type, default: float) -> Any:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise ValueError(f"{name} must be {noun}, got {raw!r}") from None
 
 
 def get_settings() -> Settings:

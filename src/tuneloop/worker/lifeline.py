@@ -7,6 +7,7 @@ from __future__ import annotations
 import faulthandler
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -37,20 +38,20 @@ def _watch_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
-def run_worker(parent_pid: int, home: str, database_url: str | None, worker_id: str | None) -> None:
+def run_worker(parent_pid: int, settings: dict, worker_id: str | None) -> None:
     """A worker process of `tuneloop serve`: not a daemon process (it starts training children), so it ties
-    itself to `serve`."""
+    itself to `serve`. `settings`: serve's whole Settings (`Settings.to_child`)."""
     tie_to_parent(parent_pid)
     from tuneloop.config.settings import Settings
     from tuneloop.worker.runner import Worker
 
-    Worker(Settings(home=Path(home), database_url=database_url, offline=True), worker_id).run()
+    Worker(Settings.from_child(settings), worker_id).run()
 
 
-def run_training(parent_pid: int, run_dir: str, home: str, database_url: str | None) -> None:
+def run_training(parent_pid: int, run_dir: str, settings: dict) -> None:
     """A worker's training child: the engine alone, knowing nothing of the store. SIGUSR1 pauses it. Any
     exception reaches events.jsonl as an error event, so the job says why it failed; stderr goes to
-    TRAINING_LOG, with a Python traceback if native code crashes."""
+    TRAINING_LOG, with a Python traceback if native code crashes. `settings`: its worker's whole Settings."""
     tie_to_parent(parent_pid)
     with (Path(run_dir) / TRAINING_LOG).open("a") as log:
         os.dup2(log.fileno(), 2)
@@ -59,9 +60,10 @@ def run_training(parent_pid: int, run_dir: str, home: str, database_url: str | N
     from tuneloop.engine.events import EventLog
     from tuneloop.engine.loop import TrainingError, run_in_this_process
 
+    config = Settings.from_child(settings)
+    print(f"training child {os.getpid()}: {config.described()}", file=sys.stderr, flush=True)
     try:
-        run_in_this_process(Path(run_dir), Settings(home=Path(home), database_url=database_url, offline=True),
-                            pause_signal=signal.SIGUSR1)
+        run_in_this_process(Path(run_dir), config, pause_signal=signal.SIGUSR1)
     except TrainingError:  # the loop wrote its error event
         raise
     except Exception as e:

@@ -24,8 +24,6 @@ from tuneloop.store.tables import Job
 
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 2.0
-STALE_SECONDS = 30.0
-"""A running job whose worker has not beaten for this long goes back to the queue (TUNELOOP_STALE_SECONDS)."""
 LOG_TAIL_LINES, LOG_TAIL_BYTES = 20, 4000
 """How much of a training child's stderr a job's error message quotes."""
 
@@ -88,7 +86,7 @@ class Worker:
     def __init__(self, settings: Settings, worker_id: str | None = None):
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.stale_seconds = float(os.environ.get("TUNELOOP_STALE_SECONDS", STALE_SECONDS))
+        self.stale_seconds = settings.stale_seconds
         engine = make_engine(settings.db_url)
         upgrade(engine)
         self.sessions: sessionmaker[Session] = sessions(engine)
@@ -129,7 +127,7 @@ class Worker:
         log = run_dir / TRAINING_LOG
         log_start = log.stat().st_size if log.exists() else 0  # earlier attempts' lines are not this one's
         child = multiprocessing.get_context("spawn").Process(target=run_training, daemon=True, args=(
-            os.getpid(), str(run_dir), str(self.settings.home), self.settings.database_url))
+            os.getpid(), str(run_dir), self.settings.to_child()))
         child.start()
         last_beat, cancelled, pausing = 0.0, False, False
         while child.is_alive():
