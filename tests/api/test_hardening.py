@@ -227,16 +227,16 @@ def test_max_tokens_beyond_the_context_is_400(api, tiny_chat_model):
 
 def test_a_stream_that_fails_after_it_began_ends_with_an_error_event(server_without_worker, sdk, api,
                                                                      tiny_chat_model, monkeypatch):
-    from tuneloop.serve import chat
+    from tuneloop.models import generation
 
-    real = chat.stream
+    real = generation.stream
 
     def fails_midway(*args, **kwargs):
         pieces = real(*args, **kwargs)
         yield next(pieces)
         raise RuntimeError("the accelerator fell over")
 
-    monkeypatch.setattr(chat, "stream", fails_midway)
+    monkeypatch.setattr(generation, "stream", fails_midway)
     with api.stream("POST", "/v1/chat/completions", json={"model": str(tiny_chat_model), "messages": MESSAGES,
                                                            "max_tokens": 20, "stream": True}) as response:
         assert response.status_code == 200

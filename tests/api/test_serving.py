@@ -12,7 +12,7 @@ from tuneloop.config.recipe import parse_recipe
 from tuneloop.config.settings import get_settings
 from tuneloop.engine.loop import train
 from tuneloop.models.loading import load_causal_lm
-from tuneloop.serve import chat
+from tuneloop.models import generation as chat
 from tuneloop.serve.cache import ModelCache
 
 MESSAGES = [{"role": "user", "content": "What is 5 plus 5?"}]
@@ -31,7 +31,7 @@ def adapter_runs(tiny_chat_model, tmp_path, n):
 
 
 def greedy(model, tokenizer):
-    return chat.complete(model, tokenizer, MESSAGES, chat.Options(max_tokens=6, temperature=0)).text
+    return chat.complete(model, tokenizer, MESSAGES, chat.GenerationOptions(max_tokens=6, temperature=0)).text
 
 
 def test_twenty_adapters_share_one_base(tiny_chat_model, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from tuneloop.cli.main import app
-from tuneloop.serve.generation import GenerationConfig, encode_chat, generate
+from tuneloop.models.generation import GenerationOptions, complete
 
 runner = CliRunner()
 
@@ -15,8 +15,8 @@ def test_generate_streams_the_greedy_answer(tiny_chat_model):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_chat_model)
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
-    ids = encode_chat(tokenizer, [{"role": "user", "content": "where is my order"}])
-    expected = generate(model, tokenizer, ids, GenerationConfig(max_new_tokens=8))
+    expected = complete(model, tokenizer, [{"role": "user", "content": "where is my order"}],
+                        GenerationOptions(max_tokens=8)).text
     assert expected
     result = runner.invoke(app, ["generate", str(tiny_chat_model), "-p", "where is my order", "--max-tokens", "8"])
     assert result.exit_code == 0, result.output

@@ -66,7 +66,7 @@ def test_export_merged_answers_like_the_adapter(sft_run, tmp_path):
 
     from tuneloop.config.settings import get_settings
     from tuneloop.models.loading import load_causal_lm
-    from tuneloop.serve.generation import GenerationConfig, encode_chat, generate
+    from tuneloop.models.generation import GenerationOptions, complete, encode_chat
 
     invoke("export", sft_run, tmp_path / "merged", "--merge")
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
@@ -74,8 +74,9 @@ def test_export_merged_answers_like_the_adapter(sft_run, tmp_path):
     ids = encode_chat(tokenizer, [{"role": "user", "content": "What is 4 plus 4?"}])
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, adapter_model(ids).logits, atol=1e-5)
-    config = GenerationConfig(max_new_tokens=8)
-    assert generate(merged, tokenizer, ids, config) == generate(adapter_model, tokenizer, ids, config)
+    options, messages = GenerationOptions(max_tokens=8), [{"role": "user", "content": "What is 4 plus 4?"}]
+    assert complete(merged, tokenizer, messages, options).text == \
+        complete(adapter_model, tokenizer, messages, options).text
     assert not (tmp_path / "merged" / "adapter_config.json").exists()
 
 

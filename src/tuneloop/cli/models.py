@@ -88,12 +88,12 @@ def generate_cmd(
     top_p: float = GenOpts["top_p"], seed: Optional[int] = GenOpts["seed"],
 ) -> None:
     """Answer one prompt with the model's chat template, streaming tokens as they come."""
-    from tuneloop.serve.generation import GenerationConfig, encode_chat, stream
+    from tuneloop.models.generation import GenerationOptions, stream
 
     lm, tokenizer = load_chat_model(model)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    config = GenerationConfig(max_tokens, temperature, top_p, seed)
-    for piece in stream(lm, tokenizer, encode_chat(tokenizer, messages), config):
+    options = GenerationOptions(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    for piece, _, _ in stream(lm, tokenizer, messages, options):
         console.print(piece, end="", highlight=False, markup=False, soft_wrap=True)
     console.print()
 
@@ -106,10 +106,10 @@ def chat_cmd(
     top_p: float = GenOpts["top_p"], seed: Optional[int] = GenOpts["seed"],
 ) -> None:
     """Chat in the terminal. /reset clears the conversation, /exit (or Ctrl+D) quits."""
-    from tuneloop.serve.generation import GenerationConfig, encode_chat, stream
+    from tuneloop.models.generation import GenerationOptions, stream
 
     lm, tokenizer = load_chat_model(model)
-    config = GenerationConfig(max_tokens, temperature, top_p, seed)
+    options = GenerationOptions(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     start = [{"role": "system", "content": system}] if system else []
     messages = list(start)
     console.print(f"[dim]chatting with {model}; /reset clears, /exit quits[/]")
@@ -129,7 +129,7 @@ def chat_cmd(
         messages.append({"role": "user", "content": text})
         console.print("[bold magenta]model[/]: ", end="")
         answer = ""
-        for piece in stream(lm, tokenizer, encode_chat(tokenizer, messages), config):
+        for piece, _, _ in stream(lm, tokenizer, messages, options):
             answer += piece
             console.print(piece, end="", highlight=False, markup=False, soft_wrap=True)
         console.print()

@@ -14,7 +14,7 @@ from tuneloop.data.records import Record
 from tuneloop.engine.methods.sft import collate, labelled_logits
 from tuneloop.engine.tokenize import record_messages, tokenize_records
 from tuneloop.evals.metrics import exact_match, rouge_l
-from tuneloop.serve.generation import GenerationConfig, encode_chat, generate
+from tuneloop.models.generation import GenerationOptions, complete
 
 Progress = Callable[[int], None]
 
@@ -84,10 +84,8 @@ def evaluate_sft(model: Any, tokenizer: Any, records: Sequence[Record], max_leng
     pairs = [p for p in (prompt_and_reference(r) for r in records) if p is not None]
     pairs = pairs if max_generate is None else pairs[:max_generate]
     matches, rouges = [], []
-    device = next(model.parameters()).device
     for messages, reference in pairs:
-        answer = generate(model, tokenizer, encode_chat(tokenizer, messages).to(device),
-                          GenerationConfig(max_new_tokens=max_new_tokens)).strip()
+        answer = complete(model, tokenizer, messages, GenerationOptions(max_tokens=max_new_tokens)).text.strip()
         matches.append(exact_match(answer, reference))
         rouges.append(rouge_l(answer, reference))
         if len(report.samples) < samples:

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.api.deps import SessionDep, SettingsDep
 from tuneloop.api.errors import error_body
-from tuneloop.serve import chat
+from tuneloop.models import generation
+from tuneloop.models.generation import GenerationOptions
 from tuneloop.services import ServiceError
 from tuneloop.services.models import api_model_ref
 
@@ -93,20 +94,20 @@ def _messages(request: ChatRequest) -> list[dict[str, str]]:
     return out
 
 
-def _options(request: ChatRequest) -> chat.Options:
+def _options(request: ChatRequest) -> GenerationOptions:
     stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
     if len(stop) > 4:
         raise ServiceError(400, f"stop: at most 4 stop strings, got {len(stop)}", "stop")
     if request.top_logprobs and not request.logprobs:
         raise ServiceError(400, "top_logprobs needs logprobs: true", "top_logprobs")
-    return chat.Options(max_tokens=request.max_completion_tokens or request.max_tokens or DEFAULT_MAX_TOKENS,
+    return GenerationOptions(max_tokens=request.max_completion_tokens or request.max_tokens or DEFAULT_MAX_TOKENS,
                         temperature=request.temperature, top_p=request.top_p, seed=request.seed, stop=stop,
                         logprobs=request.logprobs, top_logprobs=request.top_logprobs or 0)
 
 
-def _fit(model: Any, prompt_tokens: int, body: ChatRequest, options: chat.Options) -> chat.Options:
+def _fit(model: Any, prompt_tokens: int, body: ChatRequest, options: GenerationOptions) -> GenerationOptions:
     """The options with max_tokens within the model's context: a 400 when the client asked for more."""
-    context = chat.context_length(model)
+    context = generation.context_length(model)
     if context is None:
         return options
     param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
@@ -120,11 +121,11 @@ def _fit(model: Any, prompt_tokens: int, body: ChatRequest, options: chat.Option
                                     f"tokens and the prompt takes {prompt_tokens}: at most {room}", param,
                                "context_length_exceeded")
         return options
-    return chat.Options(**{**options.__dict__, "max_tokens": min(options.max_tokens, room)})
+    return GenerationOptions(**{**options.__dict__, "max_tokens": min(options.max_tokens, room)})
 
 
-def _seeded(options: chat.Options, index: int) -> chat.Options:
-    return chat.Options(**{**options.__dict__, "seed": None if options.seed is None else options.seed + index})
+def _seeded(options: GenerationOptions, index: int) -> GenerationOptions:
+    return GenerationOptions(**{**options.__dict__, "seed": None if options.seed is None else options.seed + index})
 
 
 async def _until_disconnect(request: Request, cancel: threading.Event, work: Callable[[], Any]) -> Any:
@@ -182,9 +183,10 @@ async def completions(body: ChatRequest, request: Request, session: SessionDep, 
         with cache.using(ref) as (model, tokenizer):
             if cancel.is_set():  # the client left while the model was busy with others
                 return {}
-            prompt_tokens = int(chat.prompt_ids(model, tokenizer, messages).shape[1])
+            prompt_tokens = int(generation.prompt_ids(model, tokenizer, messages).shape[1])
             fitted = _fit(model, prompt_tokens, body, options)
-            answers = [chat.complete(model, tokenizer, messages, _seeded(fitted, i), cancel) for i in range(body.n)]
+            answers = [generation.complete(model, tokenizer, messages, _seeded(fitted, i), cancel)
+                       for i in range(body.n)]
         choices = [{"index": i, "message": {"role": "assistant", "content": a.text}, "finish_reason": a.finish_reason,
                     "logprobs": {"content": a.logprobs} if a.logprobs is not None else None}
                    for i, a in enumerate(answers)]
@@ -197,7 +199,7 @@ async def completions(body: ChatRequest, request: Request, session: SessionDep, 
         or {}
 
 
-async def _produce(cache: Any, ref: str, body: ChatRequest, messages: list[dict[str, str]], options: chat.Options,
+async def _produce(cache: Any, ref: str, body: ChatRequest, messages: list[dict[str, str]], options: GenerationOptions,
                    cancel: threading.Event) -> AsyncIterator[tuple]:
     """Items from a generating thread: ("ready", prompt tokens), then ("piece", index, text, finish, tokens)...,
     or ("error", exception) at any point. Leaving early sets `cancel`."""
@@ -214,12 +216,12 @@ async def _produce(cache: Any, ref: str, body: ChatRequest, messages: list[dict[
             with cache.using(ref) as (model, tokenizer):
                 if cancel.is_set():  # the client left while the model was busy with others
                     return
-                prompt_tokens = int(chat.prompt_ids(model, tokenizer, messages).shape[1])
+                prompt_tokens = int(generation.prompt_ids(model, tokenizer, messages).shape[1])
                 fitted = _fit(model, prompt_tokens, body, options)
                 put(("ready", prompt_tokens))
                 for index in range(body.n):
                     # closed here, inside `using`: generation has stopped before the model is let go
-                    with contextlib.closing(chat.stream(model, tokenizer, messages, _seeded(fitted, index),
+                    with contextlib.closing(generation.stream(model, tokenizer, messages, _seeded(fitted, index),
                                                         cancel)) as pieces:
                         for piece, finish, tokens in pieces:
                             put(("piece", index, piece, finish, tokens))

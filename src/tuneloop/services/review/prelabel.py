@@ -61,11 +61,11 @@ class LocalModel:
         return [[probs[own.index(label)] for label in labels] for _, probs in rows]
 
     def respond(self, prompts: Sequence[list[dict[str, Any]]]) -> list[tuple[str, float]]:
-        from tuneloop.serve.chat import Options, complete
+        from tuneloop.models.generation import GenerationOptions, complete
 
         out = []
         for messages in prompts:
-            answer = complete(self.model, self.tokenizer, messages, Options(max_tokens=self.max_tokens,
+            answer = complete(self.model, self.tokenizer, messages, GenerationOptions(max_tokens=self.max_tokens,
                                                                             temperature=0.0, logprobs=True))
             logprobs = [entry["logprob"] for entry in answer.logprobs or []]
             out.append((answer.text.strip(), sum(logprobs) / len(logprobs) if logprobs else 0.0))

@@ -1,8 +1,9 @@
-"""Chat completions: the model's chat template renders the messages; greedy or sampled answers with
-stop strings, token limits, seeds, log-probabilities and token counts.
+"""Generation, for every caller: chat completions, `tuneloop generate` and `chat`, evaluation and
+pre-labels. The model's chat template renders the messages; greedy or sampled answers with stop strings,
+token limits, seeds, log-probabilities and token counts, whole (`complete`) or streamed (`stream`).
 
 Generation ends at the token that completes a stop string, and at the next token once a `cancel` event
-is set (the client went away), so no work goes on for nobody. transformers' own `stop_strings` is not
+is set (a client went away), so no work goes on for nobody. transformers' own `stop_strings` is not
 used: it also matches text of the prompt (a stop of "\n\n" fires on the template's last newline plus
 a first "\n"), while OpenAI's stop strings apply to the answer alone."""
 
@@ -14,19 +15,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from tuneloop.serve.generation import GenerationConfig, encode_chat, generate_kwargs
+
+def encode_chat(tokenizer: Any, messages: list[dict[str, Any]]) -> Any:
+    """Token ids of a conversation rendered by the tokenizer's chat template, ready for the answer."""
+    if not getattr(tokenizer, "chat_template", None):
+        text = "\n".join(m["content"] for m in messages)
+        return tokenizer(text, return_tensors="pt")["input_ids"]
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                            return_dict=True)
+    return encoded["input_ids"]
 
 
 @dataclass
-class Options:
+class GenerationOptions:
+    """How to generate, for every caller: chat completions, `tuneloop generate` and `chat`, evaluation and
+    pre-labels."""
+
     max_tokens: int = 256
-    temperature: float = 1.0
+    """How many tokens to generate at most."""
+    temperature: float = 0.0
+    """0 means greedy decoding (deterministic); the API passes the request's (OpenAI's default is 1)."""
     top_p: float = 1.0
     seed: int | None = None
+    """Seeds torch's generator before sampling, so an answer can be repeated."""
     stop: list[str] = field(default_factory=list)
+    """Generation ends where the answer first contains one of these; the text is cut before it."""
     logprobs: bool = False
     top_logprobs: int = 0
 
@@ -64,10 +79,15 @@ class StopAtStrings(StoppingCriteria):
         return torch.tensor([any(s in tail for s in self.stops) for tail in tails], device=input_ids.device)
 
 
-def _kwargs(tokenizer: Any, options: Options, prompt_length: int, *cancel: threading.Event | None
+def _kwargs(tokenizer: Any, options: GenerationOptions, prompt_length: int, *cancel: threading.Event | None
             ) -> dict[str, Any]:
-    kwargs = generate_kwargs(tokenizer, GenerationConfig(max_new_tokens=options.max_tokens,
-                                                         temperature=options.temperature, top_p=options.top_p))
+    kwargs: dict[str, Any] = {"max_new_tokens": options.max_tokens,
+                              "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                              else tokenizer.eos_token_id}
+    if options.temperature > 0:
+        kwargs.update(do_sample=True, temperature=options.temperature, top_p=options.top_p, top_k=None)  # no top-k
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     criteria = [StopWhenSet(*cancel)]
     if any(options.stop):
         criteria.append(StopAtStrings(tokenizer, options.stop, prompt_length))
@@ -75,7 +95,7 @@ def _kwargs(tokenizer: Any, options: Options, prompt_length: int, *cancel: threa
     return kwargs
 
 
-def _finish(new: list[int], tokenizer: Any, options: Options, stopped: bool) -> str:
+def _finish(new: list[int], tokenizer: Any, options: GenerationOptions, stopped: bool) -> str:
     ended = bool(new) and new[-1] == tokenizer.eos_token_id
     return "stop" if ended or stopped or len(new) < options.max_tokens else "length"
 
@@ -96,7 +116,7 @@ def prompt_ids(model: Any, tokenizer: Any, messages: list[dict[str, Any]]) -> to
 
 
 @torch.no_grad()
-def complete(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options: Options,
+def complete(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options: GenerationOptions,
              cancel: threading.Event | None = None) -> Answer:
     ids = prompt_ids(model, tokenizer, messages)
     if options.seed is not None:
@@ -122,7 +142,7 @@ def complete(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options
     return answer
 
 
-def stream(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options: Options,
+def stream(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options: GenerationOptions,
            cancel: threading.Event | None = None) -> Iterator[tuple[str, str | None, int]]:
     """Yield (text piece, finish_reason or None, completion tokens so far); the last item has the reason.
     Closing the iterator early (or setting `cancel`) ends generation at the next token."""
