@@ -14,7 +14,10 @@ from tuneloop.data.records import Record
 from tuneloop.engine.methods.sft import collate, labelled_logits
 from tuneloop.engine.tokenize import record_messages, tokenize_records
 from tuneloop.evals.metrics import exact_match, rouge_l
-from tuneloop.models.generation import GenerationOptions, complete
+from tuneloop.models.generation import GenerationOptions, complete_batch
+
+GENERATE_BATCH = 8
+"""Greedy answers are generated this many at a time (one generate() call, one KV cache)."""
 
 Progress = Callable[[int], None]
 
@@ -84,15 +87,20 @@ def evaluate_sft(model: Any, tokenizer: Any, records: Sequence[Record], max_leng
     pairs = [p for p in (prompt_and_reference(r) for r in records) if p is not None]
     pairs = pairs if max_generate is None else pairs[:max_generate]
     matches, rouges = [], []
-    for messages, reference in pairs:
-        answer = complete(model, tokenizer, messages, GenerationOptions(max_tokens=max_new_tokens)).text.strip()
-        matches.append(exact_match(answer, reference))
-        rouges.append(rouge_l(answer, reference))
-        if len(report.samples) < samples:
-            report.samples.append({"prompt": messages[-1]["content"] if messages else "", "reference": reference,
-                                   "generated": answer})
+    options = GenerationOptions(max_tokens=max_new_tokens)
+    for start in range(0, len(pairs), GENERATE_BATCH):
+        batch = pairs[start:start + GENERATE_BATCH]
+        answers = complete_batch(model, tokenizer, [messages for messages, _ in batch], options,
+                                 batch_size=GENERATE_BATCH)
+        for (messages, reference), answer in zip(batch, answers):
+            text = answer.text.strip()
+            matches.append(exact_match(text, reference))
+            rouges.append(rouge_l(text, reference))
+            if len(report.samples) < samples:
+                report.samples.append({"prompt": messages[-1]["content"] if messages else "", "reference": reference,
+                                       "generated": text})
         if on_progress:
-            on_progress(1)
+            on_progress(len(batch))
     if pairs:
         report.generated = len(pairs)
         report.exact_match = sum(matches) / len(matches)

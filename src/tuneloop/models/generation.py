@@ -10,7 +10,7 @@ a first "\n"), while OpenAI's stop strings apply to the answer alone."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,8 +95,16 @@ def _kwargs(tokenizer: Any, options: GenerationOptions, prompt_length: int, *can
     return kwargs
 
 
-def _finish(new: list[int], tokenizer: Any, options: GenerationOptions, stopped: bool) -> str:
-    ended = bool(new) and new[-1] == tokenizer.eos_token_id
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The tokens that end an answer: the model's generation config's (what generate() stops on) and the
+    tokenizer's."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = configured if isinstance(configured, list) else [configured]
+    return {i for i in [*ids, tokenizer.eos_token_id] if i is not None}
+
+
+def _finish(new: list[int], eos: set[int], options: GenerationOptions, stopped: bool) -> str:
+    ended = bool(new) and new[-1] in eos
     return "stop" if ended or stopped or len(new) < options.max_tokens else "length"
 
 
@@ -126,20 +134,59 @@ def complete(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options
     new = out.sequences[0, ids.shape[1]:].tolist()
     text = tokenizer.decode(new, skip_special_tokens=True)
     text, stopped = _cut_at_stop(text, options.stop)
-    answer = Answer(text, _finish(new, tokenizer, options, stopped), len(new))
+    answer = Answer(text, _finish(new, _eos_ids(model, tokenizer), options, stopped), len(new))
     if options.logprobs:
-        answer.logprobs = []
-        for token, scores in zip(new, out.scores):
-            logp = torch.log_softmax(scores[0].float(), dim=-1)
-            entry = {"token": tokenizer.decode([token]), "logprob": float(logp[token]),
-                     "bytes": list(tokenizer.decode([token]).encode()), "top_logprobs": []}
-            if options.top_logprobs:
-                values, indices = logp.topk(options.top_logprobs)
-                entry["top_logprobs"] = [{"token": tokenizer.decode([i]), "logprob": float(v),
-                                          "bytes": list(tokenizer.decode([i]).encode())}
-                                         for v, i in zip(values.tolist(), indices.tolist())]
-            answer.logprobs.append(entry)
+        answer.logprobs = _logprobs(tokenizer, new, [scores[0] for scores in out.scores], options.top_logprobs)
     return answer
+
+
+def _logprobs(tokenizer: Any, tokens: list[int], scores: list[torch.Tensor], top: int) -> list[dict[str, Any]]:
+    """OpenAI's `logprobs.content`: each generated token's log-probability (and the `top` likeliest)."""
+    entries = []
+    for token, row in zip(tokens, scores):  # row: (vocab,) scores of the step that chose `token`
+        logp = torch.log_softmax(row.float(), dim=-1)
+        entry = {"token": tokenizer.decode([token]), "logprob": float(logp[token]),
+                 "bytes": list(tokenizer.decode([token]).encode()), "top_logprobs": []}
+        if top:
+            values, indices = logp.topk(top)
+            entry["top_logprobs"] = [{"token": tokenizer.decode([i]), "logprob": float(v),
+                                      "bytes": list(tokenizer.decode([i]).encode())}
+                                     for v, i in zip(values.tolist(), indices.tolist())]
+        entries.append(entry)
+    return entries
+
+
+@torch.no_grad()
+def complete_batch(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, Any]]],
+                   options: GenerationOptions, batch_size: int = 8) -> list[Answer]:
+    """Answers to many conversations, `batch_size` at a time in one `generate()` call each (prompts padded
+    on the left, one KV cache per batch), for offline callers: evaluation and pre-labels. Greedy answers
+    are those `complete` gives one by one. Stop strings are for `complete` and `stream`."""
+    if options.stop:
+        raise ValueError("complete_batch takes no stop strings; use complete() for each conversation")
+    device, eos = next(model.parameters()).device, _eos_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers: list[Answer] = []
+    for start in range(0, len(conversations), batch_size):
+        prompts = [encode_chat(tokenizer, messages)[0].tolist() for messages in conversations[start:start + batch_size]]
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)  # (B, width)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
+        out = model.generate(input_ids=ids, attention_mask=mask, output_scores=options.logprobs,
+                             return_dict_in_generate=True, **_kwargs(tokenizer, options, width))
+        for row in range(len(prompts)):
+            new = out.sequences[row, width:].tolist()
+            ends = [i for i, token in enumerate(new) if token in eos]
+            new = new[: ends[0] + 1] if ends else new  # after its end a row is filled with padding
+            answer = Answer(tokenizer.decode(new, skip_special_tokens=True), _finish(new, eos, options, False),
+                            len(new))
+            if options.logprobs:
+                answer.logprobs = _logprobs(tokenizer, new, [scores[row] for scores in out.scores],
+                                            options.top_logprobs)
+            answers.append(answer)
+    return answers
 
 
 def stream(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options: GenerationOptions,
@@ -184,4 +231,4 @@ def stream(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options: 
     if "error" in result:
         raise result["error"]
     new = result["out"][0, ids.shape[1]:].tolist() if "out" in result else []
-    yield pending, _finish(new, tokenizer, options, stopped), len(new)
+    yield pending, _finish(new, _eos_ids(model, tokenizer), options, stopped), len(new)

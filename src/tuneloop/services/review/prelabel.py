@@ -61,12 +61,11 @@ class LocalModel:
         return [[probs[own.index(label)] for label in labels] for _, probs in rows]
 
     def respond(self, prompts: Sequence[list[dict[str, Any]]]) -> list[tuple[str, float]]:
-        from tuneloop.models.generation import GenerationOptions, complete
+        from tuneloop.models.generation import GenerationOptions, complete_batch
 
         out = []
-        for messages in prompts:
-            answer = complete(self.model, self.tokenizer, messages, GenerationOptions(max_tokens=self.max_tokens,
-                                                                            temperature=0.0, logprobs=True))
+        options = GenerationOptions(max_tokens=self.max_tokens, temperature=0.0, logprobs=True)
+        for answer in complete_batch(self.model, self.tokenizer, list(prompts), options):
             logprobs = [entry["logprob"] for entry in answer.logprobs or []]
             out.append((answer.text.strip(), sum(logprobs) / len(logprobs) if logprobs else 0.0))
         return out
