@@ -20,7 +20,11 @@ def get_cache(request: Request) -> Any:
 
 
 def _key_is_valid(request: Request, session: Session) -> bool | None:
-    """None without an Authorization header; else whether it holds an active key."""
+    """None without an Authorization header; else whether it holds an active key. The gate has already
+    looked for requests under /v1 and /api."""
+    checked = getattr(request.state, "credential", None)
+    if checked is not None:
+        return True if checked == "key" else None
     header = request.headers.get("authorization", "")
     if not header:
         return None

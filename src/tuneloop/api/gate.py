@@ -54,11 +54,12 @@ class Gate:
             return
         headers, path = Headers(scope=scope), route_path(scope)
         if path.startswith(API_PREFIXES):
-            refusal = await anyio.to_thread.run_sync(self._refusal, path, headers.get("authorization"),
+            found = await anyio.to_thread.run_sync(self._credential, path, headers.get("authorization"),
                                                      (scope.get("session") or {}).get("user_id"), limiter=AUTH_THREADS)
-            if refusal is not None:
-                await refusal(scope, receive, send)
+            if not isinstance(found, str):  # the 401 to send
+                await found(scope, receive, send)
                 return
+            scope.setdefault("state", {})["credential"] = found  # the routes' role checks need not look again
         limit = self.upload_limit if path in UPLOADS else API_BODY_LIMIT if path.startswith(API_PREFIXES) \
             else PAGE_BODY_LIMIT
         length = headers.get("content-length", "")
@@ -68,19 +69,19 @@ class Gate:
             return
         await self.app(scope, self._counted(receive, limit, path in UPLOADS), send)
 
-    def _refusal(self, path: str, authorization: str | None, user_id: str | None) -> Any:
-        """None when the request carries a valid key or a live login; else the 401 to send."""
+    def _credential(self, path: str, authorization: str | None, user_id: str | None) -> Any:
+        """"key" or "login" when the request carries a valid key or a live login; else the 401 to send."""
         with self.sessions() as session:
             if authorization:
                 scheme, _, secret = authorization.partition(" ")
                 if scheme.lower() == "bearer" and secret.strip() and \
                         repo.find_active_key(session, secret=secret.strip()) is not None:
-                    return None
+                    return "key"
                 return error_response(401, "the API key is not valid or was revoked", None, "invalid_api_key")
             if user_id:
                 user = review_store.get_user(session, user_id=user_id)
                 if user is not None and user.disabled_at is None:
-                    return None
+                    return "login"
         if path.startswith("/v1/"):
             return error_response(401, "no API key: send 'Authorization: Bearer <key>' (tuneloop keys create)",
                                   None, "missing_api_key")

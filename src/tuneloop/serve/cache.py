@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -19,7 +20,10 @@ from tuneloop.models.loading import find_run_output, load_causal_lm, load_tokeni
 class ModelCache:
     def __init__(self, settings: Settings, max_adapters: int = 16, max_whole: int = 2):
         self.settings, self.max_adapters, self.max_whole = settings, max_adapters, max_whole
-        self.lock = threading.Lock()  # not RLock: a streamed answer may release it from another thread
+        self.lock = threading.Lock()
+        self.generation = ThreadPoolExecutor(max_workers=8, thread_name_prefix="chat-generate")
+        """Where answers are generated, streamed or not: a bounded pool (requests beyond it wait in its queue,
+        holding no thread), apart from the pool that serves every other request."""
         self.bases: dict[str, Any] = {}                       # base ref -> model (a PeftModel once it has adapters)
         self.tokenizers: dict[str, Any] = {}
         self.adapters: OrderedDict[str, str] = OrderedDict()  # adapter name -> base ref, least recent first

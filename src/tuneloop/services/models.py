@@ -80,17 +80,20 @@ def api_model_ref(session: Session, settings: Settings, model_id: str) -> str:
         return serving_ref(session, model_id)
     if (run := _server_run(settings, model_id)) is not None:
         return run
-    if (is_hub_id(model_id) and _cached_hub_model(model_id)) or settings.allows(model_id):
+    if _nameable_local(settings, model_id):
         return serving_ref(session, model_id)
     raise _unknown(model_id)
+
+
+def _nameable_local(settings: Settings, model_id: str) -> bool:
+    """A hub model in the local cache, or a folder or .gguf file under TUNELOOP_ALLOWED_PATHS."""
+    return (is_hub_id(model_id) and _cached_hub_model(model_id)) or settings.allows(model_id)
 
 
 def api_base_model(settings: Settings, model_id: str) -> ModelSpec:
     """A base model to fine-tune, named over the API (the rules of `api_model_ref`, less fine-tuned models
     and runs); a 400 naming `model` otherwise."""
-    allowed = model_id in EMBEDDED or (is_hub_id(model_id) and _cached_hub_model(model_id)) or \
-        settings.allows(model_id)
-    if not allowed:
+    if model_id not in EMBEDDED and not _nameable_local(settings, model_id):
         raise ServiceError(400, f"no base model '{model_id}' to fine-tune here: use a base model from GET /v1/models "
                                 "(a hub model must be in this server's Hugging Face cache; a folder must be under "
                                 "TUNELOOP_ALLOWED_PATHS)", "model", "model_not_found")

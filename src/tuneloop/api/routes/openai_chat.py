@@ -1,8 +1,9 @@
 """/v1/chat/completions, streaming included.
 
-Generation runs in a thread of its own that holds the model (the cache's lock) from start to end; the
-request only reads what it produces. When the client goes away, a cancel event ends generation at the
-next token and that thread lets go of the model at once, whatever the client did."""
+Generation runs on the model cache's bounded pool (`ModelCache.generation`), in a thread that holds the
+model (the cache's lock) from start to end; the request only reads what it produces. When the client
+goes away, a cancel event ends generation at the next token and that thread lets go of the model at
+once, whatever the client did."""
 
 from __future__ import annotations
 
@@ -31,8 +32,6 @@ from tuneloop.services.models import api_model_ref
 router = APIRouter(tags=["chat"])
 log = logging.getLogger("tuneloop.api")
 
-CHAT_THREADS = anyio.CapacityLimiter(8)
-"""Threads for non-streamed completions waiting on the model, apart from the pool every other request uses."""
 SEED_RANGE = (-(2**62), 2**62)
 """Exact in a JSON number read as a double; seed + choice index stays within what torch.manual_seed takes."""
 DEFAULT_MAX_TOKENS = 256
@@ -195,7 +194,7 @@ async def completions(body: ChatRequest, request: Request, session: SessionDep, 
                 "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                                               "total_tokens": prompt_tokens + completion_tokens}}
 
-    return await _until_disconnect(request, cancel, lambda: anyio.to_thread.run_sync(answer, limiter=CHAT_THREADS)) \
+    return await _until_disconnect(request, cancel, lambda: asyncio.wrap_future(cache.generation.submit(answer))) \
         or {}
 
 
@@ -232,7 +231,7 @@ async def _produce(cache: Any, ref: str, body: ChatRequest, messages: list[dict[
         finally:
             put(("end",))
 
-    threading.Thread(target=generate, name="chat-generate", daemon=True).start()
+    cache.generation.submit(generate)
     try:
         while (item := await queue.get())[0] != "end":
             yield item
