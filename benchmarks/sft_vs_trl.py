@@ -297,11 +297,11 @@ def profiler(args):
     prof.start()
 
     def on_event(event):
-        if event["type"] == "step":
+        if event.type == "step":
             if gpu():
                 torch.cuda.synchronize()
             prof.step()
-        elif event["type"] in ("done", "error"):
+        elif event.type in ("done", "error"):
             prof.stop()
 
     return on_event

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 LAYERS = ["cli", "api", "web", "services", "worker", "store", "evals", "serve", "engine", "models", "data", "config"]
 SRC = Path(__file__).resolve().parents[1] / "src" / "tuneloop"
 # Layers at the same height may not import each other either, except where named here.
@@ -50,3 +52,39 @@ def test_the_check_catches_an_upward_import(tmp_path):
     bad.write_text("from tuneloop.cli.main import app\n")
     assert [layer_of(m) for _, m in imports_of(bad)] == ["cli"]
     assert LAYERS.index("cli") < LAYERS.index("data")
+
+
+def names_in(path: Path) -> set[str]:
+    """Every identifier, attribute, argument and string constant of a module, lower-cased."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.arg):
+            found.add(node.arg)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            found.add(node.name)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.update(node.value.split())
+    return {name.lower().strip(".,:;'\"()") for name in found}
+
+
+METHOD_WORDS = {"head", "classifier", "label", "labels", "label_set", "labelled", "generative"}
+"""Words that only one method's concerns would bring into the loop."""
+
+
+@pytest.mark.parametrize("module", ["engine/loop.py", "engine/data.py"])
+def test_the_loop_and_its_data_name_no_method(module):
+    from tuneloop.engine.methods import registered
+
+    names = names_in(SRC / module)
+    named = sorted(names & (set(registered()) | METHOD_WORDS) | {n for n in names if "classif" in n or "sft" in n})
+    assert not named, f"{module} names a method or a method's own concern: {named}"
+
+
+def test_the_method_name_check_catches_a_method(tmp_path):
+    bad = tmp_path / "loop.py"
+    bad.write_text("def step(recipe):\n    if recipe.method == 'classify':\n        return self.head\n")
+    assert {"classify", "head"} <= names_in(bad)

@@ -11,7 +11,7 @@ import torch
 from tests.conftest import chat_rows, write_jsonl
 from tuneloop.config.recipe import parse_recipe
 from tuneloop.config.settings import get_settings
-from tuneloop.engine.events import read_events
+from tuneloop.models.run_folder import Evaluation, read_events
 from tuneloop.engine.loop import TrainingError, train
 from tuneloop.evals.classify import has_head, predict_labels
 from tuneloop.models.loading import ModelError, load_causal_lm, load_model, load_sequence_classifier
@@ -72,7 +72,7 @@ def test_head_early_stopping_on_accuracy(tiny_encoder, labelled, tmp_path):
     r = recipe(tiny_encoder, labelled, data={"validation_split": 0.25},
                evaluation={"every_steps": 2}, early_stopping={"enabled": True, "metric": "eval_accuracy", "patience": 2})
     train(r, get_settings(), tmp_path / "run")
-    evals = [e for e in read_events(tmp_path / "run" / "events.jsonl") if e["type"] == "eval"]
+    evals = [e.to_json() for e in read_events(tmp_path / "run" / "events.jsonl") if isinstance(e, Evaluation)]
     assert evals and all(0 <= e["eval_accuracy"] <= 1 and e["eval_loss"] > 0 for e in evals)
 
 

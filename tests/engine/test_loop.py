@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from tests.conftest import chat_rows, write_jsonl
 from tuneloop.config.recipe import parse_recipe
 from tuneloop.config.settings import get_settings
-from tuneloop.engine.events import read_events
+from tuneloop.models.run_folder import Checkpoint, EarlyStop, Error, Resumed, Step, read_events
 from tuneloop.engine.loop import Loop, TrainingError, resume, train
 from tuneloop.engine.loop import run_loop
 from tuneloop.engine.methods.sft import collate, sft_loss
@@ -68,14 +68,14 @@ def test_a_killed_run_resumes_exactly(tiny_chat_model, train_file, tmp_path):
     whole = train(r, settings, tmp_path / "whole")
 
     def kill_at_step_5(event):
-        if event["type"] == "step" and event["step"] == 5:
+        if isinstance(event, Step) and event.step == 5:
             raise Killed()
 
     with pytest.raises(Killed):
         train(r, settings, tmp_path / "killed", listener=kill_at_step_5)
     resumed = resume(tmp_path / "killed", settings)
     events = read_events(tmp_path / "killed" / "events.jsonl")
-    assert [e["step"] for e in events if e["type"] == "resumed"] == [3]  # from the last checkpoint, not 0
+    assert [e.step for e in events if isinstance(e, Resumed)] == [3]  # from the last checkpoint, not 0
     assert resumed.losses == pytest.approx(whole.losses, abs=1e-6)
     a = load_file(tmp_path / "whole" / "final" / "adapter_model.safetensors")
     b = load_file(tmp_path / "killed" / "final" / "adapter_model.safetensors")
@@ -114,8 +114,8 @@ def test_early_stopping_keeps_and_marks_the_best_checkpoint(tiny_chat_model, tra
     result = train(r, get_settings(), tmp_path / "es")
     assert result.stopped_early and result.steps == 3  # step 1 is best; 2 and 3 cannot beat it by 100
     events = read_events(tmp_path / "es" / "events.jsonl")
-    stop = next(e for e in events if e["type"] == "early_stop")
-    assert stop["best_checkpoint"].endswith("step-0000001")
+    stop = next(e for e in events if isinstance(e, EarlyStop))
+    assert stop.best_checkpoint.endswith("step-0000001")
     assert (tmp_path / "es" / "checkpoints" / "step-0000001").is_dir()
     meta = json.loads((tmp_path / "es" / "final" / "run.json").read_text())
     assert meta["best_checkpoint"].endswith("step-0000001")
@@ -127,7 +127,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_chat_
     run_dir = tmp_path / "nan"
 
     def poison(event):  # after step 2 is saved, corrupt the weights as a diverging run would
-        if event["type"] == "checkpoint" and event["step"] == 2:
+        if isinstance(event, Checkpoint) and event.step == 2:
             with torch.no_grad():
                 next(p for p in loop.model.parameters() if p.requires_grad).fill_(float("nan"))
 
@@ -135,7 +135,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tiny_chat_
     with pytest.raises(TrainingError, match="loss became nan at step 3"):
         run_loop(loop)
     events = read_events(run_dir / "events.jsonl")
-    assert events[-1]["type"] == "error" and "last good checkpoint is kept" in events[-1]["message"]
+    assert isinstance(events[-1], Error) and "last good checkpoint is kept" in events[-1].message
     assert (run_dir / "checkpoints" / "step-0000002").is_dir()
     assert not (run_dir / "checkpoints" / "step-0000003").exists()
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from tuneloop.cli.common import console, err_console, fail, handle_errors, settings
 from tuneloop.config.recipe import RecipeError, load_recipe, parse_recipe
+from tuneloop.models.run_folder import Done, EarlyStop, Error, Evaluation, Event, Resumed, RunMeta, Start, Step
 
 ADAPTERS = "lora, dora, ia3, qlora, full, freeze"
 
@@ -25,25 +26,43 @@ class TrainProgress:
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console)
         self.task = None
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["type"]
-        if kind == "start":
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Start):
+            if event.hyperparameters:
+                err_console.print(describe_hyperparameters(event), highlight=False)
             self.progress.start()
-            self.task = self.progress.add_task("train", total=event["total_steps"], completed=event["from_step"],
+            self.task = self.progress.add_task("train", total=event.total_steps, completed=event.from_step,
                                                loss="-", lr="-", tps="-")
-        elif kind == "resumed" and self.task is not None:
-            self.progress.update(self.task, completed=event["step"])
-        elif kind == "step" and self.task is not None:
-            self.progress.update(self.task, completed=event["step"], loss=f"{event['loss']:.4f}",
-                                 lr=f"{event['lr']:.2e}", tps=f"{event['tokens_per_second']:.0f}")
-        elif kind == "eval":
-            accuracy = f"  eval_accuracy {event['eval_accuracy']:.3f}" if "eval_accuracy" in event else ""
-            self.progress.console.print(f"step {event['step']}: eval_loss {event['eval_loss']:.4f}{accuracy}")
-        elif kind == "early_stop":
-            self.progress.console.print(f"early stop at step {event['step']}: best {event['metric']} "
-                                        f"{event['best']:.4f} ({event['best_checkpoint']})")
-        elif kind in {"done", "error"}:
+        elif isinstance(event, Resumed) and self.task is not None:
+            self.progress.update(self.task, completed=event.step)
+        elif isinstance(event, Step) and self.task is not None:
+            self.progress.update(self.task, completed=event.step, loss=f"{event.loss:.4f}",
+                                 lr=f"{event.lr:.2e}", tps=f"{event.tokens_per_second:.0f}")
+        elif isinstance(event, Evaluation):
+            metrics = "  ".join(f"{k} {v:.4f}" if k.endswith("loss") else f"{k} {v:.3f}"
+                                for k, v in event.metrics.items())
+            self.progress.console.print(f"step {event.step}: {metrics}")
+        elif isinstance(event, EarlyStop):
+            self.progress.console.print(f"early stop at step {event.step}: best {event.metric} "
+                                        f"{event.best:.4f} ({event.best_checkpoint})")
+        elif isinstance(event, (Done, Error)):
             self.progress.stop()  # an error is printed once, as the command exits with it
+
+
+SHOWN = ("epochs", "max_steps", "learning_rate", "head_learning_rate", "warmup_ratio", "batch_size",
+         "gradient_accumulation", "max_length", "scheduler")
+
+
+def describe_hyperparameters(start: Start) -> str:
+    """The effective hyperparameters of a run's start event; those the method chose are marked, with why."""
+    hp, chosen = start.hyperparameters or {}, start.method_defaults or {}
+    parts = [f"{name} {hp[name]:g}" if isinstance(hp[name], float) else f"{name} {hp[name]}"
+             for name in SHOWN if hp.get(name) is not None]
+    parts = [part + ("*" if part.split()[0] in chosen else "") for part in parts]
+    lines = [f"[bold]{start.method or 'train'}[/] on {start.train_examples} examples: " + ", ".join(parts)]
+    if chosen:
+        lines.append("  * the method's default: " + "; ".join(f"{k}: {why}" for k, why in chosen.items()))
+    return "\n".join(lines)
 
 
 @handle_errors
@@ -86,8 +105,7 @@ def train_cmd(
             result = train(recipe, settings(), listener=TrainProgress())
     except (RecipeError, TrainingError) as e:
         fail(str(e), 1)
-    meta = json.loads((result.final_dir / "run.json").read_text())
-    try_it = (f"tuneloop eval {result.run_dir} --data TEST.jsonl" if meta.get("classifier") == "head"
+    try_it = (f"tuneloop eval {result.run_dir} --data TEST.jsonl" if RunMeta.read(result.final_dir).has_head
               else f"tuneloop chat {result.run_dir}")
     console.print(f"[green]✓[/] {result.steps} steps in {result.seconds:.0f}s "
                   f"({result.tokens_per_second:.0f} tokens/s); final loss {result.losses[-1]:.4f}\n"
@@ -124,7 +142,7 @@ def eval_cmd(
     if kind == "classifier" and not labelled:
         fail(f"{model} is a classifier: evaluate it on labelled data (text + label)")
     if labelled:
-        labels = run_meta(run_output).get("label_set") if run_output is not None else None
+        labels = run_meta(run_output).label_set if run_output is not None else None
         labels = labels or sorted({label for r in records for label in r.labels})
         report = evaluate_with_progress(model, [r.text for r in records], [r.labels[0] for r in records], labels)
         result = {"task": "classification", **report.to_dict()}

@@ -59,16 +59,24 @@ class AdapterSection(_Section):
 
 
 class Hyperparameters(_Section):
-    epochs: float = Field(1, gt=0)
-    """Passes over the training data (ignored when max_steps is set)."""
+    epochs: float | None = Field(None, gt=0)
+    """Passes over the training data (ignored when max_steps is set). Empty: the method's default, scaled to
+    the data. sft and generative classify: 3 passes, more for small data so that at least 100 examples are
+    seen (at most 25 passes), fewer for large data so that at most 25,000 are (OpenAI's `n_epochs: auto`).
+    classify with a head: 8 passes, and at least 2,000 examples seen."""
     max_steps: int | None = Field(None, ge=1)
     """Stop after this many optimizer steps."""
-    learning_rate: float = Field(2e-4, gt=0)
-    """Peak learning rate (2e-4 suits LoRA; use ~2e-5 for full fine-tuning)."""
+    learning_rate: float | None = Field(None, gt=0)
+    """Peak learning rate of the base model's trainable weights. Empty: the method's default by adapter type.
+    sft and generative classify: lora, dora, qlora 2e-4; ia3 3e-3; full and freeze 2e-5.
+    classify with a head: lora, dora 5e-4; ia3 3e-3; full 5e-5; freeze 1e-3."""
+    head_learning_rate: float | None = Field(None, gt=0)
+    """Peak learning rate of a classification head (classify with a head). Empty: 2e-3, since the head
+    starts from random weights."""
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     """Learning-rate schedule after warm-up."""
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    """Share of the steps spent warming up."""
+    warmup_ratio: float | None = Field(None, ge=0, lt=1)
+    """Share of the steps spent warming up. Empty: the method's default: 0.03, or 0.1 for a new head."""
     batch_size: int = Field(8, ge=1)
     """Examples per micro-batch."""
     gradient_accumulation: int = Field(1, ge=1)
@@ -95,8 +103,9 @@ class EvaluationSection(_Section):
 
 class EarlyStoppingSection(_Section):
     enabled: bool = False
-    metric: Literal["eval_loss", "eval_accuracy"] = "eval_loss"
-    """The validation metric to watch."""
+    metric: str = Field("eval_loss", pattern=r"^eval_\w+$")
+    """The validation metric to watch: eval_loss (lower is better) or another the method reports, such as
+    eval_accuracy (higher is better)."""
     patience: int = Field(3, ge=1)
     """Evaluations without improvement before stopping."""
     min_delta: float = Field(0.0, ge=0)
@@ -116,8 +125,9 @@ class Recipe(_Section):
     model: str = "smollm2-135m-instruct"
     """Base model: a registry name, a folder, a .gguf file, a hub id, or a previous run folder
     (sequential fine-tuning: the same adapter type continues that run's adapter; another merges it first)."""
-    method: Literal["sft", "classify"] = "sft"
-    """sft: learn the assistant answers. classify: learn the label of each text (see classifier)."""
+    method: str = "sft"
+    """A registered training method (engine/methods/). sft: learn the assistant answers. classify: learn the
+    label of each text (see classifier)."""
     classifier: Literal["auto", "head", "generative"] = "auto"
     """With method classify: 'head' trains a sequence-classification layer on an encoder or a decoder;
     'generative' teaches a chat model to answer with the label (scored by each label's likelihood);

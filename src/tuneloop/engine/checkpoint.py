@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tuneloop.models.run_folder import RunFolder
+
 STATE = "state.json"
 
 
@@ -53,7 +55,7 @@ def load_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: Any) ->
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first."""
-    root = run_dir / "checkpoints"
+    root = RunFolder(run_dir).checkpoints
     if not root.is_dir():
         return []
     return sorted((p for p in root.iterdir() if p.is_dir() and (p / STATE).exists()), key=lambda p: p.name)

@@ -1,28 +1,16 @@
-"""A recipe's data as token examples: load sources, mix by weight, hold out validation, tokenize."""
+"""A recipe's data as records: load sources, mix by weight, hold out validation; and each epoch's batches.
+Turning records into examples is the method's part (engine/methods/)."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tuneloop.config.recipe import DataSource, Recipe
 from tuneloop.data.dataset import Source, load_records
-from tuneloop.data.records import LabelledRecord, Record
+from tuneloop.data.records import Record
 from tuneloop.data.versions import resolve_version
-from tuneloop.engine.methods.classify import LabelExample, tokenize_labelled
-from tuneloop.engine.tokenize import Example, tokenize_records
-
-
-@dataclass
-class PreparedData:
-    train: list[Example] | list[LabelExample]
-    validation: list[Example] | list[LabelExample]
-    label_set: list[str] | None
-    validation_records: list[Record]
-    dropped: int
-    """Records with no token to learn from after truncation (skipped)."""
 
 
 def load_source(source: DataSource, datasets_dir: Path) -> list[Record]:
@@ -50,11 +38,10 @@ def _mix(sources: list[list[Record]], weights: list[float], rng: random.Random,
 class RecipeRecords:
     train: list[Record]
     validation: list[Record]
-    label_set: list[str] | None
 
 
 def load_recipe_records(recipe: Recipe, datasets_dir: Path) -> RecipeRecords:
-    """The records a recipe trains and validates on (mixed, split) and, for classify, its label set."""
+    """The records a recipe trains and validates on (mixed, split)."""
     if not recipe.data.train:
         raise ValueError("data.train is empty: give at least one training file or dataset version")
     rng = random.Random(recipe.seed)
@@ -74,30 +61,7 @@ def load_recipe_records(recipe: Recipe, datasets_dir: Path) -> RecipeRecords:
     else:
         validation = []
     train = _mix(sources, [s.weight for s in recipe.data.train], rng, keep_order)
-    label_set = None
-    if recipe.method == "classify":
-        for name, records in (("training", train), ("validation", validation)):
-            bad = next((i for i, r in enumerate(records) if not isinstance(r, LabelledRecord)), None)
-            if bad is not None:
-                raise ValueError(f"method 'classify' needs labelled data (text + label); {name} example "
-                                 f"{bad + 1} is a {records[bad].kind} record")
-        label_set = sorted({label for r in train for label in r.labels})
-    return RecipeRecords(train, validation, label_set)
-
-
-def prepare_data(recipe: Recipe, tokenizer: Any, records: RecipeRecords, head: bool = False) -> PreparedData:
-    """Token examples: chat/answer spans for causal LMs, (text, label index) for a classification head."""
-    max_length = recipe.hyperparameters.max_length
-    if head:
-        assert records.label_set is not None
-        train = tokenize_labelled(tokenizer, records.train, records.label_set, max_length)
-        validation = tokenize_labelled(tokenizer, records.validation, records.label_set, max_length)
-        return PreparedData(train, validation, records.label_set, records.validation, 0)
-    train, dropped = tokenize_records(tokenizer, records.train, max_length, recipe.train_on, records.label_set)
-    validation, _ = tokenize_records(tokenizer, records.validation, max_length, recipe.train_on, records.label_set)
-    if not train:
-        raise ValueError("no training example has a token to learn from (answers empty or cut by max_length)")
-    return PreparedData(train, validation, records.label_set, records.validation, dropped)
+    return RecipeRecords(train, validation)
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,

@@ -36,7 +36,7 @@ def export_run(run: str | Path, out: Path, settings: Settings, merge: bool = Fal
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
     (out / EXPORT_META).write_text(json.dumps({"run": str(final.parent), "merged": merge and is_adapter,
-                                                **{k: meta.get(k) for k in ("base_model", "method", "adapter",
-                                                                            "classifier", "label_set", "steps")}},
+                                                **{k: getattr(meta, k) for k in ("base_model", "method", "adapter",
+                                                                                 "classifier", "label_set", "steps")}},
                                                indent=1))
     return out

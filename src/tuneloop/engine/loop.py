@@ -1,33 +1,32 @@
-"""The one training loop. A method supplies batches and a loss; this does the rest:
-optimizer and schedule, accumulation, clipping, precision, evaluation, early stopping,
-checkpoints with exact resume, events, and the final model."""
+"""The one training loop. A method (engine/methods/, chosen by the recipe) supplies the model, examples,
+batches, a loss, metrics and defaults; this does the rest: optimizer and schedule, accumulation,
+clipping, precision, evaluation, early stopping, the control object, checkpoints with exact resume,
+events, and the final model. Nothing here depends on which method runs."""
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
-from tuneloop.config.recipe import Recipe, dump_recipe, load_recipe
+from tuneloop.config.recipe import Hyperparameters, Recipe, dump_recipe, load_recipe
 from tuneloop.config.settings import Settings
 from tuneloop.engine.adapters import apply_adapter, check_qlora, continues, count_parameters
 from tuneloop.engine.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
-from tuneloop.engine.data import PreparedData, epoch_batches, load_recipe_records, prepare_data
-from tuneloop.engine.events import EventLog, Listener
+from tuneloop.engine.control import Control
+from tuneloop.engine.data import epoch_batches, load_recipe_records
 from tuneloop.engine.fast_lora import speed_up_lora
-from tuneloop.engine.methods import CAUSAL_LM, SEQUENCE_CLASSIFICATION, Method
-from tuneloop.engine.methods.classify import head_logits, label_logprobs, label_token_ids
-from tuneloop.models.loading import find_run_output, load_causal_lm, load_sequence_classifier, model_kind, run_meta
-
-RUN_META = "run.json"
-
+from tuneloop.engine.methods import Defaults, EvalContext, Method, Prepared, check_method, method_for
+from tuneloop.models.loading import find_run_output, model_kind, run_meta
+from tuneloop.models.run_folder import (Checkpoint, Done, EarlyStop, Error, Evaluation, EventLog, Listener, Paused,
+                                        Resumed, RunFolder, RunMeta, Start, Step)
 
 class TrainingError(RuntimeError):
     """Training stopped; the message says why. The last good checkpoint is kept."""
@@ -74,81 +73,87 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _optimizer(model: Any, recipe: Recipe) -> torch.optim.Optimizer:
-    hp = recipe.hyperparameters
-    params = [p for p in model.parameters() if p.requires_grad]
+def effective_hyperparameters(given: Hyperparameters, defaults: Defaults) -> Hyperparameters:
+    """The recipe's hyperparameters with the ones it left empty filled by the method's defaults."""
+    filled = {k: v for k, v in defaults.values.items() if getattr(given, k, None) is None}
+    return given.model_copy(update=filled)
+
+
+def _optimizer(groups: list[dict[str, Any]], hp: Hyperparameters) -> torch.optim.Optimizer:
     try:
-        return torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=True)
+        return torch.optim.AdamW(groups, lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=True)
     except (RuntimeError, TypeError):  # fused kernels missing for this device or dtype
-        return torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        return torch.optim.AdamW(groups, lr=hp.learning_rate, weight_decay=hp.weight_decay)
 
 
-def _scheduler(optimizer: Any, recipe: Recipe, total_steps: int) -> Any:
+def _scheduler(optimizer: Any, hp: Hyperparameters, total_steps: int) -> Any:
     from transformers import get_scheduler
 
-    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[recipe.hyperparameters.scheduler]
-    warmup = int(round(recipe.hyperparameters.warmup_ratio * total_steps))
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[hp.scheduler]
+    warmup = int(round((hp.warmup_ratio or 0.0) * total_steps))
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
 class Loop:
     """One run: set up from a recipe (or a run folder to resume), train, write the final model."""
 
-    def __init__(self, recipe: Recipe, run_dir: Path, settings: Settings, listener: Listener | None = None):
+    def __init__(self, recipe: Recipe, run_dir: Path, settings: Settings, listener: Listener | None = None,
+                 control: Control | None = None):
         self.recipe, self.run_dir, self.settings = recipe, Path(run_dir), settings
-        self.events = EventLog(self.run_dir / "events.jsonl", listener)
+        self.folder = RunFolder(self.run_dir)
+        self.events = EventLog(self.folder.events, listener)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.bf16 = use_bf16(recipe.hyperparameters.precision, self.device)
-        self.pause_requested = False
-        """Set from a signal handler or another thread: the loop checkpoints after this step and stops."""
+        self.control = control or Control()
+        """Read after every optimizer step: stop, pause or save (from a signal handler, a listener, early stopping)."""
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
         recipe = self.recipe
         seed_everything(recipe.seed)
-        records = load_recipe_records(recipe, self.settings.datasets_dir)
+        check_method(recipe)
         kind = model_kind(recipe.model, self.settings)
-        self.head = uses_head(recipe, kind)
-        self.method: Method = SEQUENCE_CLASSIFICATION if self.head else CAUSAL_LM
+        self.method: Method = method_for(recipe, kind)
+        records = load_recipe_records(recipe, self.settings.datasets_dir)
         previous = find_run_output(recipe.model)
         four_bit = recipe.adapter.type == "qlora"
         if four_bit:
             check_qlora()
-            if self.head or previous is not None:
-                raise ValueError("adapter.type 'qlora' trains a causal LM from a base model in this build; use 'lora' "
-                                 "for classification heads and for continuing a previous run")
-        if self.head:
-            labels = run_meta(previous)["label_set"] if kind == "classifier" else records.label_set
-            self.model, self.tokenizer = load_sequence_classifier(recipe.model, self.settings, labels)
-            records.label_set = labels
-        else:
-            # on a GPU in bf16 a frozen base is held in bf16: half the memory and no casts each step; the
-            # adapter weights peft adds stay fp32
-            frozen = recipe.adapter.type in ("lora", "dora", "ia3") and self.bf16 and self.device == "cuda"
-            self.model, self.tokenizer = load_causal_lm(recipe.model, self.settings, four_bit=four_bit,
-                                                        dtype=torch.bfloat16 if frozen else None)
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.data: PreparedData = prepare_data(recipe, self.tokenizer, records, head=self.head)
+            if previous is not None:
+                raise ValueError("adapter.type 'qlora' trains from a base model in this build; use 'lora' for "
+                                 "continuing a previous run")
+        # on a GPU in bf16 a frozen base is held in bf16: half the memory and no casts each step; the adapter
+        # weights peft adds stay fp32
+        frozen = recipe.adapter.type in ("lora", "dora", "ia3") and self.bf16 and self.device == "cuda"
+        self.model, self.tokenizer = self.method.load(self.settings, records, four_bit,
+                                                      torch.bfloat16 if frozen else None)
+        self.data: Prepared = self.method.prepare(self.tokenizer, records)
         # a previous run's adapter of the same type is continued: the result stays an adapter on its base
         self.base_model = recipe.model
         if previous is not None and continues(self.model, recipe.adapter):
-            self.base_model = run_meta(previous)["base_model"]
-        torch.manual_seed(recipe.seed)  # adapter and head initialisation depend only on the seed
+            self.base_model = run_meta(previous).base_model
+        torch.manual_seed(recipe.seed)  # adapter and new-layer initialisation depend only on the seed
         self.model = apply_adapter(self.model, recipe.adapter, self.method.task_type)
         if not four_bit:  # a 4-bit model is already on its GPU and cannot be moved
             self.model = self.model.to(self.device)
         speed_up_lora(self.model)
         self.model.train()
-        self.lengths = [len(e.input_ids) for e in self.data.train]
-        hp = recipe.hyperparameters
+        self.lengths = [self.method.length(e) for e in self.data.train]
+        self.defaults = self.method.defaults(len(self.data.train))
+        self.hp = hp = effective_hyperparameters(recipe.hyperparameters, self.defaults)
         self.micro_per_epoch = math.ceil(len(self.data.train) / hp.batch_size)
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / hp.gradient_accumulation)
         self.total_steps = hp.max_steps or max(1, math.ceil(hp.epochs * self.steps_per_epoch))
-        self.optimizer = _optimizer(self.model, recipe)
-        self.scheduler = _scheduler(self.optimizer, recipe, self.total_steps)
+        self.optimizer = _optimizer(self.method.parameter_groups(self.model, hp), hp)
+        self.scheduler = _scheduler(self.optimizer, hp, self.total_steps)
         self.state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_pos": 0, "best": None,
                                       "best_checkpoint": None, "bad_evals": 0, "losses": [], "evals": []}
+
+    def chosen_hyperparameters(self) -> dict[str, Any]:
+        """The effective hyperparameters, and which of them the method chose (with why)."""
+        chosen = {k: why for k, why in self.defaults.reasons.items()
+                  if getattr(self.recipe.hyperparameters, k, None) is None}
+        return {"hyperparameters": self.hp.model_dump(mode="json"), "method_defaults": chosen}
 
     def resume(self) -> bool:
         """Continue from the latest checkpoint, if there is one."""
@@ -156,13 +161,12 @@ class Loop:
         if not checkpoints:
             return False
         self.state = load_checkpoint(checkpoints[-1], self.model, self.optimizer, self.scheduler)
-        self.events.write("resumed", step=self.state["step"], checkpoint=str(checkpoints[-1]))
+        self.events.write(Resumed(self.state["step"], str(checkpoints[-1])))
         return True
 
     # ------------------------------------------------------------------ training
     def _micro_batches(self) -> list[list[int]]:
-        h = self.recipe.hyperparameters
-        batches = epoch_batches(self.lengths, h.batch_size, self.recipe.seed, self.state["epoch"], h.order)
+        batches = epoch_batches(self.lengths, self.hp.batch_size, self.recipe.seed, self.state["epoch"], self.hp.order)
         return batches[self.state["batch_pos"]:]
 
     def _batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
@@ -173,7 +177,7 @@ class Loop:
         """Forward/backward over the micro-batches of one step; returns (mean loss, tokens, grad norm)."""
         batches = [self._batch(indices) for indices in group]
         targets = sum(self.method.targets(b) for b in batches)
-        tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+        tokens = sum(self.method.tokens(b) for b in batches)
         total = 0.0
         for batch in batches:
             with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16), attention_kernels(self.device):
@@ -185,7 +189,7 @@ class Loop:
             raise TrainingError(f"the loss became {loss} at step {self.state['step'] + 1}; lower the learning "
                                 "rate or check the data. The last good checkpoint is kept")
         params = [p for p in self.model.parameters() if p.requires_grad]
-        clip = self.recipe.hyperparameters.max_grad_norm
+        clip = self.hp.max_grad_norm
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
         self.optimizer.step()
         self.scheduler.step()
@@ -193,16 +197,16 @@ class Loop:
         return loss, tokens, float(norm)
 
     def train(self) -> RunResult:
-        recipe, hp = self.recipe, self.recipe.hyperparameters
+        recipe, hp, control = self.recipe, self.hp, self.control
         started = time.perf_counter()
         trainable, total = count_parameters(self.model)
-        self.events.write("start", total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
-                          train_examples=len(self.data.train), validation_examples=len(self.data.validation),
-                          trainable_parameters=trainable, parameters=total, bf16=self.bf16, device=self.device,
-                          dropped_examples=self.data.dropped, from_step=self.state["step"])
+        self.events.write(Start(total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
+                                train_examples=len(self.data.train), validation_examples=len(self.data.validation),
+                                trainable_parameters=trainable, parameters=total, bf16=self.bf16, device=self.device,
+                                dropped_examples=self.data.dropped, from_step=self.state["step"],
+                                method=self.recipe.method, **self.chosen_hyperparameters()))
         window_tokens, window_start, all_tokens = 0, time.perf_counter(), 0
-        stopped_early = False
-        while self.state["step"] < self.total_steps and not stopped_early:
+        while self.state["step"] < self.total_steps and not control.stop:
             micro = self._micro_batches()
             for start in range(0, len(micro), hp.gradient_accumulation):
                 group = micro[start : start + hp.gradient_accumulation]
@@ -216,9 +220,9 @@ class Loop:
                 if step % recipe.logging_steps == 0 or step == self.total_steps:
                     elapsed = time.perf_counter() - window_start
                     epoch = self.state["epoch"] + self.state["batch_pos"] / self.micro_per_epoch
-                    self.events.write("step", step=step, epoch=round(epoch, 4), loss=loss,
-                        lr=self.scheduler.get_last_lr()[0], grad_norm=norm,
-                        tokens_per_second=window_tokens / max(elapsed, 1e-9), total_steps=self.total_steps)
+                    self.events.write(Step(step=step, total_steps=self.total_steps, loss=loss,
+                                           lr=self.scheduler.get_last_lr()[0], grad_norm=norm, epoch=round(epoch, 4),
+                                           tokens_per_second=window_tokens / max(elapsed, 1e-9)))
                     window_tokens, window_start = 0, time.perf_counter()
                 epoch_done = start + hp.gradient_accumulation >= len(micro)
                 if epoch_done:
@@ -226,100 +230,76 @@ class Loop:
                     self.state["batch_pos"] = 0
                 if recipe.evaluation.every_steps and step % recipe.evaluation.every_steps == 0 or (
                         epoch_done and recipe.evaluation.each_epoch):
-                    stopped_early = self._evaluate_and_maybe_stop()
-                if recipe.checkpoints.every_steps and step % recipe.checkpoints.every_steps == 0 or (
+                    self._evaluate()
+                if control.save or recipe.checkpoints.every_steps and step % recipe.checkpoints.every_steps == 0 or (
                         epoch_done and recipe.checkpoints.each_epoch):
                     self._checkpoint()
-                if stopped_early or step >= self.total_steps:
+                    control.save = False
+                if control.stop or step >= self.total_steps:
                     break
-                if self.pause_requested:
+                if control.pause:
                     return self._pause(started, all_tokens)
         seconds = time.perf_counter() - started
         final = self._write_final()
+        stopped_early = control.reason == "early_stop"
         result = RunResult(self.run_dir, final, self.state["step"], list(self.state["losses"]),
                            list(self.state["evals"]), all_tokens / max(seconds, 1e-9), seconds, stopped_early)
-        self.events.write("done", step=self.state["step"], final=str(final), seconds=round(seconds, 2),
-                          tokens_per_second=result.tokens_per_second, stopped_early=stopped_early)
+        self.events.write(Done(step=self.state["step"], final=str(final), seconds=round(seconds, 2),
+                               tokens_per_second=result.tokens_per_second, stopped_early=stopped_early,
+                               stopped=control.reason if control.stop else None))
         return result
 
     def _pause(self, started: float, tokens: int) -> RunResult:
         folder = self._checkpoint()
         seconds = time.perf_counter() - started
-        self.events.write("paused", step=self.state["step"], checkpoint=str(folder))
-        return RunResult(self.run_dir, self.run_dir / "final", self.state["step"], list(self.state["losses"]),
+        self.events.write(Paused(self.state["step"], str(folder)))
+        return RunResult(self.run_dir, self.folder.final, self.state["step"], list(self.state["losses"]),
                          list(self.state["evals"]), tokens / max(seconds, 1e-9), seconds, paused=True)
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
+    @contextmanager
+    def _precision(self) -> Iterator[None]:
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16), attention_kernels(self.device):
+            yield
+
     def eval_metrics(self) -> dict[str, float]:
-        """eval_loss on the validation data; for classification also eval_accuracy."""
+        """The method's metrics on the validation data (eval_loss at least); none without validation data."""
         if not self.data.validation:
             return {}
         self.model.eval()
-        validation = self.data.validation
-        order = sorted(range(len(validation)), key=lambda i: len(validation[i].input_ids))
-        total, targets, correct = 0.0, 0, 0
-        bs = self.recipe.hyperparameters.batch_size
-        for start in range(0, len(order), bs):
-            batch = self.method.collate([validation[i] for i in order[start : start + bs]], self.tokenizer.pad_token_id)
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.bf16), attention_kernels(self.device):
-                if self.head:
-                    logits = head_logits(self.model, batch)
-                    total += float(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum"))
-                    correct += int((logits.argmax(-1) == batch["labels"]).sum())
-                    targets += len(batch["labels"])
-                else:
-                    loss_sum, n = self.method.loss(self.model, batch)
-                    total += float(loss_sum)
-                    targets += n
-        metrics = {"eval_loss": total / max(targets, 1)}
-        if self.head:
-            metrics["eval_accuracy"] = correct / len(validation)
-        elif self.recipe.method == "classify":
-            metrics["eval_accuracy"] = self._generative_accuracy()
-        self.model.train()
-        return metrics
+        try:
+            return self.method.evaluate(self.model, self.data, EvalContext(self.device, self.hp.batch_size,
+                                                                           self._precision, self.tokenizer))
+        finally:
+            self.model.train()
 
-    def _generative_accuracy(self) -> float:
-        """Share of validation texts whose most likely label (by the model's likelihood) is the gold one."""
-        labels = self.data.label_set or []
-        ids = label_token_ids(self.tokenizer, labels)
-        correct = 0
-        for record in self.data.validation_records:
-            scores = label_logprobs(self.model, self.tokenizer, record.text, labels, ids)
-            correct += labels[max(range(len(labels)), key=scores.__getitem__)] == record.labels[0]
-        return correct / max(len(self.data.validation_records), 1)
-
-    def _evaluate_and_maybe_stop(self) -> bool:
+    def _evaluate(self) -> None:
+        """Evaluate, keep the best checkpoint, and ask the control to stop when patience runs out."""
         metrics = self.eval_metrics()
         if not metrics:
-            return False
+            return
         self.state["evals"].append({"step": self.state["step"], **metrics})
-        self.events.write("eval", step=self.state["step"], **metrics)
+        self.events.write(Evaluation(self.state["step"], metrics))
         es = self.recipe.early_stopping
         if not es.enabled:
-            return False
+            return
         if es.metric not in metrics:
             raise TrainingError(f"early_stopping.metric '{es.metric}' is not measured by method "
                                 f"'{self.recipe.method}' (it measures {', '.join(metrics)})")
-        value = metrics[es.metric]
-        better = self.state["best"] is None or (
-            value < self.state["best"] - es.min_delta if es.metric == "eval_loss" else value > self.state["best"] + es.min_delta)
-        if better:
+        value, best = metrics[es.metric], self.state["best"]
+        lower = es.metric.endswith("loss")
+        if best is None or (value < best - es.min_delta if lower else value > best + es.min_delta):
             self.state["best"], self.state["bad_evals"] = value, 0
             self.state["best_checkpoint"] = str(self._checkpoint(best=True))
-            return False
+            return
         self.state["bad_evals"] += 1
         if self.state["bad_evals"] >= es.patience:
-            self.events.write("early_stop", step=self.state["step"], metric=es.metric, best=self.state["best"],
-                              best_checkpoint=self.state["best_checkpoint"])
-            return True
-        return False
+            self.events.write(EarlyStop(self.state["step"], es.metric, self.state["best"], self.state["best_checkpoint"]))
+            self.control.request_stop("early_stop")
 
     # ------------------------------------------------------------------ checkpoints and output
     def _checkpoint(self, best: bool = False) -> Path:
-        folder = self.run_dir / "checkpoints" / f"step-{self.state['step']:07d}"
+        folder = self.folder.checkpoint(self.state["step"])
         if best:
             self.state["best_checkpoint"] = str(folder)
         save_checkpoint(folder, self.model, self.optimizer, self.scheduler, self.state)
@@ -327,7 +307,7 @@ class Loop:
             self._save_model(folder / "model")
         best_path = Path(self.state["best_checkpoint"]) if self.state["best_checkpoint"] else None
         prune_checkpoints(self.run_dir, self.recipe.checkpoints.keep_last, best_path)
-        self.events.write("checkpoint", step=self.state["step"], path=str(folder), best=best)
+        self.events.write(Checkpoint(self.state["step"], str(folder), best))
         return folder
 
     def _write_final(self) -> Path:
@@ -339,33 +319,20 @@ class Loop:
             with torch.no_grad():
                 for name, tensor in load_file(Path(best) / "trainable.safetensors").items():
                     params[name].copy_(tensor)
-        return self._save_model(self.run_dir / "final")
+        return self._save_model(self.folder.final)
 
     def _save_model(self, folder: Path) -> Path:
         """The model as a loadable folder: adapter (or weights), tokenizer with its template, run.json."""
         best = self.state.get("best_checkpoint")
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
-        meta = {"base_model": self.base_model, "method": self.recipe.method, "adapter": self.recipe.adapter.type,
-                "classifier": ("head" if self.head else "generative") if self.recipe.method == "classify" else None,
-                "label_set": self.data.label_set, "steps": self.state["step"],
-                "started_from": self.recipe.model if find_run_output(self.recipe.model) else None,
-                "best_checkpoint": best if self.recipe.early_stopping.enabled else None}
-        (folder / RUN_META).write_text(json.dumps(meta, indent=1))
+        RunMeta.from_json({
+            "base_model": self.base_model, "method": self.recipe.method, "adapter": self.recipe.adapter.type,
+            **self.method.run_meta(), "steps": self.state["step"],
+            "started_from": self.recipe.model if find_run_output(self.recipe.model) else None,
+            "best_checkpoint": best if self.recipe.early_stopping.enabled else None,
+            "hyperparameters": self.hp.model_dump(mode="json")}).write(folder)
         return folder
-
-
-def uses_head(recipe: Recipe, kind: str) -> bool:
-    """Whether a recipe trains a classification head on a model of this kind; errors for a bad pairing."""
-    if recipe.method != "classify":
-        if kind in {"encoder", "classifier"}:
-            raise ValueError(f"method '{recipe.method}' needs a model that generates text; '{recipe.model}' is an "
-                             "encoder or classifier (use method: classify)")
-        return False
-    if recipe.classifier == "generative" and kind in {"encoder", "classifier"}:
-        raise ValueError(f"classifier 'generative' needs a chat model; '{recipe.model}' is an encoder or a "
-                         "classifier. Use classifier: head (or auto)")
-    return recipe.classifier == "head" or (recipe.classifier == "auto" and kind in {"encoder", "classifier"})
 
 
 def new_run_dir(settings: Settings) -> Path:
@@ -376,21 +343,23 @@ def new_run_dir(settings: Settings) -> Path:
 
 
 def train(recipe: Recipe, settings: Settings, run_dir: Path | None = None,
-          listener: Listener | None = None) -> RunResult:
+          listener: Listener | None = None, control: Control | None = None) -> RunResult:
     """Train a recipe in a new run folder (or `run_dir`)."""
+    check_method(recipe)
     run_dir = Path(run_dir or recipe.output_dir or new_run_dir(settings))
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
-    loop = Loop(recipe, run_dir, settings, listener)
+    RunFolder(run_dir).recipe.write_text(dump_recipe(recipe))
+    loop = Loop(recipe, run_dir, settings, listener, control)
     return run_loop(loop)
 
 
-def resume(run_dir: Path, settings: Settings, listener: Listener | None = None) -> RunResult:
+def resume(run_dir: Path, settings: Settings, listener: Listener | None = None,
+           control: Control | None = None) -> RunResult:
     """Continue an interrupted run from its latest checkpoint, exactly where it stopped."""
     run_dir = Path(run_dir)
-    if not (run_dir / "recipe.yaml").exists():
+    if not RunFolder(run_dir).is_run():
         raise TrainingError(f"{run_dir} is not a run folder (no recipe.yaml)")
-    loop = Loop(load_recipe(run_dir / "recipe.yaml"), run_dir, settings, listener)
+    loop = Loop(load_recipe(RunFolder(run_dir).recipe), run_dir, settings, listener, control)
     return run_loop(loop, resume=True)
 
 
@@ -400,9 +369,9 @@ def run_in_this_process(run_dir: Path, settings: Settings, pause_signal: int | N
     import signal
 
     run_dir = Path(run_dir)
-    loop = Loop(load_recipe(run_dir / "recipe.yaml"), run_dir, settings)
+    loop = Loop(load_recipe(RunFolder(run_dir).recipe), run_dir, settings)
     if pause_signal is not None:
-        signal.signal(pause_signal, lambda *_: setattr(loop, "pause_requested", True))
+        signal.signal(pause_signal, lambda *_: loop.control.request_pause())
     return run_loop(loop, resume=bool(list_checkpoints(run_dir)))
 
 
@@ -413,13 +382,13 @@ def run_loop(loop: Loop, resume: bool = False) -> RunResult:
             loop.resume()
         return loop.train()
     except TrainingError as e:
-        loop.events.write("error", message=str(e))
+        loop.events.write(Error(str(e)))
         raise
     except torch.OutOfMemoryError as e:
         message = ("out of memory: lower hyperparameters.batch_size or max_length, or raise "
                    f"gradient_accumulation; the last good checkpoint is kept ({e})")
-        loop.events.write("error", message=message)
+        loop.events.write(Error(message))
         raise TrainingError(message) from e
     except (ValueError, FileNotFoundError) as e:
-        loop.events.write("error", message=str(e))
+        loop.events.write(Error(str(e)))
         raise TrainingError(str(e)) from e

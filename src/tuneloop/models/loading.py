@@ -9,6 +9,7 @@ from typing import Any
 from tuneloop.config.settings import Settings
 from tuneloop.models.convert import StageFn, convert_model, convert_tokenizer, is_converted
 from tuneloop.models.registry import ModelError, ModelSpec, local_path, resolve, source_path
+from tuneloop.models.run_folder import RunMeta, find_final
 
 
 def quiet_transformers() -> None:
@@ -118,7 +119,6 @@ def load_gguf_direct(spec: ModelSpec, dtype: Any = None) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
 
 
-RUN_META = "run.json"
 ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert", "deberta", "deberta-v2", "electra", "mpnet",
                  "albert", "modernbert"}
 
@@ -126,25 +126,18 @@ ENCODER_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert", "deberta", "deb
 def find_run_output(ref: str) -> Path | None:
     """The `final` folder of a training run (given the run folder or the final folder itself)."""
     path = local_path(ref)
-    if path is None:
-        return None
-    for candidate in (path / "final", path):
-        if (candidate / RUN_META).exists():
-            return candidate
-    return None
+    return None if path is None else find_final(path)
 
 
-def run_meta(final: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads((final / RUN_META).read_text())
+def run_meta(final: Path) -> RunMeta:
+    return RunMeta.read(final)
 
 
 def model_kind(ref: str, settings: Settings) -> str:
     """'chat', 'causal', 'encoder', or 'classifier' (a run that trained a classification head)."""
     if (final := find_run_output(ref)) is not None:
         meta = run_meta(final)
-        return "classifier" if meta.get("classifier") == "head" else model_kind(meta["base_model"], settings)
+        return "classifier" if meta.has_head else model_kind(meta.base_model, settings)
     return resolve(ref).kind
 
 
@@ -161,14 +154,14 @@ def load_run_output(final: Path, settings: Settings, dtype: Any = None,
 
     quiet_transformers()
     meta = run_meta(final)
-    if meta.get("classifier") == "head":
+    if meta.has_head:
         raise ModelError(f"{final.parent} trained a classification head; it classifies but cannot generate "
                          "text (`tuneloop eval` scores it)")
     tokenizer = AutoTokenizer.from_pretrained(final)  # the template the run trained with
     if (final / "adapter_config.json").exists():
         from peft import PeftModel
 
-        base, _ = load_causal_lm(meta["base_model"], settings, dtype, on_stage)
+        base, _ = load_causal_lm(meta.base_model, settings, dtype, on_stage)
         model = PeftModel.from_pretrained(_base_of(base), final)
     else:
         model = AutoModelForCausalLM.from_pretrained(final, dtype=dtype or torch.float32)
@@ -186,14 +179,14 @@ def load_sequence_classifier(ref: str, settings: Settings, labels: list[str] | N
     quiet_transformers()
     if (final := find_run_output(ref)) is not None:
         meta = run_meta(final)
-        if meta.get("classifier") != "head":
-            raise ModelError(f"{ref} is a {meta['method']} run without a classification head; train a head on "
-                             f"its base model '{meta['base_model']}' instead")
+        if not meta.has_head:
+            raise ModelError(f"{ref} is a {meta.method} run without a classification head; train a head on "
+                             f"its base model '{meta.base_model}' instead")
         tokenizer = AutoTokenizer.from_pretrained(final)
         if (final / "adapter_config.json").exists():
             from peft import PeftModel
 
-            base, _ = load_sequence_classifier(meta["base_model"], settings, meta["label_set"], dtype, on_stage)
+            base, _ = load_sequence_classifier(meta.base_model, settings, meta.label_set, dtype, on_stage)
             model = PeftModel.from_pretrained(_base_of(base), final)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(final, dtype=dtype or torch.float32)

@@ -41,8 +41,8 @@ class ModelCache:
                     yield model, self._tokenizer(ref, None)
                 return
             meta = run_meta(final)
-            if (final / "adapter_config.json").exists() and find_run_output(meta["base_model"]) is None:
-                yield self._with_adapter(meta["base_model"], final), self._tokenizer(ref, final)
+            if (final / "adapter_config.json").exists() and find_run_output(meta.base_model) is None:
+                yield self._with_adapter(meta.base_model, final), self._tokenizer(ref, final)
                 return
             key = str(final.resolve())
             if key not in self.whole:

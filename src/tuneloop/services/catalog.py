@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -11,7 +10,7 @@ import yaml
 from tuneloop.config.settings import Settings
 from tuneloop.data.problems import DataError
 from tuneloop.data.versions import list_imports, resolve_version
-from tuneloop.engine.events import read_events
+from tuneloop.models.run_folder import FINISHED, RunFolder, Step, run_status
 from tuneloop.services import ServiceError
 
 
@@ -35,50 +34,44 @@ def dataset(settings: Settings, ref: str) -> dict[str, Any]:
     return meta
 
 
-def _run_dir(settings: Settings, run_id: str) -> Path:
-    folder = settings.runs_dir / run_id
-    if "/" in run_id or run_id.startswith(".") or not (folder / "recipe.yaml").exists():
+def _run_folder(settings: Settings, run_id: str) -> RunFolder:
+    folder = RunFolder(settings.runs_dir / run_id)
+    if "/" in run_id or run_id.startswith(".") or not folder.is_run():
         raise ServiceError(404, f"no run '{run_id}' (GET /api/runs lists them)", "run_id", "run_not_found")
     return folder
 
 
-def _status(events: list[dict[str, Any]]) -> str:
-    kinds = [e["type"] for e in events]
-    for kind, status in (("done", "succeeded"), ("error", "failed"), ("paused", "paused")):
-        if kinds and kinds[-1] == kind:
-            return status
-    return "running" if kinds else "created"
-
-
-def run_summary(settings: Settings, folder: Path) -> dict[str, Any]:
-    events = read_events(folder / "events.jsonl")
-    recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
-    steps = [e for e in events if e["type"] == "step"]
-    return {"id": folder.name, "model": recipe.get("model"), "method": recipe.get("method"),
-            "adapter": (recipe.get("adapter") or {}).get("type"), "status": _status(events),
-            "steps": steps[-1]["step"] if steps else 0, "total_steps": steps[-1]["total_steps"] if steps else None,
-            "last_loss": steps[-1]["loss"] if steps else None, "has_model": (folder / "final" / "run.json").exists()}
+def run_summary(settings: Settings, folder: RunFolder) -> dict[str, Any]:
+    events = folder.read_events()
+    recipe = yaml.safe_load(folder.recipe.read_text())
+    steps = [e for e in events if isinstance(e, Step)]
+    return {"id": folder.id, "model": recipe.get("model"), "method": recipe.get("method"),
+            "adapter": (recipe.get("adapter") or {}).get("type"), "status": run_status(events),
+            "steps": steps[-1].step if steps else 0, "total_steps": steps[-1].total_steps if steps else None,
+            "last_loss": steps[-1].loss if steps else None, "has_model": folder.has_model()}
 
 
 def runs(settings: Settings) -> list[dict[str, Any]]:
     root = settings.runs_dir
-    folders = sorted((p for p in root.iterdir() if (p / "recipe.yaml").exists()), key=lambda p: p.stat().st_mtime,
-                     reverse=True) if root.exists() else []
+    folders = sorted((RunFolder(p) for p in root.iterdir() if RunFolder(p).is_run()),
+                     key=lambda f: f.path.stat().st_mtime, reverse=True) if root.exists() else []
     return [run_summary(settings, folder) for folder in folders]
 
 
 def run(settings: Settings, run_id: str) -> dict[str, Any]:
-    folder = _run_dir(settings, run_id)
-    final = folder / "final" / "run.json"
-    return {**run_summary(settings, folder), "recipe": yaml.safe_load((folder / "recipe.yaml").read_text()),
-            "result": json.loads(final.read_text()) if final.exists() else None,
-            "evaluations": [{"file": p.name, **json.loads(p.read_text())} for p in sorted(folder.glob("eval-*.json"))]}
+    folder = _run_folder(settings, run_id)
+    meta = folder.meta()
+    return {**run_summary(settings, folder), "recipe": yaml.safe_load(folder.recipe.read_text()),
+            "result": meta.to_json() if meta else None,
+            "evaluations": [{"file": p.name, **json.loads(p.read_text())} for p in folder.evaluations()]}
 
 
 def run_events(settings: Settings, run_id: str, after: int = 0, limit: int = 1000) -> dict[str, Any]:
-    events = read_events(_run_dir(settings, run_id) / "events.jsonl")
-    page = events[after : after + limit]
-    return {"object": "list", "data": page, "next": after + len(page), "has_more": after + len(page) < len(events)}
+    """A page of a run's events as written, and the run's status (the browser shows it as it is)."""
+    events = _run_folder(settings, run_id).read_events()
+    page = [e.to_json() for e in events[after : after + limit]]
+    return {"object": "list", "data": page, "next": after + len(page), "has_more": after + len(page) < len(events),
+            "status": (status := run_status(events)), "finished": status in FINISHED}
 
 
 def evaluations(settings: Settings) -> list[dict[str, Any]]:

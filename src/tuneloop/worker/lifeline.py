@@ -12,7 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-TRAINING_LOG = "training.log"
 """A training child's stderr, in its run folder: the last words of a child that died without an error event."""
 WATCH_SECONDS = 0.5
 
@@ -51,13 +50,15 @@ def run_worker(parent_pid: int, settings: dict, worker_id: str | None) -> None:
 def run_training(parent_pid: int, run_dir: str, settings: dict) -> None:
     """A worker's training child: the engine alone, knowing nothing of the store. SIGUSR1 pauses it. Any
     exception reaches events.jsonl as an error event, so the job says why it failed; stderr goes to
-    TRAINING_LOG, with a Python traceback if native code crashes. `settings`: its worker's whole Settings."""
+    the run folder's training.log, with a Python traceback if native code crashes. `settings`: its worker's whole Settings."""
     tie_to_parent(parent_pid)
-    with (Path(run_dir) / TRAINING_LOG).open("a") as log:
+    from tuneloop.models.run_folder import RunFolder
+
+    with RunFolder(run_dir).training_log.open("a") as log:
         os.dup2(log.fileno(), 2)
     faulthandler.enable()
     from tuneloop.config.settings import Settings
-    from tuneloop.engine.events import EventLog
+    from tuneloop.models.run_folder import Error, EventLog
     from tuneloop.engine.loop import TrainingError, run_in_this_process
 
     config = Settings.from_child(settings)
@@ -67,5 +68,5 @@ def run_training(parent_pid: int, run_dir: str, settings: dict) -> None:
     except TrainingError:  # the loop wrote its error event
         raise
     except Exception as e:
-        EventLog(Path(run_dir) / "events.jsonl").write("error", message=f"{type(e).__name__}: {e}")
+        EventLog(RunFolder(run_dir).events).write(Error(f"{type(e).__name__}: {e}"))
         raise

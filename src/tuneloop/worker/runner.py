@@ -16,11 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from tuneloop.config.recipe import dump_recipe
 from tuneloop.config.settings import Settings
 from tuneloop.engine.checkpoint import list_checkpoints
-from tuneloop.worker.jobs import build_recipe, fine_tuned_name, store_results
-from tuneloop.worker.lifeline import TRAINING_LOG, run_training
+from tuneloop.models.run_folder import (Checkpoint, Done, Error, Evaluation, Event, Paused, Resumed, RunFolder, Start,
+                                        Step, parse_lines)
 from tuneloop.store import repo
 from tuneloop.store.db import make_engine, sessions, upgrade
 from tuneloop.store.tables import Job
+from tuneloop.worker.jobs import build_recipe, fine_tuned_name, store_results
+from tuneloop.worker.lifeline import run_training
 
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 2.0
@@ -35,8 +37,6 @@ class EventFollower:
         self.path, self.offset, self.last_error, self.paused_at = path, offset, None, None
 
     def poll(self, session: Session, job: Job) -> None:
-        import json
-
         if not self.path.exists():
             return
         with self.path.open("rb") as f:
@@ -44,42 +44,41 @@ class EventFollower:
             data = f.read()
         complete = data[: data.rfind(b"\n") + 1]
         self.offset += len(complete)
-        for line in complete.decode().splitlines():
-            self._event(session, job, json.loads(line))
+        for event in parse_lines(complete.decode()):
+            self._event(session, job, event)
         job.events_offset = self.offset
         session.commit()
 
-    def _event(self, session: Session, job: Job, e: dict[str, Any]) -> None:
-        kind = e["type"]
-        if kind == "start":
-            repo.add_event(session, job_id=job.id, message=f"Training started: {e['total_steps']} steps, "
-                           f"{e['train_examples']} examples, {e['trainable_parameters']} trainable parameters")
-        elif kind == "step":
-            data = {"step": e["step"], "total_steps": e["total_steps"], "train_loss": e["loss"],
-                    "learning_rate": e["lr"], "tokens_per_second": e["tokens_per_second"]}
+    def _event(self, session: Session, job: Job, e: Event) -> None:
+        if isinstance(e, Start):
+            repo.add_event(session, job_id=job.id, message=f"Training started: {e.total_steps} steps, "
+                           f"{e.train_examples} examples, {e.trainable_parameters} trainable parameters")
+        elif isinstance(e, Step):
+            data = {"step": e.step, "total_steps": e.total_steps, "train_loss": e.loss,
+                    "learning_rate": e.lr, "tokens_per_second": e.tokens_per_second}
             repo.add_event(session, job_id=job.id, kind="metrics", data=data,
-                           message=f"Step {e['step']}/{e['total_steps']}: training loss={e['loss']:.4f}")
-        elif kind == "eval":
-            repo.add_event(session, job_id=job.id, kind="metrics", data={"step": e["step"], "valid_loss": e["eval_loss"]},
-                           message=f"Step {e['step']}: validation loss={e['eval_loss']:.4f}")
-        elif kind == "checkpoint":
-            model = Path(e["path"]) / "model"
-            repo.drop_checkpoints(session, job_id=job.id, step=e["step"])  # a pause may re-save a step
+                           message=f"Step {e.step}/{e.total_steps}: training loss={e.loss:.4f}")
+        elif isinstance(e, Evaluation) and "eval_loss" in e.metrics:
+            repo.add_event(session, job_id=job.id, kind="metrics", data={"step": e.step, "valid_loss": e.metrics["eval_loss"]},
+                           message=f"Step {e.step}: validation loss={e.metrics['eval_loss']:.4f}")
+        elif isinstance(e, Checkpoint):
+            model = e.model
+            repo.drop_checkpoints(session, job_id=job.id, step=e.step)  # a pause may re-save a step
             if model.exists():
-                repo.add_checkpoint(session, job_id=job.id, step=e["step"], path=str(model), metrics={})
+                repo.add_checkpoint(session, job_id=job.id, step=e.step, path=str(model), metrics={})
             for kept in repo.list_checkpoints(session, job_id=job.id, after=None, limit=1000)[0]:
                 if not Path(kept.path).exists():  # the engine keeps the last few; forget the pruned ones
                     session.delete(kept)
-            repo.add_event(session, job_id=job.id, message=f"Checkpoint saved at step {e['step']}")
-        elif kind == "error":
-            self.last_error = e["message"]
-            repo.add_event(session, job_id=job.id, level="error", message=e["message"])
-        elif kind == "resumed":
-            repo.add_event(session, job_id=job.id, message=f"Resumed from the checkpoint at step {e['step']}")
-        elif kind == "paused":
-            self.paused_at = e["step"]
-        elif kind == "done":
-            repo.add_event(session, job_id=job.id, message=f"Training finished: {e['step']} steps in {e['seconds']}s")
+            repo.add_event(session, job_id=job.id, message=f"Checkpoint saved at step {e.step}")
+        elif isinstance(e, Error):
+            self.last_error = e.message
+            repo.add_event(session, job_id=job.id, level="error", message=e.message)
+        elif isinstance(e, Resumed):
+            repo.add_event(session, job_id=job.id, message=f"Resumed from the checkpoint at step {e.step}")
+        elif isinstance(e, Paused):
+            self.paused_at = e.step
+        elif isinstance(e, Done):
+            repo.add_event(session, job_id=job.id, message=f"Training finished: {e.step} steps in {e.seconds}s")
 
 
 class Worker:
@@ -115,16 +114,17 @@ class Worker:
             job = repo.get_job(session, job_id=job_id)
             assert job is not None
             run_dir = self.settings.runs_dir / job.id
+            folder = RunFolder(run_dir)
             resume = bool(list_checkpoints(run_dir))
-            if not (run_dir / "recipe.yaml").exists():
+            if not folder.is_run():
                 run_dir.mkdir(parents=True, exist_ok=True)
-                (run_dir / "recipe.yaml").write_text(dump_recipe(build_recipe(session, job, self.settings)))
+                folder.recipe.write_text(dump_recipe(build_recipe(session, job, self.settings)))
             job.run_dir = str(run_dir)
             repo.add_event(session, job_id=job.id, message=f"Worker {self.worker_id} "
                            f"{'resumed the job from its last checkpoint' if resume else 'started the job'}")
             session.commit()
-            follower = EventFollower(run_dir / "events.jsonl", job.events_offset)
-        log = run_dir / TRAINING_LOG
+            follower = EventFollower(folder.events, job.events_offset)
+        log = folder.training_log
         log_start = log.stat().st_size if log.exists() else 0  # earlier attempts' lines are not this one's
         child = multiprocessing.get_context("spawn").Process(target=run_training, daemon=True, args=(
             os.getpid(), str(run_dir), self.settings.to_child()))
@@ -167,7 +167,7 @@ class Worker:
                 repo.add_event(session, job_id=job.id, message=f"The job has successfully completed: "
                                f"{job.fine_tuned_model}")
             else:
-                message = follower.last_error or _unexplained(exitcode, run_dir / TRAINING_LOG, log_start)
+                message = follower.last_error or _unexplained(exitcode, RunFolder(run_dir).training_log, log_start)
                 job.status, job.finished_at = "failed", time.time()
                 job.error = {"code": "training_failed", "message": message, "param": None}
                 repo.add_event(session, job_id=job.id, level="error", message=f"Job failed: {message}")
@@ -189,7 +189,5 @@ def _unexplained(exitcode: int | None, log: Path, start: int) -> str:
 
 
 def _trained_tokens(run_dir: Path) -> int:
-    from tuneloop.engine.events import read_events
-
-    done = [e for e in read_events(run_dir / "events.jsonl") if e["type"] == "done"]
-    return int(done[-1]["tokens_per_second"] * done[-1]["seconds"]) if done else 0
+    done = [e for e in RunFolder(run_dir).read_events() if isinstance(e, Done)]
+    return int(done[-1].tokens_per_second * done[-1].seconds) if done else 0

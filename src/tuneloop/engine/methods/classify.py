@@ -1,8 +1,8 @@
-"""Classification, two ways.
+"""Classification, two ways; `method: classify` picks one by `classifier` and the model's kind.
 
-- A head: a sequence-classification layer on an encoder (e.g. minilm-l6) or on a decoder's last
+- A head (classify_head.py): a sequence-classification layer on an encoder (e.g. minilm-l6) or on a decoder's last
   token; the loss is cross-entropy over the label set.
-- Generative: a chat model answers with the label (trained as SFT, see sft.py) and is scored by the
+- Generative (classify_generative.py): a chat model answers with the label (trained as SFT, see sft.py) and is scored by the
   likelihood of each label as its answer, never by parsing free text. The prompt runs once per
   example; the label continuations reuse its KV cache.
 """
@@ -17,7 +17,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tuneloop.config.recipe import Recipe
 from tuneloop.data.records import LabelledRecord, Record
+from tuneloop.engine.methods import Method, register
 from tuneloop.engine.tokenize import classification_messages
 
 
@@ -111,3 +113,31 @@ def softmax(scores: Sequence[float]) -> list[float]:
     top = max(scores)
     exp = [math.exp(s - top) for s in scores]
     return [e / sum(exp) for e in exp]
+
+
+# ---------------------------------------------------------------------- choosing the way
+def uses_head(recipe: Recipe, model_kind: str) -> bool:
+    """Whether `classify` trains a classification head on a model of this kind; errors for a bad pairing."""
+    if recipe.classifier == "generative" and model_kind in {"encoder", "classifier"}:
+        raise ValueError(f"classifier 'generative' needs a chat model; '{recipe.model}' is an encoder or a "
+                         "classifier. Use classifier: head (or auto)")
+    return recipe.classifier == "head" or (recipe.classifier == "auto" and model_kind in {"encoder", "classifier"})
+
+
+@register("classify")
+def classify(recipe: Recipe, model_kind: str) -> Method:
+    """A head for encoders and trained classifiers (or `classifier: head`), else the label as generated text."""
+    from tuneloop.engine.methods.classify_generative import GenerativeClassifier
+    from tuneloop.engine.methods.classify_head import HeadClassifier
+
+    return (HeadClassifier if uses_head(recipe, model_kind) else GenerativeClassifier)(recipe, model_kind)
+
+
+def label_set_of(records: Any) -> list[str]:
+    """The labels of the training records (sorted); ValueError naming the first record that has none."""
+    for name, part in (("training", records.train), ("validation", records.validation)):
+        bad = next((i for i, r in enumerate(part) if not isinstance(r, LabelledRecord)), None)
+        if bad is not None:
+            raise ValueError(f"method 'classify' needs labelled data (text + label); {name} example "
+                             f"{bad + 1} is a {part[bad].kind} record")
+    return sorted({label for r in records.train for label in r.labels})

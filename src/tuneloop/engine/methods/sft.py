@@ -12,7 +12,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tuneloop.engine.tokenize import IGNORE, Example
+from tuneloop.engine.methods import Defaults, Method, Prepared, register
+from tuneloop.engine.tokenize import IGNORE, Example, tokenize_records
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
@@ -232,3 +233,86 @@ def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
     """(sum of token losses, number of target tokens) for one micro-batch."""
     logits, targets = labelled_logits(model, batch)
     return F.cross_entropy(logits, targets, reduction="sum"), len(targets)
+
+
+# ---------------------------------------------------------------------- the method
+ADAPTER_LEARNING_RATES = {"lora": 2e-4, "dora": 2e-4, "qlora": 2e-4, "ia3": 3e-3, "full": 2e-5, "freeze": 2e-5}
+"""Peak learning rates by adapter type: LoRA's usual 2e-4; IA3 scales activations and needs a larger one
+(peft's IA3 examples use 3e-3); full and freeze fine-tuning move the base weights themselves, 2e-5."""
+TARGET_EPOCHS, MIN_EXAMPLES_SEEN, MAX_EXAMPLES_SEEN, MAX_EPOCHS = 3, 100, 25_000, 25
+
+
+def scaled_epochs(examples: int, target: int = TARGET_EPOCHS, least: int = MIN_EXAMPLES_SEEN,
+                  most: int = MAX_EXAMPLES_SEEN, cap: int = MAX_EPOCHS) -> int:
+    """`target` passes, more for small data so that at least `least` examples are seen (up to `cap` passes),
+    fewer for large data so that at most about `most` are (at least one pass): OpenAI's `n_epochs: auto`."""
+    if examples * target < least:
+        return min(cap, -(-least // max(examples, 1)))
+    if examples * target > most:
+        return max(1, most // examples)
+    return target
+
+
+def generative_defaults(adapter: str, examples: int) -> Defaults:
+    epochs = scaled_epochs(examples)
+    return Defaults({"learning_rate": ADAPTER_LEARNING_RATES[adapter], "epochs": epochs, "warmup_ratio": 0.03},
+                    {"learning_rate": f"{adapter} default", "epochs": f"{TARGET_EPOCHS} passes, scaled to "
+                     f"{examples} examples", "warmup_ratio": "method default"})
+
+
+def check_generates(recipe: Any, model_kind: str) -> None:
+    if model_kind in {"encoder", "classifier"}:
+        raise ValueError(f"method '{recipe.method}' needs a model that generates text; '{recipe.model}' is an "
+                         "encoder or classifier (use method: classify)")
+
+
+def load_policy(recipe: Any, settings: Any, four_bit: bool, dtype: Any) -> tuple[Any, Any]:
+    """The causal LM to train and its tokenizer (with a pad token)."""
+    from tuneloop.models.loading import load_causal_lm
+
+    model, tokenizer = load_causal_lm(recipe.model, settings, four_bit=four_bit, dtype=dtype)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def tokenize_split(recipe: Any, tokenizer: Any, records: Any, label_set: list[str] | None = None) -> Prepared:
+    max_length = recipe.hyperparameters.max_length
+    train, dropped = tokenize_records(tokenizer, records.train, max_length, recipe.train_on, label_set)
+    validation, _ = tokenize_records(tokenizer, records.validation, max_length, recipe.train_on, label_set)
+    if not train:
+        raise ValueError("no training example has a token to learn from (answers empty or cut by max_length)")
+    return Prepared(train, validation, dropped)
+
+
+@register("sft")
+class SFT(Method):
+    """Supervised fine-tuning of a chat or causal model on the answers of conversations (or every token)."""
+
+    name = "sft"
+    task_type = "CAUSAL_LM"
+
+    def __init__(self, recipe: Any, model_kind: str):
+        check_generates(recipe, model_kind)
+        super().__init__(recipe, model_kind)
+
+    def load(self, settings: Any, records: Any, four_bit: bool, dtype: Any) -> tuple[Any, Any]:
+        return load_policy(self.recipe, settings, four_bit, dtype)
+
+    def prepare(self, tokenizer: Any, records: Any) -> Prepared:
+        return tokenize_split(self.recipe, tokenizer, records)
+
+    def defaults(self, examples: int) -> Defaults:
+        return generative_defaults(self.recipe.adapter.type, examples)
+
+    def collate(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate(examples, pad_id)
+
+    def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        return sft_loss(model, batch)
+
+    def targets(self, batch: dict[str, torch.Tensor]) -> int:
+        return target_count(batch)
+
+    def run_meta(self) -> dict[str, Any]:
+        return {"classifier": None, "label_set": None}

@@ -2,7 +2,7 @@
 "use strict";
 
 const runId = document.getElementById("run").dataset.run;
-let after = 0;
+let after = 0, finished = false;
 const steps = [], evals = [];
 
 async function poll() {
@@ -15,8 +15,9 @@ async function poll() {
     const text = e.type === "step" ? `step ${e.step}/${e.total_steps} loss ${fmt(e.loss, 4)} lr ${Number(e.lr).toExponential(2)} ${Math.round(e.tokens_per_second || 0)} tok/s`
       : `${e.type} ${esc(JSON.stringify(Object.fromEntries(Object.entries(e).filter(([k]) => k !== "type"))))}`;
     list.insertAdjacentHTML("afterbegin", `<li>${text}</li>`);
-    if (["done", "error", "paused"].includes(e.type)) document.getElementById("run-status").textContent = { done: "succeeded", error: "failed", paused: "paused" }[e.type];
   }
+  document.getElementById("run-status").textContent = page.status;  // the server names the status; no mapping here
+  finished = page.finished;
   const series = [{ name: "training loss", points: steps }];
   if (evals.length) series.push({ name: "eval loss", points: evals });
   document.getElementById("loss-chart").innerHTML = lineChart(series, { yLabel: "loss", xLabel: "step", fromZero: false });
@@ -24,4 +25,4 @@ async function poll() {
 }
 
 poll();
-setInterval(() => { if (!["succeeded", "failed"].includes(document.getElementById("run-status").textContent)) poll(); }, 2000);
+setInterval(() => { if (!finished) poll(); }, 2000);

@@ -1,0 +1,47 @@
+"""Classification as generation: a chat model learns to answer a classification prompt with the label
+(trained as SFT on that answer) and is scored by each label's likelihood as the answer, never by parsing
+free text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tuneloop.engine.methods import Defaults, EvalContext, Prepared
+from tuneloop.engine.methods.classify import label_logprobs, label_set_of, label_token_ids
+from tuneloop.engine.methods.sft import SFT, generative_defaults, tokenize_split
+
+
+class GenerativeClassifier(SFT):
+    name = "classify"
+
+    def __init__(self, recipe: Any, model_kind: str):
+        super().__init__(recipe, model_kind)
+        self.label_set: list[str] = []
+        self.validation_records: list[Any] = []
+
+    def prepare(self, tokenizer: Any, records: Any) -> Prepared:
+        self.label_set = label_set_of(records)
+        self.validation_records = records.validation
+        return tokenize_split(self.recipe, tokenizer, records, self.label_set)
+
+    def defaults(self, examples: int) -> Defaults:
+        return generative_defaults(self.recipe.adapter.type, examples)
+
+    @torch.no_grad()
+    def evaluate(self, model: Any, data: Prepared, ctx: EvalContext) -> dict[str, float]:
+        """eval_loss on the label answers, and eval_accuracy: the share of validation texts whose most
+        likely label is the gold one."""
+        metrics = super().evaluate(model, data, ctx)
+        ids = label_token_ids(ctx.tokenizer, self.label_set)
+        correct = 0
+        for record in self.validation_records:
+            with ctx.autocast():
+                scores = label_logprobs(model, ctx.tokenizer, record.text, self.label_set, ids)
+            correct += self.label_set[max(range(len(scores)), key=scores.__getitem__)] == record.labels[0]
+        metrics["eval_accuracy"] = correct / max(len(self.validation_records), 1)
+        return metrics
+
+    def run_meta(self) -> dict[str, Any]:
+        return {"classifier": "generative", "label_set": self.label_set}
