@@ -15,7 +15,8 @@ class _Section(BaseModel):
 
 class DataSource(_Section):
     path: str
-    """A data file, or an imported dataset's version id or name."""
+    """A data file, or an imported dataset's version id or name. In a job's recipe, an uploaded file's id
+    (`file-...`), which the worker maps to the stored file."""
     format: str | None = None
     """Data format; detected from the content when empty."""
     weight: float = Field(1.0, gt=0)
@@ -43,8 +44,11 @@ class DataSection(_Section):
         return {"path": value} if isinstance(value, str) else value
 
 
+AdapterType = Literal["lora", "dora", "ia3", "qlora", "full", "freeze"]
+
+
 class AdapterSection(_Section):
-    type: Literal["lora", "dora", "ia3", "qlora", "full", "freeze"] = "lora"
+    type: AdapterType = "lora"
     """lora/dora/ia3/qlora train small adapter weights; full trains everything; freeze trains the last layers."""
     r: int = Field(16, ge=1)
     """LoRA rank."""

@@ -10,11 +10,12 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StringConstr
                       WithJsonSchema)
 from sqlalchemy.orm import Session
 
-from tuneloop.config.recipe import RecipeError
+from tuneloop.config.recipe import AdapterType, Recipe, RecipeError, parse_recipe
 from tuneloop.config.settings import Settings
 from tuneloop.data.dataset import Source
 from tuneloop.data.problems import DataError
 from tuneloop.data.validate import validate
+from tuneloop.engine.methods import method_for
 from tuneloop.models.loading import model_dir
 from tuneloop.models.registry import ModelError, resolve
 from tuneloop.services import ServiceError
@@ -24,10 +25,10 @@ from tuneloop.services.validation import invalid
 from tuneloop.store.blobs import content_path
 from tuneloop.store import repo
 from tuneloop.store.tables import Job
-from tuneloop.worker.jobs import ORG, build_recipe, fine_tuned_name
+from tuneloop.worker.jobs import ORG, fine_tuned_name
 
-__all__ = ["ORG", "JobCreate", "build_recipe", "fine_tuned_name", "create_job", "validate_files", "request_cancel",
-           "require_job"]
+__all__ = ["ORG", "JobCreate", "fine_tuned_name", "create_job", "create_train_job", "request_recipe",
+           "validate_files", "request_cancel", "require_job"]
 
 FINAL = {"succeeded", "failed", "cancelled"}
 MAX_LR_MULTIPLIER = 10.0
@@ -71,7 +72,7 @@ class Hyperparameters(BaseModel):
     n_epochs: _number(int, 1, 50, auto=True) = "auto"
     batch_size: _number(int, 1, 256, auto=True) = "auto"
     learning_rate_multiplier: _number(float, 0, MAX_LR_MULTIPLIER, auto=True) = "auto"
-    adapter: Literal["lora", "dora", "ia3", "qlora", "full", "freeze"] | None = None
+    adapter: AdapterType | None = None
     lora_rank: _number(int, 1, 1024, auto=False) = None
     lora_alpha: _number(int, 1, 4096, auto=False) = None
     max_length: _number(int, 8, 131072, auto=False) = None
@@ -157,23 +158,62 @@ def check_model(settings: Settings, model: str, *, any_path: bool = False) -> No
             raise ServiceError(400, str(e), "model", "model_not_found") from None
 
 
-def create_job(session: Session, settings: Settings, body: dict[str, Any] | JobCreate, *,
-               any_path: bool = False) -> Job:
-    """A job from a request (checked as `JobCreate`, its model by `check_model`)."""
-    request = parse_request(body)
-    check_model(settings, request.model, any_path=any_path)
-    require_file(session, request.training_file, "training_file")
+def request_recipe(request: JobCreate) -> Recipe:
+    """The one place an OpenAI fine-tuning request becomes a recipe. Its files stay file ids (the worker maps
+    them to the stored files); what the request leaves as 'auto' is left to the method's defaults, and
+    learning_rate_multiplier scales the method's default learning rate for the adapter."""
+    _, given = _method(request)
+    data: dict[str, Any] = {"train": request.training_file}
     if request.validation_file is not None:
-        require_file(session, request.validation_file, "validation_file")
-    method, given = _method(request)
-    job = Job(id=repo.new_id("ftjob"), model=request.model, training_file=request.training_file,
-              validation_file=request.validation_file, suffix=request.suffix, seed=request.seed or 0, method=method,
-              hyperparameters=given, extra={}, job_metadata=request.metadata, status="validating_files",
-              result_files=[], created_at=time.time(), cancel_requested=False)
+        data["validation"] = request.validation_file
+    hyperparameters = {"epochs": given.get("n_epochs"), "batch_size": given.get("batch_size", 8),
+                       **{k: given[k] for k in ("max_length", "max_steps") if k in given}}
     try:
-        build_recipe(session, job, settings)
+        recipe = parse_recipe({
+            "model": request.model, "method": "sft", "data": data, "seed": request.seed or 0,
+            "adapter": {"type": given.get("adapter", "lora"), **({"r": given["lora_rank"]} if "lora_rank" in given else {}),
+                        **({"alpha": given["lora_alpha"]} if "lora_alpha" in given else {})},
+            "hyperparameters": hyperparameters,
+            "checkpoints": {"each_epoch": True, "keep_last": 3,
+                            **({"every_steps": given["checkpoint_steps"]} if "checkpoint_steps" in given else {})},
+            "evaluation": {"each_epoch": request.validation_file is not None}})
     except RecipeError as e:
         raise ServiceError(400, str(e), "method.supervised.hyperparameters") from None
+    if "learning_rate_multiplier" in given:
+        default = method_for(recipe, "chat").defaults(1).values["learning_rate"]
+        recipe.hyperparameters.learning_rate = default * float(given["learning_rate_multiplier"])
+    return recipe
+
+
+def create_job(session: Session, settings: Settings, body: dict[str, Any] | JobCreate, *,
+               any_path: bool = False) -> Job:
+    """A fine-tuning job from an OpenAI request (checked as `JobCreate`, its model by `check_model`)."""
+    request = parse_request(body)
+    check_model(settings, request.model, any_path=any_path)
+    method, given = _method(request)
+    return create_train_job(session, request_recipe(request), method=method, hyperparameters=given,
+                            suffix=request.suffix, metadata=request.metadata)
+
+
+def create_train_job(session: Session, recipe: Recipe, *, method: dict[str, Any] | None = None,
+                     hyperparameters: dict[str, Any] | None = None, suffix: str | None = None,
+                     metadata: dict[str, str] | None = None) -> Job:
+    """A `train` job that runs `recipe` (its data sources: uploaded file ids). `method` and `hyperparameters`
+    are what the OpenAI API shows for the job (by default, supervised with what the recipe sets)."""
+    training_file = recipe.data.train[0].path
+    require_file(session, training_file, "training_file")
+    validation_file = recipe.data.validation.path if recipe.data.validation else None
+    if validation_file is not None:
+        require_file(session, validation_file, "validation_file")
+    if hyperparameters is None:
+        hyperparameters = {k: v for k, v in (("n_epochs", recipe.hyperparameters.epochs),
+                                             ("batch_size", recipe.hyperparameters.batch_size)) if v is not None}
+    method = method or {"type": "supervised", "supervised": {"hyperparameters": {
+        "n_epochs": "auto", "batch_size": "auto", "learning_rate_multiplier": "auto", **hyperparameters}}}
+    job = Job(id=repo.new_id("ftjob"), kind="train", recipe=recipe.model_dump(mode="json"), model=recipe.model,
+              training_file=training_file, validation_file=validation_file, suffix=suffix, seed=recipe.seed,
+              method=method, hyperparameters=hyperparameters, extra={}, job_metadata=metadata,
+              status="validating_files", result_files=[], created_at=time.time(), cancel_requested=False)
     session.add(job)
     repo.add_event(session, job_id=job.id, message=f"Created fine-tuning job: {job.id}")
     session.commit()

@@ -49,6 +49,14 @@ class Job(Base):
     validation_file: Mapped[str | None] = mapped_column(ForeignKey("files.id"), nullable=True)
     suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
     seed: Mapped[int] = mapped_column(Integer, default=0)
+    kind: Mapped[str] = mapped_column(String(30), default="train", index=True)
+    """What the worker does with it: 'train' (runs `recipe`), 'repredict' (runs `params`); more kinds follow."""
+    recipe: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """A train job's whole Recipe, its data named by uploaded file ids."""
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The typed parameters of a job of another kind."""
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """{"done", "total", "unit"}: how far along the job is, for any kind."""
     method: Mapped[dict[str, Any]] = mapped_column(JSON)
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

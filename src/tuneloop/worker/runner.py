@@ -21,7 +21,7 @@ from tuneloop.models.run_folder import (Checkpoint, Done, Error, Evaluation, Eve
 from tuneloop.store import repo
 from tuneloop.store.db import make_engine, sessions, upgrade
 from tuneloop.store.tables import Job
-from tuneloop.worker.jobs import build_recipe, fine_tuned_name, store_results
+from tuneloop.worker.jobs import fine_tuned_name, job_recipe, store_results
 from tuneloop.worker.lifeline import run_training
 
 POLL_SECONDS = 0.5
@@ -118,7 +118,7 @@ class Worker:
             resume = bool(list_checkpoints(run_dir))
             if not folder.is_run():
                 run_dir.mkdir(parents=True, exist_ok=True)
-                folder.recipe.write_text(dump_recipe(build_recipe(session, job, self.settings)))
+                folder.recipe.write_text(dump_recipe(job_recipe(session, self.settings, job)))
             job.run_dir = str(run_dir)
             repo.add_event(session, job_id=job.id, message=f"Worker {self.worker_id} "
                            f"{'resumed the job from its last checkpoint' if resume else 'started the job'}")

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tuneloop.config.recipe import parse_recipe
 from tuneloop.config.settings import Settings
 from tuneloop.data.problems import MIN_EXAMPLES
 from tuneloop.services import ServiceError
@@ -50,10 +51,11 @@ def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
     file = file_service.save_upload(session, settings, stream=io.BytesIO(body),
                                     filename=f"{project.name}-reviewed.jsonl", purpose="fine-tune")
     suffix = re.sub(r"[^A-Za-z0-9-]+", "-", project.name)[:40].strip("-") or None
-    job = job_service.create_job(session, settings, {
-        "model": model, "training_file": file.id, "suffix": suffix,
-        "metadata": {"project": project.id, "examples": str(len(rows))},
-        "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": epochs}}}}, any_path=any_path)
+    recipe = parse_recipe({"model": model, "method": "sft", "data": {"train": file.id}, "seed": 0,
+                           "hyperparameters": {"epochs": epochs}, "checkpoints": {"each_epoch": True, "keep_last": 3},
+                           "evaluation": {"each_epoch": False}})
+    job = job_service.create_train_job(session, recipe, suffix=suffix,
+                                       metadata={"project": project.id, "examples": str(len(rows))})
     return job_service.validate_files(session, settings, job.id)
 
 
