@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--classifiers", nargs="+", default=list(CLASSIFIERS), choices=list(CLASSIFIERS))
     parser.add_argument("--grid", default="full", choices=["full", "small"])
+    parser.add_argument("--points", type=json.loads, help="Grid points to run instead of --grid, as a JSON list "
+                        "of hyperparameter objects (to finish a grid that was cut short).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="Also write every result here.")
     args = parser.parse_args()
@@ -86,11 +88,15 @@ def main() -> None:
             train, test = split(DATASETS[dataset], args.seed, folder)
             started = time.time()
             default, chosen = accuracy(classifier, train, test, {}, args.seed, home)
+            print(f"  {dataset} {classifier} defaults {chosen}: {default:.3f}", file=sys.stderr, flush=True)
             grid = GRIDS[classifier][args.grid]
+            points = args.points or [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
             best, best_point = -1.0, {}
-            for values in itertools.product(*grid.values()):
-                point = dict(zip(grid, values))
-                score, _ = accuracy(classifier, train, test, point, args.seed, home)
+            for point in points:
+                if all(chosen.get(k) == v for k, v in point.items()):  # what the defaults ran already
+                    score = default
+                else:
+                    score, _ = accuracy(classifier, train, test, point, args.seed, home)
                 results.append({"dataset": dataset, "classifier": classifier, "point": point, "accuracy": score})
                 print(f"  {dataset} {classifier} {point}: {score:.3f}", file=sys.stderr, flush=True)
                 if score > best:

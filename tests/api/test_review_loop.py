@@ -43,13 +43,20 @@ def test_train_on_reviewed_then_repredict_records_a_round(tmp_path_factory, tiny
         assert [j["fine_tuned_model"] for j in listed] == [finished.fine_tuned_model]
 
         task = api.post("/api/projects/tickets/repredict", json={"model": finished.fine_tuned_model}).json()
-        assert task["status"] == "running"
+        assert task["status"] == "queued" and task["id"].startswith("job-")  # a job; the worker runs it
+        busy = api.post("/api/projects/tickets/repredict", json={"model": finished.fine_tuned_model})
+        assert busy.status_code == 409 and "already re-predicting" in busy.json()["error"]["message"]
         deadline = time.time() + 120
-        while (current := api.get("/api/projects/tickets/tasks").json()["data"][0])["status"] == "running":
+        while not (current := api.get("/api/projects/tickets/tasks").json()["data"][0])["finished"]:
             assert time.time() < deadline, current
             time.sleep(0.3)
         assert current["status"] == "succeeded", current["error"]
         assert current["done"] == current["total"] == 6  # every pool record is labelled: only the held-out remain
+        assert current["result"]["round"] == 1
+        job = api.get(f"/api/jobs/{task['id']}").json()  # the same job among jobs of every kind
+        assert job["kind"] == "repredict" and job["progress"]["done"] == 6 and job["links"]["project"]
+        assert client.fine_tuning.jobs.list().data[0].id != task["id"]  # the fine-tuning API lists train jobs
+        assert api.get(f"/v1/fine_tuning/jobs/{task['id']}").status_code == 404
         [round_] = api.get("/api/projects/tickets").json()["rounds"]
         assert round_["round"] == 1 and round_["labels_used"] == 18 and 0 <= round_["accuracy"] <= 1
         assert round_["model"] == finished.fine_tuned_model

@@ -50,6 +50,7 @@ PROJECT_RULES: dict[tuple[str, str], list[str]] = {
     ("GET", "/projects/{ref}/records/{record_id}"): [ANNOTATOR, OUTSIDER],
     ("GET", "/admin/users"): [REVIEWER, ANNOTATOR],
     ("GET", "/runs"): [ANNOTATOR],
+    ("GET", "/jobs"): [ANNOTATOR],
     ("GET", "/runs/{run_id}"): [ANNOTATOR],
 }
 BODIES: dict[tuple[str, str], dict[str, Any]] = {  # valid requests, so that what answers is the role check
@@ -74,8 +75,10 @@ def forbidden_for(method: str, path: str) -> list[str]:
         return PROJECT_RULES[(method, path)]
     if path.startswith("/v1/"):
         return [ANNOTATOR] if method == "GET" else [ANNOTATOR, REVIEWER, ADMIN]
-    if path.startswith(("/api/datasets", "/api/runs", "/api/evals")) and method == "GET":
+    if path.startswith(("/api/datasets", "/api/runs", "/api/evals", "/api/jobs")) and method == "GET":
         return [ANNOTATOR]
+    if path.startswith("/api/jobs") and method == "POST":  # like the OpenAI API: changes need a key
+        return [ANNOTATOR, REVIEWER, ADMIN]
     raise AssertionError(f"{method} {path} has no access rule in tests/api/test_routes.py: decide who may use it")
 
 

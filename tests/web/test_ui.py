@@ -299,6 +299,27 @@ def test_admin_creates_a_user_who_can_then_log_in(review_server, login, browser)
     fresh.close()
 
 
+def run_repredict_jobs(server) -> None:
+    """What a worker does with the queued re-predict jobs, in a thread beside the page."""
+    import threading
+
+    from sqlalchemy import select
+
+    from tuneloop.services.job_kinds import kinds
+    from tuneloop.store.tables import Job
+    from tuneloop.worker.runner import Worker
+
+    worker = Worker(server["settings"], "ui-test-worker", kinds())
+    with server["app"].state.sessions() as session:
+        jobs = list(session.scalars(select(Job).where(Job.kind == "repredict", Job.status == "queued")))
+        for job in jobs:
+            job.status, job.worker_id = "running", worker.worker_id
+        session.commit()
+        ids = [job.id for job in jobs]
+    for job_id in ids:
+        threading.Thread(target=worker.run_job, args=(job_id,), daemon=True).start()
+
+
 def test_admin_trains_on_reviewed_data_and_repredicts_from_the_project_page(review_server, login, tiny_chat_model):
     from tuneloop.services.review import queue
     from tuneloop.store import review as store
@@ -317,6 +338,8 @@ def test_admin_trains_on_reviewed_data_and_repredicts_from_the_project_page(revi
     expect(page.locator("#jobs")).to_contain_text("queued")  # no worker runs in this test server
     page.get_by_test_id("repredict-model").fill(str(tiny_chat_model))
     page.click("#repredict button[type=submit]")
+    expect(page.locator('#tasks p[data-status="queued"]')).to_be_visible()  # a job on the worker queue
+    run_repredict_jobs(review_server)  # a worker for this job alone (the train job stays queued)
     expect(page.locator('#tasks p[data-status="succeeded"]')).to_contain_text("round 1", timeout=60_000)
     expect(page.get_by_test_id("rounds")).to_contain_text(tiny_chat_model.name)
     page.get_by_test_id("repredict-model").fill("no-such-model")
@@ -354,3 +377,34 @@ def test_admin_creates_a_project_by_uploading_a_file(review_server, login, tmp_p
         assert project.labels == ["billing", "shipping"]
         assert {r.source.split("@")[0] for r in store.all_records(session, project_id=project.id)} == {"requests.jsonl"}
         assert [u.username for u in store.members(session, project_id=project.id)] == ["ann"]
+
+
+def test_jobs_page_shows_every_kind_with_its_progress_and_links(review_server, login):
+    import time
+
+    from tuneloop.store import repo
+    from tuneloop.store.tables import Job
+
+    ids = {}
+    with review_server["app"].state.sessions() as session:  # no worker runs here: the queued job stays queued
+        for kind, fields in (("repredict", {"status": "queued", "params": {"project": "private"},
+                                            "progress": {"done": 0, "total": 24, "unit": "records"}}),
+                             ("train", {"status": "succeeded", "progress": {"done": 4, "total": 4, "unit": "steps"},
+                                        "run_dir": str(review_server["settings"].home / "runs" / "run-for-jobs")})):
+            job = Job(id=repo.new_id("job"), kind=kind, model="tiny-chat", method={}, hyperparameters={}, extra={},
+                      result_files=[], created_at=time.time(), **fields)
+            session.add(job)
+            ids[kind] = job.id
+        session.commit()
+    page = login("admin")
+    page.click("nav >> text=Jobs")
+    queued = page.locator(f'#jobs tr[data-id="{ids["repredict"]}"]')
+    expect(queued).to_contain_text("repredict")
+    expect(queued).to_have_attribute("data-status", "queued")
+    expect(queued.get_by_test_id("progress")).to_have_text("0/24 records")
+    expect(queued.locator("progress")).to_have_attribute("max", "24")
+    expect(queued.locator("a[data-link=project]")).to_have_attribute("href", "/projects/private")
+    trained = page.locator(f'#jobs tr[data-id="{ids["train"]}"]')
+    expect(trained.get_by_test_id("progress")).to_have_text("4/4 steps")
+    expect(trained.locator("a[data-link=run]")).to_have_attribute("href", "/runs/run-for-jobs")
+    screenshot(page, "jobs")

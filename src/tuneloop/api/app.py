@@ -16,7 +16,6 @@ from tuneloop.api.gate import Gate
 from tuneloop.api.openapi import SESSION_COOKIE
 from tuneloop.config.settings import Settings
 from tuneloop.serve.cache import ModelCache
-from tuneloop.services.review.rounds import Tasks
 from tuneloop.store.db import make_engine, schema_status, sessions, upgrade
 from tuneloop.web import pages
 
@@ -53,7 +52,6 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="tuneloop", version="0.1.0", description="Fine-tune and serve models with people in the loop.")
     app.state.settings, app.state.engine, app.state.sessions = settings, engine, sessions(engine)
     app.state.models = ModelCache(settings)
-    app.state.review_tasks = Tasks()
     # The gate is the innermost middleware: it reads the session cookie that SessionMiddleware decoded.
     app.add_middleware(Gate, settings=settings, sessions=app.state.sessions)
     app.add_middleware(SessionMiddleware, secret_key=settings.session_secret(), session_cookie=SESSION_COOKIE,

@@ -7,7 +7,7 @@ import warnings
 import typer
 
 from tuneloop import __version__
-from tuneloop.cli import data, models, quickstart, review, serve, train
+from tuneloop.cli import data, jobs, models, quickstart, review, serve, train
 
 # Deprecation notices from libraries are for their callers' developers, not for our users' terminals.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
@@ -27,6 +27,7 @@ app.command("quickstart")(quickstart.quickstart_cmd)
 app.command("serve")(serve.serve_cmd)
 app.command("worker")(serve.worker_cmd)
 app.add_typer(serve.keys_app, name="keys")
+app.add_typer(jobs.app, name="jobs")
 app.add_typer(review.app, name="review")
 app.add_typer(review.users_app, name="users")
 

@@ -29,6 +29,7 @@ def serve_cmd(
     import uvicorn
 
     from tuneloop.api.app import create_app
+    from tuneloop.services.job_kinds import kinds
     from tuneloop.store import repo
     from tuneloop.worker.lifeline import run_worker
 
@@ -41,7 +42,7 @@ def serve_cmd(
                           highlight=False)
     config = settings()
     children = [multiprocessing.get_context("spawn").Process(
-        target=run_worker, args=(os.getpid(), config.to_child(), None)) for _ in range(workers)]
+        target=run_worker, args=(os.getpid(), config.to_child(), None, kinds())) for _ in range(workers)]
     for child in children:
         child.start()
     err_console.print(f"tuneloop API on http://{host}:{port}/v1 ({workers} worker(s)); review UI on "
@@ -59,12 +60,13 @@ def serve_cmd(
 def worker_cmd(
     worker_id: Annotated[str | None, typer.Option("--id", help="A name for this worker (default host-pid).")] = None,
 ) -> None:
-    """Run a training worker: claim queued jobs from the database and train them."""
+    """Run a worker: claim queued jobs of every kind from the database (training, re-predicting) and run them."""
+    from tuneloop.services.job_kinds import kinds
     from tuneloop.worker.runner import Worker
 
     config = settings()
     err_console.print(f"worker waiting for jobs in {config.db_url}")
-    Worker(config, worker_id).run()
+    Worker(config, worker_id, kinds()).run()
 
 
 @keys_app.command("create")

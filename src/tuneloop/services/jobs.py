@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, ValidationError,
@@ -252,8 +253,8 @@ def validate_files(session: Session, settings: Settings, job_id: str) -> Job:
     return job
 
 
-def request_cancel(session: Session, job_id: str) -> Job:
-    job = require_job(session, job_id)
+def request_cancel(session: Session, job_id: str, kind: str | None = "train") -> Job:
+    job = require_job(session, job_id, kind)
     if job.status in FINAL:
         raise ServiceError(400, f"job {job_id} is already {job.status}", "fine_tuning_job_id")
     if job.status in {"validating_files", "queued", "paused"} or (job.status == "running" and job.worker_id is None):
@@ -287,10 +288,38 @@ def request_resume(session: Session, job_id: str) -> Job:
     return job
 
 
-def require_job(session: Session, job_id: str) -> Job:
+def require_job(session: Session, job_id: str, kind: str | None = "train") -> Job:
+    """The job, or a 404; `kind`: only a job of that kind (the fine-tuning API sees train jobs alone)."""
     job = repo.get_job(session, job_id=job_id)
-    if job is None:
-        raise ServiceError(404, f"no fine-tuning job with id '{job_id}'", "fine_tuning_job_id", "job_not_found")
+    if job is None or (kind is not None and job.kind != kind):
+        what = "fine-tuning job" if kind == "train" else "job"
+        raise ServiceError(404, f"no {what} with id '{job_id}'", "fine_tuning_job_id" if kind == "train" else "job_id",
+                           "job_not_found")
     return job
 
 
+# ---------------------------------------------------------------------- jobs of every kind (native API, CLI, UI)
+def job_view(job: Job) -> dict[str, Any]:
+    """A job of any kind as the native API, `tuneloop jobs` and the jobs page show it: its kind, status and
+    progress, what it produced, and what it links to (its run folder, project, model)."""
+    params, meta = job.params or {}, job.job_metadata or {}
+    progress = job.progress or {}
+    return {"id": job.id, "object": "job", "kind": job.kind, "status": job.status, "finished": job.status in FINAL,
+            "model": job.model, "fine_tuned_model": job.fine_tuned_model,
+            "progress": {"done": progress.get("done", 0), "total": progress.get("total"),
+                         "unit": progress.get("unit", "steps" if job.kind == "train" else "items")},
+            "result": job.result, "error": job.error, "created_at": job.created_at, "started_at": job.started_at,
+            "finished_at": job.finished_at, "worker": job.worker_id,
+            "links": {"run": Path(job.run_dir).name if job.run_dir else None,
+                      "project": params.get("project") or meta.get("project"), "model": job.fine_tuned_model}}
+
+
+def list_all_jobs(session: Session, *, kind: str | None = None, after: str | None = None,
+                  limit: int = 50) -> tuple[list[Job], bool]:
+    if kind is not None and kind not in JOB_KINDS:
+        raise ServiceError(400, f"kind '{kind}' is not one of {', '.join(JOB_KINDS)}", "kind")
+    return repo.list_jobs(session, after=after, limit=limit, kind=kind)
+
+
+JOB_KINDS = ("train", "repredict")
+"""The kinds a job may have today (eval, synth and search-trial follow)."""

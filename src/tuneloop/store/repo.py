@@ -81,8 +81,11 @@ def job_for_model(session: Session, *, model: str) -> Job | None:
     return session.scalar(select(Job).where(Job.fine_tuned_model == model))
 
 
-def list_jobs(session: Session, *, after: str | None, limit: int) -> tuple[list[Job], bool]:
-    return _page(session, select(Job), Job, after, limit, True)
+def list_jobs(session: Session, *, after: str | None, limit: int, kind: str | None = "train"
+              ) -> tuple[list[Job], bool]:
+    """Newest first; `kind`: only jobs of that kind (None: every kind)."""
+    query = select(Job) if kind is None else select(Job).where(Job.kind == kind)
+    return _page(session, query, Job, after, limit, True)
 
 
 def claim_next_job(session: Session, *, worker_id: str) -> Job | None:
@@ -124,6 +127,12 @@ def list_events(session: Session, *, job_id: str, after: str | None, limit: int)
         query = query.where(JobEvent.seq < int(after.removeprefix("ftevent-")))
     rows = list(session.scalars(query.order_by(JobEvent.seq.desc()).limit(limit + 1)))
     return rows[:limit], len(rows) > limit
+
+
+def events_since(session: Session, *, job_id: str, since: int, limit: int) -> list[JobEvent]:
+    """A job's events after sequence number `since`, oldest first (what a follower has not seen yet)."""
+    query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > since)
+    return list(session.scalars(query.order_by(JobEvent.seq).limit(limit)))
 
 
 def add_checkpoint(session: Session, *, job_id: str, step: int, path: str, metrics: dict[str, Any]) -> Checkpoint:

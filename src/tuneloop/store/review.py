@@ -418,5 +418,9 @@ def add_round(session: Session, *, project_id: str, model: str, labels_used: int
     return row
 
 
+def get_round(session: Session, *, project_id: str, number: int) -> Round | None:
+    return session.scalar(select(Round).where(Round.project_id == project_id, Round.number == number))
+
+
 def list_rounds(session: Session, *, project_id: str) -> list[Round]:
     return list(session.scalars(select(Round).where(Round.project_id == project_id).order_by(Round.number)))

@@ -45,7 +45,8 @@ class Job(Base):
     __tablename__ = "jobs"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     model: Mapped[str] = mapped_column(String(500))
-    training_file: Mapped[str] = mapped_column(ForeignKey("files.id"))
+    training_file: Mapped[str | None] = mapped_column(ForeignKey("files.id"), nullable=True)
+    """A train job's training file (none for other kinds)."""
     validation_file: Mapped[str | None] = mapped_column(ForeignKey("files.id"), nullable=True)
     suffix: Mapped[str | None] = mapped_column(String(64), nullable=True)
     seed: Mapped[int] = mapped_column(Integer, default=0)
@@ -57,6 +58,8 @@ class Job(Base):
     """The typed parameters of a job of another kind."""
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     """{"done", "total", "unit"}: how far along the job is, for any kind."""
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """What a job of another kind produced (a re-predict: its round); written with its last piece of work."""
     method: Mapped[dict[str, Any]] = mapped_column(JSON)
     hyperparameters: Mapped[dict[str, Any]] = mapped_column(JSON)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

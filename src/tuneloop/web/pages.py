@@ -203,6 +203,14 @@ def run_page(request: Request, session: SessionDep, settings: SettingsDep, run_i
     return render(request, "run.html", user, run=run)
 
 
-def _not_for_annotators(user: User) -> None:
+@router.get("/jobs", response_model=None)
+def jobs_page(request: Request, session: SessionDep) -> HTMLResponse:
+    """Jobs of every kind; jobs.js loads them from /api/jobs and follows them while they run."""
+    user = _user(request, session)
+    _not_for_annotators(user, "jobs")
+    return render(request, "jobs.html", user)
+
+
+def _not_for_annotators(user: User, what: str = "training runs") -> None:
     if user.role == "annotator":
-        raise PageError(user, ServiceError(403, "training runs are for admins and reviewers"))
+        raise PageError(user, ServiceError(403, f"{what} are for admins and reviewers"))

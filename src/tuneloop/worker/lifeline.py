@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 """A training child's stderr, in its run folder: the last words of a child that died without an error event."""
 WATCH_SECONDS = 0.5
@@ -37,14 +38,41 @@ def _watch_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
-def run_worker(parent_pid: int, settings: dict, worker_id: str | None) -> None:
+def run_worker(parent_pid: int, settings: dict, worker_id: str | None, kinds: dict | None = None) -> None:
     """A worker process of `tuneloop serve`: not a daemon process (it starts training children), so it ties
-    itself to `serve`. `settings`: serve's whole Settings (`Settings.to_child`)."""
+    itself to `serve`. `settings`: serve's whole Settings (`Settings.to_child`); `kinds`: the job kinds it
+    runs besides training (functions, which travel by name)."""
     tie_to_parent(parent_pid)
     from tuneloop.config.settings import Settings
     from tuneloop.worker.runner import Worker
 
-    Worker(Settings.from_child(settings), worker_id).run()
+    Worker(Settings.from_child(settings), worker_id, kinds).run()
+
+
+def run_kind(parent_pid: int, fn: Any, job_id: str, log_path: str, settings: dict) -> None:
+    """A worker's child for a job of another kind: `fn(job_id, settings)`, stderr to `log_path`. An exception
+    becomes the job's error (written by the child, which has the database), then the child exits non-zero."""
+    tie_to_parent(parent_pid)
+    with open(log_path, "a") as log:
+        os.dup2(log.fileno(), 2)
+    faulthandler.enable()
+    from tuneloop.config.settings import Settings
+
+    config = Settings.from_child(settings)
+    print(f"{job_id} child {os.getpid()}: {config.described()}", file=sys.stderr, flush=True)
+    try:
+        fn(job_id, config)
+    except Exception as e:
+        from tuneloop.store import repo
+        from tuneloop.store.db import make_engine, sessions
+
+        message = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+        with sessions(make_engine(config.db_url))() as session:
+            job = repo.get_job(session, job_id=job_id)
+            if job is not None:
+                job.error = {"code": getattr(e, "code", None) or "job_failed", "message": message, "param": None}
+                session.commit()
+        raise
 
 
 def run_training(parent_pid: int, run_dir: str, settings: dict) -> None:

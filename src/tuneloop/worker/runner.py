@@ -22,7 +22,8 @@ from tuneloop.store import repo
 from tuneloop.store.db import make_engine, sessions, upgrade
 from tuneloop.store.tables import Job
 from tuneloop.worker.jobs import fine_tuned_name, job_recipe, store_results
-from tuneloop.worker.lifeline import run_training
+from tuneloop.worker.kinds import KINDS, KindFn
+from tuneloop.worker.lifeline import run_kind, run_training
 
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 2.0
@@ -54,6 +55,7 @@ class EventFollower:
             repo.add_event(session, job_id=job.id, message=f"Training started: {e.total_steps} steps, "
                            f"{e.train_examples} examples, {e.trainable_parameters} trainable parameters")
         elif isinstance(e, Step):
+            job.progress = {"done": e.step, "total": e.total_steps, "unit": "steps"}
             data = {"step": e.step, "total_steps": e.total_steps, "train_loss": e.loss,
                     "learning_rate": e.lr, "tokens_per_second": e.tokens_per_second}
             repo.add_event(session, job_id=job.id, kind="metrics", data=data,
@@ -82,8 +84,10 @@ class EventFollower:
 
 
 class Worker:
-    def __init__(self, settings: Settings, worker_id: str | None = None):
+    def __init__(self, settings: Settings, worker_id: str | None = None, kinds: dict[str, KindFn] | None = None):
+        """kinds: the job kinds it runs besides `train` (default: those registered in this process)."""
         self.settings = settings
+        self.kinds = dict(KINDS if kinds is None else kinds)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.stale_seconds = settings.stale_seconds
         engine = make_engine(settings.db_url)
@@ -97,7 +101,7 @@ class Worker:
                 for job_id in repo.requeue_stale_jobs(session, older_than=time.time() - self.stale_seconds):
                     repo.add_event(session, job_id=job_id, level="warn", message=f"The worker running this job "
                                    f"stopped answering for {self.stale_seconds:.0f}s; the job is queued again and "
-                                   "resumes from its last checkpoint")
+                                   "resumes where it stopped (training: from its last checkpoint)")
                     session.commit()
                 job = repo.claim_next_job(session, worker_id=self.worker_id)
             if job is None:
@@ -113,6 +117,8 @@ class Worker:
         with self.sessions() as session:
             job = repo.get_job(session, job_id=job_id)
             assert job is not None
+            if job.kind != "train":
+                return self.run_other(job)
             run_dir = self.settings.runs_dir / job.id
             folder = RunFolder(run_dir)
             resume = bool(list_checkpoints(run_dir))
@@ -171,6 +177,57 @@ class Worker:
                 job.status, job.finished_at = "failed", time.time()
                 job.error = {"code": "training_failed", "message": message, "param": None}
                 repo.add_event(session, job_id=job.id, level="error", message=f"Job failed: {message}")
+            session.commit()
+
+
+    def run_other(self, job: Job) -> None:
+        """A job of a registered kind, in a child process; its progress and result it writes itself."""
+        fn = self.kinds.get(job.kind)
+        if fn is None:
+            with self.sessions() as session:
+                job = repo.get_job(session, job_id=job.id)
+                job.status, job.finished_at = "failed", time.time()
+                job.error = {"code": "unknown_kind", "message": f"this worker does not run jobs of kind "
+                             f"'{job.kind}' (it runs: train, {', '.join(sorted(self.kinds))})", "param": None}
+                session.commit()
+            return
+        log = self.settings.home / "jobs" / f"{job.id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log_start = log.stat().st_size if log.exists() else 0
+        with self.sessions() as session:
+            repo.add_event(session, job_id=job.id, message=f"Worker {self.worker_id} started the job")
+            session.commit()
+        child = multiprocessing.get_context("spawn").Process(target=run_kind, daemon=True, args=(
+            os.getpid(), fn, job.id, str(log), self.settings.to_child()))
+        child.start()
+        last_beat, cancelled = 0.0, False
+        while child.is_alive():
+            child.join(POLL_SECONDS)
+            with self.sessions() as session:
+                current = repo.get_job(session, job_id=job.id)
+                if time.time() - last_beat > HEARTBEAT_SECONDS:
+                    current.heartbeat_at, last_beat = time.time(), time.time()
+                    session.commit()
+                if current.cancel_requested and child.is_alive():
+                    child.terminate()
+                    child.join(10)
+                    cancelled = True
+        with self.sessions() as session:
+            current = repo.get_job(session, job_id=job.id)
+            session.refresh(current)
+            current.finished_at = time.time()
+            if cancelled:
+                current.status = "cancelled"
+                repo.add_event(session, job_id=job.id, message="Job cancelled")
+            elif child.exitcode == 0:
+                current.status = "succeeded"
+                repo.add_event(session, job_id=job.id, message="The job has successfully completed")
+            else:
+                if not current.error:
+                    current.error = {"code": "job_failed", "message": _unexplained(child.exitcode, log, log_start),
+                                     "param": None}
+                current.status = "failed"
+                repo.add_event(session, job_id=job.id, level="error", message=f"Job failed: {current.error['message']}")
             session.commit()
 
 

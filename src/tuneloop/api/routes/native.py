@@ -1,12 +1,14 @@
 """/api: what the OpenAI surface lacks: dataset versions with their statistics, training runs with
-their recipes, events and evaluations (saved by `tuneloop eval`)."""
+their recipes, events and evaluations (saved by `tuneloop eval`), and jobs of every kind."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from tuneloop.api.deps import SettingsDep
+from tuneloop.api.deps import SessionDep, SettingsDep
 from tuneloop.services import catalog
+from tuneloop.services import jobs as job_service
+from tuneloop.store import repo
 
 router = APIRouter(tags=["native"])
 
@@ -40,3 +42,32 @@ def get_run_events(settings: SettingsDep, run_id: str, after: int = Query(0, ge=
 @router.get("/evals")
 def list_evals(settings: SettingsDep) -> dict:
     return {"object": "list", "data": catalog.evaluations(settings)}
+
+
+@router.get("/jobs")
+def list_jobs(session: SessionDep, kind: str | None = None, after: str | None = None,
+              limit: int = Query(50, ge=1, le=1000)) -> dict:
+    """Jobs of every kind (or one `kind`), newest first, with status and progress."""
+    jobs, more = job_service.list_all_jobs(session, kind=kind, after=after, limit=limit)
+    return {"object": "list", "data": [job_service.job_view(j) for j in jobs], "has_more": more}
+
+
+@router.get("/jobs/{job_id}")
+def get_job(session: SessionDep, job_id: str) -> dict:
+    return job_service.job_view(job_service.require_job(session, job_id, kind=None))
+
+
+@router.get("/jobs/{job_id}/events")
+def get_job_events(session: SessionDep, job_id: str, since: int = Query(0, ge=0),
+                   limit: int = Query(100, ge=1, le=1000)) -> dict:
+    """The job's messages after sequence number `since`, oldest first; `next` is the `since` to ask next."""
+    job_service.require_job(session, job_id, kind=None)
+    events = repo.events_since(session, job_id=job_id, since=since, limit=limit)
+    return {"object": "list", "data": [{"seq": e.seq, "created_at": e.created_at, "level": e.level,
+                                        "message": e.message, "data": e.data} for e in events],
+            "next": events[-1].seq if events else since}
+
+
+@router.post("/jobs/{job_id}/cancel")
+def cancel_job(session: SessionDep, job_id: str) -> dict:
+    return job_service.job_view(job_service.request_cancel(session, job_id, kind=None))

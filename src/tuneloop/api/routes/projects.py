@@ -7,7 +7,7 @@ import json
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -275,25 +275,19 @@ def train(session: SessionDep, settings: SettingsDep, actor: ActorDep, ref: str,
 
 
 @router.post("/projects/{ref}/repredict")
-def repredict(request: Request, session: SessionDep, settings: SettingsDep, actor: ActorDep, ref: str,
-              body: RepredictIn) -> dict:
-    """Pre-label the remaining and held-out records with a model in the background, then record the round."""
+def repredict(session: SessionDep, settings: SettingsDep, actor: ActorDep, ref: str, body: RepredictIn) -> dict:
+    """Queue a re-predict job: a worker pre-labels the remaining and held-out records with the model, then
+    records the round. Its progress is the job's (GET .../tasks, GET /api/jobs/{id})."""
     _admin(actor)
     project = _project(session, actor, ref)
     from tuneloop.services.models import api_model_ref
 
-    ref = api_model_ref(session, settings, body.model)  # a wrong model id is a 404 now, not a failed task later
-    sessions, project_id = request.app.state.sessions, project.id
-
-    def work(progress):
-        with sessions() as s:
-            row = rounds.repredict(s, settings, projects.get_project(s, project_id), body.model, progress, ref)
-            return {"round": row.number, "accuracy": row.accuracy, "labels_used": row.labels_used}
-
-    return request.app.state.review_tasks.start(project.id, "repredict", work)
+    ref = api_model_ref(session, settings, body.model)  # a wrong model id is a 404 now, not a failed job later
+    return rounds.task_view(rounds.start_repredict(session, project, body.model, ref))
 
 
 @router.get("/projects/{ref}/tasks")
-def tasks(request: Request, session: SessionDep, actor: ActorDep, ref: str) -> dict:
+def tasks(session: SessionDep, actor: ActorDep, ref: str) -> dict:
+    """The project's re-predict jobs, newest first, with their progress."""
     project = _project(session, actor, ref)
-    return {"object": "list", "data": request.app.state.review_tasks.for_project(project.id)}
+    return {"object": "list", "data": [rounds.task_view(job) for job in rounds.repredict_jobs(session, project)]}

@@ -1,15 +1,13 @@
 """Closing the loop with people: train a fine-tuning job on what is reviewed, re-predict the remaining and
 held-out records with the new model, and keep each round (labels used, model, accuracy against people).
-Re-predicting runs in a background thread whose progress the UI polls."""
+Re-predicting is a job of kind `repredict` on the worker queue; its progress lives in the database."""
 
 from __future__ import annotations
 
 import io
 import json
 import re
-import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +23,11 @@ from tuneloop.services import jobs as job_service
 from tuneloop.services.models import serving_ref
 from tuneloop.services.review import export, prelabel
 from tuneloop.services.review.loop import holdout_accuracy
+from tuneloop.store import repo
 from tuneloop.store import review as store
+from tuneloop.store.db import make_engine, sessions
 from tuneloop.store.tables import Job, Project, Round
+from tuneloop.worker.kinds import register as register_kind
 
 TRAIN_AS = {"classification": "chat", "response": "sft", "preference": "sft"}
 
@@ -73,9 +74,14 @@ def _labels_used(session: Session, project: Project, model: str) -> int:
 
 
 def repredict(session: Session, settings: Settings, project: Project, model: str,
-              on_progress: Callable[[int, int], None] | None = None, ref: str | None = None) -> Round:
+              on_progress: Callable[[int, int], None] | None = None, ref: str | None = None,
+              job: Job | None = None) -> Round:
     """Pre-label the remaining and held-out records with `model`, then record the round. `ref`: what to load,
-    when the caller resolved `model` already (the API does, by its own rules)."""
+    when the caller resolved `model` already (the API does, by its own rules). `job`: the re-predict job this
+    runs for; its result is written in the same transaction as the round, so a restarted job records the round
+    once (records it already predicted are skipped: predictions are kept per record and model)."""
+    if job is not None and job.result and "round" in job.result:
+        return store.get_round(session, project_id=project.id, number=job.result["round"])
     started = time.time()
     predictor = prelabel.LocalModel(ref or serving_ref(session, model), settings, name=model)
     prelabel.prelabel(session, project, predictor, records="remaining", on_progress=on_progress)
@@ -83,45 +89,65 @@ def repredict(session: Session, settings: Settings, project: Project, model: str
         else (None, None, 0)
     row = store.add_round(session, project_id=project.id, model=model,
                           labels_used=_labels_used(session, project, model), accuracy=accuracy, macro_f1=macro_f1,
-                          seconds=time.time() - started)
+                          seconds=time.time() - started, job_id=job.id if job is not None else None)
+    if job is not None:
+        session.flush()
+        job.result = {"round": row.number, "accuracy": row.accuracy, "labels_used": row.labels_used}
     session.commit()
     return row
 
 
-class Tasks:
-    """Background work per project (one at a time), with progress the UI polls."""
+# ---------------------------------------------------------------------- re-predicting as a job
+ACTIVE = {"queued", "running"}
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tasks: dict[str, dict[str, Any]] = {}
-        self._count = 0
 
-    def start(self, project_id: str, kind: str, work: Callable[[Callable[[int, int], None]], Any]) -> dict[str, Any]:
-        with self._lock:
-            if any(t["project"] == project_id and t["status"] == "running" for t in self._tasks.values()):
-                raise ServiceError(409, "this project is already re-predicting; wait for it to finish", "project",
-                                   "busy")
-            self._count += 1
-            task = {"id": f"task-{self._count}", "project": project_id, "kind": kind, "status": "running",
-                    "done": 0, "total": None, "error": None, "result": None, "started_at": time.time()}
-            self._tasks[task["id"]] = task
+def start_repredict(session: Session, project: Project, model: str, ref: str) -> Job:
+    """Queue a re-predict job (any worker runs it); a 409 while one is queued or running for the project."""
+    busy = [j for j in repredict_jobs(session, project) if j.status in ACTIVE]
+    if busy:
+        raise ServiceError(409, f"this project is already re-predicting ({busy[0].id}); wait for it to finish",
+                           "project", "busy")
+    job = Job(id=repo.new_id("job"), kind="repredict", model=model, params={"project": project.id, "model": model,
+              "ref": ref}, method={}, hyperparameters={}, extra={}, job_metadata={"project": project.id},
+              status="queued", result_files=[], created_at=time.time(), cancel_requested=False,
+              progress={"done": 0, "total": None, "unit": "records"})
+    session.add(job)
+    repo.add_event(session, job_id=job.id, message=f"Re-predict with {model} queued")
+    session.commit()
+    return job
 
-        def progress(done: int, total: int) -> None:
-            task["done"], task["total"] = done, total
 
-        def run() -> None:
-            try:
-                task["result"] = work(progress)
-                task["status"] = "succeeded"
-            except ServiceError as e:
-                task["status"], task["error"] = "failed", e.message
-            except Exception as e:  # shown in the UI; the traceback goes to the server log
-                traceback.print_exc()
-                task["status"], task["error"] = "failed", f"{type(e).__name__}: {e}"
-            task["finished_at"] = time.time()
+@register_kind("repredict")
+def run_repredict_job(job_id: str, settings: Settings) -> None:
+    """What a worker's child runs for a re-predict job."""
+    engine = make_engine(settings.db_url)
+    try:
+        with sessions(engine)() as session:
+            job = repo.get_job(session, job_id=job_id)
+            assert job is not None and job.params is not None
+            project = store.find_project(session, ref=job.params["project"])
+            if project is None:
+                raise ServiceError(404, f"project {job.params['project']} no longer exists", "project")
 
-        threading.Thread(target=run, name=f"tuneloop-{task['id']}", daemon=True).start()
-        return dict(task)
+            def progress(done: int, total: int) -> None:  # prelabel commits after each batch; this rides along
+                job.progress = {"done": done, "total": total, "unit": "records"}
+                session.commit()
 
-    def for_project(self, project_id: str) -> list[dict[str, Any]]:
-        return [dict(t) for t in self._tasks.values() if t["project"] == project_id][::-1]
+            repredict(session, settings, project, job.params["model"], progress, job.params["ref"], job=job)
+    finally:
+        engine.dispose()
+
+
+def repredict_jobs(session: Session, project: Project) -> list[Job]:
+    jobs = session.scalars(select(Job).where(Job.kind == "repredict").order_by(Job.created_at.desc()))
+    return [job for job in jobs if (job.params or {}).get("project") == project.id]
+
+
+def task_view(job: Job) -> dict[str, Any]:
+    """A re-predict job as the project page shows it."""
+    progress = job.progress or {}
+    return {"id": job.id, "project": (job.params or {}).get("project"), "kind": job.kind, "status": job.status,
+            "finished": job.status in {"succeeded", "failed", "cancelled"},
+            "model": (job.params or {}).get("model"), "done": progress.get("done", 0), "total": progress.get("total"),
+            "error": (job.error or {}).get("message"), "result": job.result, "started_at": job.started_at,
+            "finished_at": job.finished_at}

@@ -65,7 +65,7 @@ async function loadTasks() {
   if (!box) return;
   const { data } = await api(`/api/projects/${encodeURIComponent(name)}/tasks`);
   const wasRunning = running;
-  running = data.some((t) => t.status === "running");
+  running = data.some((t) => !t.finished);  // queued or running, as the server says
   box.innerHTML = data.slice(0, 3).map((t) => `<p data-status="${t.status}">${esc(t.kind)} ${esc(t.status)}: ` +
     `<progress max="${t.total || 1}" value="${t.done}"></progress> ${t.done}${t.total ? ` / ${t.total}` : ""} records` +
     (t.result ? ` · round ${t.result.round}, accuracy ${fmt(t.result.accuracy)}` : "") + (t.error ? ` <span class="error">${esc(t.error)}</span>` : "") + "</p>").join("");

@@ -1,4 +1,5 @@
-"""Jobs carry a kind, the whole recipe they run (or their kind's parameters), and their progress.
+"""Jobs carry a kind, the whole recipe they run (or their kind's parameters), their progress and result;
+only train jobs have a training file.
 
 Existing jobs become `train` jobs whose recipe says what the previous release's worker built from their
 stored request: its model, files (by id), seed, adapter, epochs (1 when the request left them out),
@@ -47,6 +48,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("recipe", sa.JSON, nullable=True))
         batch.add_column(sa.Column("params", sa.JSON, nullable=True))
         batch.add_column(sa.Column("progress", sa.JSON, nullable=True))
+        batch.add_column(sa.Column("result", sa.JSON, nullable=True))
+        batch.alter_column("training_file", existing_type=sa.String(40), nullable=True)
         batch.create_index("ix_jobs_kind", ["kind"])
     connection = op.get_bind()
     jobs = sa.table("jobs", sa.column("id", sa.String), sa.column("recipe", sa.JSON))
@@ -59,6 +62,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.drop_index("ix_jobs_kind")
+        batch.alter_column("training_file", existing_type=sa.String(40), nullable=False)
+        batch.drop_column("result")
         batch.drop_column("progress")
         batch.drop_column("params")
         batch.drop_column("recipe")
