@@ -152,7 +152,7 @@ class Loop:
     def chosen_hyperparameters(self) -> dict[str, Any]:
         """The effective hyperparameters, and which of them the method chose (with why)."""
         chosen = {k: why for k, why in self.defaults.reasons.items()
-                  if getattr(self.recipe.hyperparameters, k, None) is None}
+                  if getattr(self.recipe.hyperparameters, k, None) is None and not (k == "epochs" and self.hp.max_steps)}
         return {"hyperparameters": self.hp.model_dump(mode="json"), "method_defaults": chosen}
 
     def resume(self) -> bool:

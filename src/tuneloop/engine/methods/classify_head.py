@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from tuneloop.engine.methods import Defaults, EvalContext, Method, Prepared
 from tuneloop.engine.methods.classify import collate_labelled, head_logits, head_loss, label_set_of, tokenize_labelled
-from tuneloop.engine.methods.sft import scaled_epochs
+from tuneloop.engine.methods.sft import epochs_reason, scaled_epochs
 
 HEAD_MODULES = ("classifier", "score")
 """Where transformers keeps a sequence-classification head (peft keeps a trainable copy inside it)."""
@@ -59,9 +59,9 @@ class HeadClassifier(Method):
         epochs = scaled_epochs(examples, TARGET_EPOCHS, MIN_EXAMPLES_SEEN)
         return Defaults({"learning_rate": ADAPTER_LEARNING_RATES[adapter], "head_learning_rate": HEAD_LEARNING_RATE,
                          "epochs": epochs, "warmup_ratio": 0.1},
-                        {"learning_rate": f"{adapter} under a head", "head_learning_rate": "a new head",
-                         "epochs": f"{TARGET_EPOCHS} passes, at least {MIN_EXAMPLES_SEEN} examples seen",
-                         "warmup_ratio": "method default"})
+                        {"learning_rate": f"for {adapter} under a head", "head_learning_rate": "a head",
+                         "epochs": epochs_reason(examples, epochs, TARGET_EPOCHS, MIN_EXAMPLES_SEEN),
+                         "warmup_ratio": "10% of the steps"})
 
     def parameter_groups(self, model: Any, hyperparameters: Any) -> list[dict[str, Any]]:
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]

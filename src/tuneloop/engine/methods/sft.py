@@ -253,11 +253,20 @@ def scaled_epochs(examples: int, target: int = TARGET_EPOCHS, least: int = MIN_E
     return target
 
 
+def epochs_reason(examples: int, epochs: int, target: int, least: int = MIN_EXAMPLES_SEEN,
+                  most: int = MAX_EXAMPLES_SEEN) -> str:
+    if epochs > target:
+        return f"{target} passes, raised so that {least} examples are seen ({examples} in the data)"
+    if epochs < target:
+        return f"{target} passes, lowered so that at most {most} examples are seen ({examples} in the data)"
+    return f"{target} passes"
+
+
 def generative_defaults(adapter: str, examples: int) -> Defaults:
     epochs = scaled_epochs(examples)
     return Defaults({"learning_rate": ADAPTER_LEARNING_RATES[adapter], "epochs": epochs, "warmup_ratio": 0.03},
-                    {"learning_rate": f"{adapter} default", "epochs": f"{TARGET_EPOCHS} passes, scaled to "
-                     f"{examples} examples", "warmup_ratio": "method default"})
+                    {"learning_rate": f"for {adapter}", "epochs": epochs_reason(examples, epochs, TARGET_EPOCHS),
+                     "warmup_ratio": "3% of the steps"})
 
 
 def check_generates(recipe: Any, model_kind: str) -> None:
