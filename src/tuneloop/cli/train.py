@@ -12,7 +12,8 @@ from rich.table import Table
 
 from tuneloop.cli.common import console, err_console, fail, handle_errors, settings
 from tuneloop.config.recipe import RecipeError, load_recipe, parse_recipe
-from tuneloop.models.run_folder import Done, EarlyStop, Error, Evaluation, Event, Resumed, RunMeta, Start, Step
+from tuneloop.models.run_folder import (Done, EarlyStop, Error, Evaluation, Event, Resumed, RunFolder, RunMeta, Start,
+                                        Step)
 
 ADAPTERS = "lora, dora, ia3, qlora, full, freeze"
 
@@ -152,7 +153,7 @@ def eval_cmd(
         sft = evaluate_sft_with_progress(model, records, max_length, None if max_generate < 0 else max_generate)
         result = {"task": "sft", **sft.to_dict()}
     result = {"model": model, "data": data, **result}
-    target = output or (run_output.parent / f"eval-{Path(data).stem}.json" if run_output is not None else None)
+    target = output or (RunFolder(run_output.parent).evaluation(Path(data).stem) if run_output is not None else None)
     if target is not None:
         target.write_text(json.dumps(result, indent=1))
     if as_json:

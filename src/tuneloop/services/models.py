@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from tuneloop.config.settings import Settings
 from tuneloop.models.loading import find_run_output
 from tuneloop.models.registry import EMBEDDED, ModelError, ModelSpec, is_hub_id, resolve
+from tuneloop.models.run_folder import RunFolder
 from tuneloop.services import ServiceError
 from tuneloop.store import repo
 from tuneloop.store.tables import Checkpoint, Job
@@ -25,7 +26,7 @@ def serving_ref(session: Session, model_id: str) -> str:
         if job is None or not job.run_dir:
             raise _unknown(model_id)
         if not step:
-            return str(Path(job.run_dir) / "final")
+            return str(RunFolder(job.run_dir).final)
         number = int(step) if step.isdigit() and len(step) < 10 else -1
         checkpoint = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job.id, Checkpoint.step == number))
         if checkpoint is None or not Path(checkpoint.path).exists():
@@ -121,6 +122,6 @@ def delete_model(session: Session, model_id: str) -> None:
     if job is None:
         raise _unknown(model_id)
     if job.run_dir:
-        shutil.rmtree(Path(job.run_dir) / "final", ignore_errors=True)
+        shutil.rmtree(RunFolder(job.run_dir).final, ignore_errors=True)
     job.fine_tuned_model = None
     session.commit()
