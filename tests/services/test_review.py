@@ -429,7 +429,7 @@ def test_multi_label_model_against_people(env):
     for labels in answers:
         view = queue.next_record(session, project, ann, "id")
         annotation = queue.submit(session, project, ann, view["id"], {"labels": labels})
-    assert annotation.value == {"labels": ["b"], "label": "b"}
+    assert annotation.value == {"labels": ["b"]}
     records = store.all_records(session, project_id=project.id)
     for record, predicted in zip(records, ["b", "a", "b"]):  # hit, miss, hit
         store.add_predictions(session, project_id=project.id, rows=[{"record_id": record.id, "model": "m",

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, literal_column, select, text
+from sqlalchemy import String, cast, delete, exists, func, insert, literal_column, or_, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from tuneloop.store.repo import new_id
@@ -108,11 +109,14 @@ def count_records(session: Session, *, project_id: str) -> dict[str, int]:
     return dict(counts)
 
 
-def human_labels(session: Session, *, project_id: str) -> dict[int, str]:
-    """record id -> the people's label, for the records people labelled."""
-    rows = session.execute(select(Record.id, Record.human_label).where(Record.project_id == project_id,
-                                                                       Record.human_label.is_not(None)))
-    return {record_id: label for record_id, label in rows}
+def human_labels(session: Session, *, project_id: str, split: str | None = None) -> dict[int, list[str]]:
+    """record id -> the people's labels (one, or the set of a multi-label project), for the records people
+    labelled; `split`: only the pool's or the held-out records."""
+    query = select(Record.id, Record.human_label, Record.human_labels).where(
+        Record.project_id == project_id, or_(Record.human_label.is_not(None), Record.human_labels.is_not(None)))
+    if split:
+        query = query.where(Record.split == split)
+    return {record_id: labels if labels is not None else [label] for record_id, label, labels in session.execute(query)}
 
 
 def disagreement_counts(session: Session, *, project_id: str) -> dict[str, int]:
@@ -167,20 +171,31 @@ def _has_search_table(session: Session) -> bool:
     return session.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'records_search'")).first() is not None
 
 
+def _holds_label(session: Session, label: str) -> Any:
+    """records.human_labels, a JSON list, holds `label`."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(Record.human_labels, JSONB).contains([label])
+    each = func.json_each(Record.human_labels).table_valued("value")
+    return exists(select(each.c.value).where(each.c.value == label))
+
+
 SORTS = {"id": Record.id, "confidence": Record.confidence, "uncertainty": Record.uncertainty,
          "updated": Record.updated_at, "label": Record.human_label, "prediction": Record.pred_label,
          "annotations": Record.annotations}
 
 
-def table_page(session: Session, *, project_id: str, query: TableQuery) -> tuple[list[Record], int]:
-    """One page of records with the table view's filters and sort, and how many match in all."""
+def table_page(session: Session, *, project_id: str, query: TableQuery,
+               label_lists: bool = False) -> tuple[list[Record], int]:
+    """One page of records with the table view's filters and sort, and how many match in all. `label_lists`:
+    the records keep the people's labels as lists (a multi-label project); the label filter finds a label
+    among them, and the label sort orders by the list."""
     conditions = [Record.project_id == project_id]
     if query.status:
         conditions.append(Record.status == query.status)
     if query.split:
         conditions.append(Record.split == query.split)
     if query.label:
-        conditions.append(Record.human_label == query.label)
+        conditions.append(_holds_label(session, query.label) if label_lists else Record.human_label == query.label)
     if query.prediction:
         conditions.append(Record.pred_label == query.prediction)
     if query.disagreement is not None:
@@ -194,7 +209,7 @@ def table_page(session: Session, *, project_id: str, query: TableQuery) -> tuple
     if query.annotator:
         conditions.append(exists().where(Annotation.record_id == Record.id, Annotation.user_id == query.annotator,
                                          Annotation.status.in_(COUNTED + ("rejected",))))
-    column = SORTS[query.sort]
+    column = cast(Record.human_labels, String) if label_lists and query.sort == "label" else SORTS[query.sort]
     order = (column.desc(), Record.id.desc()) if query.descending else (column, Record.id)
     rows = list(session.scalars(select(Record).where(*conditions).order_by(*order)
                                 .offset(query.offset).limit(query.limit)))
@@ -344,23 +359,17 @@ def history(session: Session, *, record_id: int) -> list[AnnotationChange]:
                                 .order_by(AnnotationChange.id)))
 
 
-def refresh_record(session: Session, *, record: Record, project: Project) -> None:
-    """Recount a record's annotations and what follows from them: status, the people's label, disagreement."""
-    counted = [a for a in annotations_of(session, record_ids=[record.id], statuses=COUNTED)]
+def recount(session: Session, *, record: Record, overlap: int) -> list[Annotation]:
+    """Recount a record's annotations and set its status from them; returns the annotations that count (what
+    the people's answer on the record follows from is the task type's to say)."""
+    counted = annotations_of(session, record_ids=[record.id], statuses=COUNTED)
     record.annotations = len(counted)
-    labels = [a.value.get("label") for a in counted if a.value.get("label") is not None]
-    votes = Counter(labels).most_common()
-    record.human_label = votes[0][0] if votes else None
-    people_disagree = len(votes) > 1
-    people_say = set(record.human_label.split("|")) if record.human_label and project.multi_label else \
-        {record.human_label}
-    model_disagrees = bool(record.human_label and record.pred_label and record.pred_label not in people_say)
-    record.disagreement = people_disagree or model_disagrees
-    if record.annotations < project.overlap:
+    if record.annotations < overlap:
         record.status = "open"
     else:
         record.status = "accepted" if any(a.status == "accepted" for a in counted) else "annotated"
     record.updated_at = time.time()
+    return counted
 
 
 def per_person(session: Session, *, project_id: str) -> list[tuple[str, str, int]]:

@@ -153,7 +153,10 @@ class Record(Base):
     """open, annotated (enough annotations), accepted (a reviewer accepted it)."""
     annotations: Mapped[int] = mapped_column(Integer, default=0)
     human_label: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    """The label most annotators gave (classification), for filtering and agreement."""
+    """The answer most annotators gave (a label, the preferred answer's key, a rating), for filtering and
+    agreement; None in multi-label projects, which keep `human_labels`."""
+    human_labels: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    """The label set most annotators gave, in a multi-label project (in the order of the project's labels)."""
     disagreement: Mapped[bool] = mapped_column(Boolean, default=False)
     """People disagree with each other, or with the latest prediction."""
     pred_model: Mapped[str | None] = mapped_column(String(500), nullable=True)
@@ -191,7 +194,8 @@ class Annotation(Base):
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     value: Mapped[dict[str, Any]] = mapped_column(JSON)
-    """{"label"}, {"labels"}, {"text"}, {"choice", "rewrite"} or {"rating", "comment"}."""
+    """As the project's task type keeps it: {"label"}, {"labels"}, {"text", "draft", ...}, {"preferred", "label",
+    "rewrite"} or {"rating", "label", "comment"}."""
     status: Mapped[str] = mapped_column(String(12))
     """submitted, skipped, accepted, rejected, withdrawn (undone)."""
     review_comment: Mapped[str | None] = mapped_column(Text, nullable=True)

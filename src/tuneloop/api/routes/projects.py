@@ -228,7 +228,7 @@ def table(session: SessionDep, actor: ActorDep, ref: str, status: str | None = N
     if actor.user is not None and actor.user.role == "annotator":  # others' answers would bias theirs
         for row in page["data"]:
             row["work"] = [w for w in row["work"] if w["user"] == actor.user.username]
-            row["human_label"] = None
+            row["human_label"] = row["human_labels"] = None
     return page
 
 

@@ -17,10 +17,11 @@ from sqlalchemy.orm import Session
 from tuneloop.config.recipe import parse_recipe
 from tuneloop.config.settings import Settings
 from tuneloop.engine.loop import Listener, train
-from tuneloop.evals.metrics import classification_report
 from tuneloop.services import ServiceError
 from tuneloop.services.auth import create_user
 from tuneloop.services.review import export, prelabel, queue
+from tuneloop.services.review.rounds import record_round
+from tuneloop.services.review.tasks import task_of
 from tuneloop.store import review as store
 from tuneloop.store.tables import Project, Round, User
 
@@ -70,7 +71,8 @@ def simulate_labels(session: Session, project: Project, user: User, field: str, 
         if view is None:
             break
         record = store.get_record(session, project_id=project.id, record_id=view["id"])
-        queue.submit(session, project, user, view["id"], {"label": _gold(project, record.data, field, record.id)})
+        answer = task_of(project).answer_with(_gold(project, record.data, field, record.id))
+        queue.submit(session, project, user, view["id"], answer)
         done += 1
     return done
 
@@ -95,25 +97,11 @@ def train_round(session: Session, settings: Settings, project: Project, config: 
     return train(recipe, settings, listener=listener).run_dir
 
 
-def holdout_accuracy(session: Session, project: Project, model: str) -> tuple[float | None, float | None, int]:
-    """The model's accuracy and macro-F1 against the people's labels on the held-out records."""
-    predictions = {p.record_id: p.label for p in store.latest_predictions(session, project_id=project.id, model=model)}
-    pairs = [(r.human_label, predictions[r.id]) for r in store.all_records(session, project_id=project.id,
-                                                                           split="holdout")
-             if r.human_label is not None and r.id in predictions]
-    if not pairs:
-        return None, None, 0
-    if project.multi_label:  # one predicted label against the people's set: is it one of theirs
-        return sum(p in g.split("|") for g, p in pairs) / len(pairs), None, len(pairs)
-    report = classification_report([g for g, _ in pairs], [p for _, p in pairs], project.labels)
-    return report.accuracy, report.macro_f1, len(pairs)
-
-
 def run_simulation(session: Session, settings: Settings, project: Project, *, field: str, rounds: int,
                    per_round: int, config: LoopSettings, report: Report | None = None,
                    listener: Listener | None = None) -> list[Round]:
     """`rounds` turns of label → train → re-predict, answering from the gold labels in `field`."""
-    if project.task != "classification":
+    if not task_of(project).label_answers:
         raise ServiceError(400, "the simulated loop answers with labels; it needs a classification project", "task")
     if rounds < 1 or per_round < 1:
         raise ServiceError(400, "rounds and per-round must be at least 1", "rounds")
@@ -134,12 +122,9 @@ def run_simulation(session: Session, settings: Settings, project: Project, *, fi
         predictor = prelabel.LocalModel(str(run_dir), settings)
         report("predicting", {"round": number, "model": str(run_dir)})
         prelabel.prelabel(session, project, predictor, records="remaining", uncertainty=config.uncertainty)
-        accuracy, macro_f1, _ = holdout_accuracy(session, project, predictor.name)
         used = len(export.export_rows(session, project, "classify"))
-        row = store.add_round(session, project_id=project.id, model=predictor.name, labels_used=used,
-                              accuracy=accuracy, macro_f1=macro_f1, seconds=time.time() - started)
-        session.commit()
-        report("round", {"round": number, "labels": used, "accuracy": accuracy, "macro_f1": macro_f1,
+        row = record_round(session, project, predictor.name, labels_used=used, seconds=time.time() - started)
+        report("round", {"round": number, "labels": used, "accuracy": row.accuracy, "macro_f1": row.macro_f1,
                          "seconds": row.seconds})
         done.append(row)
     return done

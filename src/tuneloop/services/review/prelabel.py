@@ -1,8 +1,7 @@
-"""Pre-labels: a model's answer for each record, with a confidence people can sort by.
-
-- Classification: the probability of each label (a head's softmax, or a chat model's likelihood of each
-  label as its answer; an OpenAI-compatible endpoint's first-token log-probabilities).
-- Responses: the model's draft and its mean token log-probability.
+"""Pre-labels: a model's answer for each record, with a confidence people can sort by. What a model answers
+is the task type's (tasks/): for classification, the probability of each label (a head's softmax, or a chat
+model's likelihood of each label as its answer; an OpenAI-compatible endpoint's first-token
+log-probabilities); for responses, the model's draft and its mean token log-probability.
 
 Resumable: records that already have a prediction from the same model are skipped, and predictions are
 committed in batches, so an interrupted run continues where it stopped.
@@ -21,6 +20,8 @@ from tuneloop.config.settings import Settings
 from tuneloop.engine.tokenize import classification_messages
 from tuneloop.evals.agreement import entropy_uncertainty, margin_uncertainty
 from tuneloop.services import ServiceError
+from tuneloop.services.review.queue import refresh_record
+from tuneloop.services.review.tasks import task_of
 from tuneloop.store import review as store
 from tuneloop.store.tables import Project, Record
 
@@ -140,7 +141,8 @@ def _targets(session: Session, project: Project, which: str, model: str) -> tupl
 def prelabel(session: Session, project: Project, predictor: Predictor, *, records: str = "remaining",
              uncertainty: str = "margin", batch_size: int = 16, on_progress: Progress | None = None
              ) -> PrelabelResult:
-    if project.task not in ("classification", "response"):
+    task = task_of(project)
+    if not task.prelabels:
         raise ServiceError(400, f"a {project.task} project has no pre-labels: people judge the answers it holds",
                            "task")
     if uncertainty not in UNCERTAINTY:
@@ -148,7 +150,7 @@ def prelabel(session: Session, project: Project, predictor: Predictor, *, record
     todo, skipped = _targets(session, project, records, predictor.name)
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
-        rows = _predict(project, predictor, batch, UNCERTAINTY[uncertainty])
+        rows = task.predict(project, predictor, batch, UNCERTAINTY[uncertainty])
         measures = [row.pop("uncertainty") for row in rows]
         store.add_predictions(session, project_id=project.id, rows=rows)
         for record, row, measure in zip(batch, rows, measures):
@@ -159,21 +161,6 @@ def prelabel(session: Session, project: Project, predictor: Predictor, *, record
     return PrelabelResult(predictor.name, len(todo), skipped)
 
 
-def _predict(project: Project, predictor: Predictor, batch: list[Record], measure: Callable) -> list[dict[str, Any]]:
-    if project.task == "classification":
-        rows = []
-        for record, probs in zip(batch, predictor.classify([r.text for r in batch], project.labels)):
-            best = max(range(len(probs)), key=probs.__getitem__)
-            rows.append({"record_id": record.id, "model": predictor.name, "answer": {"label": project.labels[best]},
-                         "label": project.labels[best], "confidence": probs[best],
-                         "probabilities": dict(zip(project.labels, probs)), "uncertainty": measure(probs)})
-        return rows
-    answers = predictor.respond([r.data.get("prompt", []) for r in batch])
-    return [{"record_id": r.id, "model": predictor.name, "answer": {"text": text}, "label": None,
-             "confidence": math.exp(mean), "mean_logprob": mean, "uncertainty": -mean}
-            for r, (text, mean) in zip(batch, answers)]
-
-
 def _mark(session: Session, project: Project, record: Record, model: str, row: dict[str, Any],
           uncertainty: float) -> None:
     """Put the newest prediction on the record (for sorting and filtering) and recheck disagreement."""
@@ -182,4 +169,4 @@ def _mark(session: Session, project: Project, record: Record, model: str, row: d
     record.uncertainty = uncertainty
     record.models_disagree = any(label is not None and label != row["label"] for label in others.values())
     if record.annotations:
-        store.refresh_record(session, record=record, project=project)
+        refresh_record(session, project, record)

@@ -19,17 +19,14 @@ from tuneloop.data.records import LabelledRecord, PreferenceRecord, Record
 from tuneloop.data.versions import Version, resolve_version
 from tuneloop.services import ServiceError
 from tuneloop.services.files import require_file
+from tuneloop.services.review.tasks import Item, TaskType, Unfit, for_task, project_tasks, task_of
 from tuneloop.store import review as store
 from tuneloop.store.blobs import content_path
 from tuneloop.store.tables import Project, User
 
-TASKS = ("classification", "response", "preference", "rating")
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-Item = dict[str, Any]
-"""One record to review, whatever it came as: original (the object as read), text, prompt (messages),
-answer (the last assistant answer), answers (two to compare), labels (given labels, kept as gold)."""
 
 
 def _messages(obj: Any) -> list[dict[str, Any]] | None:
@@ -159,32 +156,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _last_user(messages: list[dict[str, Any]]) -> str:
-    users = [m["content"] for m in messages if m["role"] == "user"]
-    return users[-1] if users else (messages[-1]["content"] if messages else "")
-
-
-def record_row(task: str, line: int, item: Item, source: str) -> dict[str, Any]:
+def record_row(task: TaskType, line: int, item: Item, source: str) -> dict[str, Any]:
     """What the store keeps for one record of a task; ServiceError naming the line when it does not fit."""
-    def unfit(what: str) -> ServiceError:
-        return ServiceError(400, f"{source} line {line}: {what}", "data", "invalid_data")
-
-    data: dict[str, Any] = {"original": item["original"]}
-    if task == "classification":
-        text = item.get("text") or _last_user(item.get("prompt", []))
-    elif task == "preference":
-        if "answers" not in item:
-            raise unfit("a preference project needs two answers per prompt (preference or prompt/chosen/rejected data)")
-        text, data = _last_user(item["prompt"]), {**data, "prompt": item["prompt"], "answers": item["answers"]}
-    else:
-        if "prompt" not in item:
-            raise unfit(f"a {task} project needs prompts ('prompt', 'messages', or any chat format), not plain text")
-        if task == "rating" and not item.get("answer"):
-            raise unfit("a rating project needs an answer to rate; this conversation ends with the user")
-        text, data = _last_user(item["prompt"]), {**data, "prompt": item["prompt"], "answer": item.get("answer")}
+    try:
+        text, data = task.read(item)
+    except Unfit as e:
+        raise ServiceError(400, f"{source} line {line}: {e}", "data", "invalid_data") from None
     if not text.strip():
-        raise unfit("the text to review is empty")
-    return {"source": source, "source_index": line, "data": data, "text": text}
+        raise ServiceError(400, f"{source} line {line}: the text to review is empty", "data", "invalid_data")
+    return {"source": source, "source_index": line, "data": {"original": item["original"], **data}, "text": text}
 
 
 def create_project(session: Session, settings: Settings, *, name: str, task: str, data: str,
@@ -192,8 +172,9 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
                    overlap: int = 1, holdout: float = 0.0, seed: int = 0, client: bool = False) -> Project:
     """A project with the records of `data`: any file or a dataset version, or with `client` (an API client's
     request) only what read_client_source allows. Nothing is stored on error."""
-    if task not in TASKS:
-        raise ServiceError(400, f"task '{task}' is not one of {', '.join(TASKS)}", "task")
+    if task not in project_tasks():
+        raise ServiceError(400, f"task '{task}' is not one of {', '.join(project_tasks())}", "task")
+    task_type = for_task(task, multi_label)
     if not PROJECT_NAME.match(name):
         raise ServiceError(400, f"project name '{name}': use 1-100 letters, digits, '_', '.' or '-' (it goes in "
                                 "addresses)", "name")
@@ -204,9 +185,9 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
     if not 0.0 <= holdout < 1.0:
         raise ServiceError(400, f"holdout {holdout}: give the held-out fraction, from 0 to below 1", "holdout")
     source, items = read_client_source(session, settings, data) if client else read_source(settings, data)
-    if task == "classification":
+    if task_type.takes_labels:
         labels = _label_set(labels, items, source)
-    rows = [record_row(task, line, item, source) for line, item in items]
+    rows = [record_row(task_type, line, item, source) for line, item in items]
     rng = random.Random(seed)
     held = set(rng.sample(range(len(rows)), int(round(len(rows) * holdout))))
     for i, row in enumerate(rows):
@@ -276,16 +257,17 @@ def counters(session: Session, project: Project) -> dict[str, Any]:
 
 
 def summary(session: Session, project: Project) -> dict[str, Any]:
-    """The counters, the label distribution and labels over time."""
-    times = store.submitted_times(session, project_id=project.id)
-    distribution: Counter[str] = Counter(value.get("label") for _, value in times if value.get("label") is not None)
+    """The counters, the label distribution and labels over time (each label of a multi-label answer counts)."""
+    task = task_of(project)
+    labelled = [(at, label) for at, value in store.submitted_times(session, project_id=project.id)
+                for label in task.labels_of(value)]
+    distribution: Counter[str] = Counter(label for _, label in labelled)
     return {**counters(session, project), "label_distribution": dict(distribution.most_common()),
-            "timeline": timeline(times)}
+            "timeline": timeline(labelled)}
 
 
-def timeline(times: list[tuple[float, dict[str, Any]]], buckets: int = 60) -> list[dict[str, Any]]:
+def timeline(labelled: list[tuple[float, str]], buckets: int = 60) -> list[dict[str, Any]]:
     """Cumulative labels over time, in at most `buckets` evenly spaced points: [{"at": unix time, label: n}]."""
-    labelled = [(at, value["label"]) for at, value in times if value.get("label") is not None]
     if not labelled:
         return []
     start, end = labelled[0][0], labelled[-1][0]

@@ -3,20 +3,19 @@ the model's labels, and the table view. Every change is kept in the history; not
 
 from __future__ import annotations
 
-import difflib
-import random
 import time
+from collections import Counter
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from tuneloop.services import ServiceError
 from tuneloop.services.auth import require_reviewer
+from tuneloop.services.review.tasks import Shown, task_of
 from tuneloop.store import review as store
 from tuneloop.store.tables import Annotation, Project, Record, User
 
 ORDERS = tuple(store.QUEUE_ORDERS)
-PREFERENCE_KEYS = ("answer-1", "answer-2")
 
 
 def _latest_prediction(session: Session, record: Record) -> dict[str, Any] | None:
@@ -30,38 +29,19 @@ def _latest_prediction(session: Session, record: Record) -> dict[str, Any] | Non
 
 
 def record_view(session: Session, project: Project, record: Record, user: User | None = None) -> dict[str, Any]:
-    """Everything a person needs to annotate one record. Preference answers come in an order that is random
-    per record and person, and never with the models' names."""
+    """Everything a person needs to annotate one record: what every record shows, and what its task type adds
+    (the prompt, the draft to correct, the two answers in this person's order)."""
     prediction = _latest_prediction(session, record)
     view: dict[str, Any] = {"id": record.id, "text": record.text, "split": record.split, "status": record.status,
                             "annotations": record.annotations, "source": record.source,
                             "source_index": record.source_index, "prediction": prediction}
-    data = record.data
-    if project.task in ("response", "rating", "preference"):
-        view["prompt"] = data.get("prompt", [])
-    if project.task == "response":
-        drafted = prediction and prediction.get("text")
-        view["draft"] = prediction["text"] if drafted else (data.get("answer") or "")
-        view["draft_model"] = prediction["model"] if drafted else "dataset"
-    if project.task == "rating":
-        view["answer"] = data.get("answer") or ""
-    if project.task == "preference":
-        order = shown_order(record, user)
-        view["options"] = [{"key": "AB"[shown], "text": data["answers"][i]} for shown, i in enumerate(order)]
-        view["prediction"] = None  # which model wrote which answer stays hidden
+    view.update(task_of(project).view(record, prediction, user))
     if user is not None:
         rejected = [a for a in store.annotations_of(session, record_ids=[record.id], statuses=["rejected"])
                     if a.user_id == user.id]
         if rejected:
             view["rejected"] = {"comment": rejected[-1].review_comment, "value": rejected[-1].value}
     return view
-
-
-def shown_order(record: Record, user: User | None) -> list[int]:
-    """The order one person sees a record's two answers in: random, but the same each time they see it."""
-    order = [0, 1]
-    random.Random(f"{record.id}:{user.id if user else ''}").shuffle(order)
-    return order
 
 
 def next_record(session: Session, project: Project, user: User, order: str = "uncertainty") -> dict[str, Any] | None:
@@ -71,43 +51,26 @@ def next_record(session: Session, project: Project, user: User, order: str = "un
     return None if record is None else record_view(session, project, record, user)
 
 
-def normalise_value(project: Project, value: dict[str, Any], draft: str | None = None,
-                    shown: list[int] | None = None) -> dict[str, Any]:
-    """Check an annotation against the project's task; ServiceError naming the field when it does not fit.
-    Every value gets a `label` (the label set, the preferred answer, the rating) that agreement compares."""
-    if project.task == "classification":
-        if project.multi_label:
-            labels = value.get("labels")
-            if not isinstance(labels, list) or not labels:
-                raise ServiceError(400, "value.labels: give one or more labels", "value.labels")
-            unknown = [label for label in labels if label not in project.labels]
-            if unknown:
-                raise ServiceError(400, f"value.labels: {unknown} not in the project's labels {project.labels}",
-                                   "value.labels")
-            chosen = sorted(set(labels), key=project.labels.index)
-            return {"labels": chosen, "label": "|".join(chosen)}
-        label = value.get("label")
-        if label not in project.labels:
-            raise ServiceError(400, f"value.label: '{label}' is not one of {', '.join(project.labels)}", "value.label")
-        return {"label": label}
-    if project.task == "response":
-        text = value.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise ServiceError(400, "value.text: the corrected answer is empty", "value.text")
-        draft = value.get("draft", draft) or ""
-        diff = list(difflib.unified_diff(draft.splitlines(), text.splitlines(), "draft", "corrected", lineterm=""))
-        return {"text": text, "draft": draft, "draft_model": value.get("draft_model"), "edited": text != draft,
-                "diff": "\n".join(diff)}
-    if project.task == "preference":
-        choice = value.get("preferred")
-        if choice not in ("A", "B"):
-            raise ServiceError(400, f"value.preferred: '{choice}' is not A or B (as shown)", "value.preferred")
-        answer = shown[("A", "B").index(choice)]
-        return {"preferred": answer, "label": PREFERENCE_KEYS[answer], "rewrite": value.get("rewrite") or None}
-    rating = value.get("rating")
-    if not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5:
-        raise ServiceError(400, f"value.rating: '{rating}' is not a whole number from 1 to 5", "value.rating")
-    return {"rating": rating, "label": str(rating), "comment": value.get("comment") or ""}
+def normalise_value(session: Session, project: Project, record: Record, user: User | None,
+                    value: dict[str, Any]) -> dict[str, Any]:
+    """Check an answer against the project's task type, as this person was shown the record; ServiceError
+    naming the field when it does not fit."""
+    task = task_of(project)
+    shown = task.view(record, _latest_prediction(session, record), user)
+    return task.normalise(value, Shown(project, record, user, shown))
+
+
+def refresh_record(session: Session, project: Project, record: Record) -> None:
+    """Recount a record's annotations, and what follows from them: the people's answer (the one most of them
+    gave, as the task type compares answers) and whether people disagree with each other or with the latest
+    prediction."""
+    task = task_of(project)
+    counted = store.recount(session, record=record, overlap=project.overlap)
+    answers = [task.answer_of(a.value) for a in counted]
+    ranked = Counter(answer for answer in answers if answer is not None).most_common()
+    answer = ranked[0][0] if ranked else None
+    task.keep_answer(record, answer)
+    record.disagreement = len(ranked) > 1 or task.model_disagrees(answer, record.pred_label)
 
 
 def _record(session: Session, project: Project, record_id: int) -> Record:
@@ -136,14 +99,11 @@ def _check_free(session: Session, project: Project, record: Record, user: User) 
 
 def submit(session: Session, project: Project, user: User, record_id: int, value: dict[str, Any]) -> Annotation:
     record = _record(session, project, record_id)
-    view = record_view(session, project, record) if project.task == "response" else {}
-    normalised = normalise_value(project, value, view.get("draft"), shown_order(record, user))
-    if project.task == "response" and not normalised["draft_model"]:
-        normalised["draft_model"] = view.get("draft_model")
+    normalised = normalise_value(session, project, record, user, value)
     _check_free(session, project, record, user)
     annotation = store.add_annotation(session, record=record, user_id=user.id, value=normalised, status="submitted")
     store.release(session, record_id=record.id, user_id=user.id)
-    store.refresh_record(session, record=record, project=project)
+    refresh_record(session, project, record)
     session.commit()
     return annotation
 
@@ -164,7 +124,7 @@ def undo(session: Session, project: Project, user: User) -> dict[str, Any]:
         raise ServiceError(409, "nothing to undo", None, "nothing_to_undo")
     store.change_status(session, annotation=annotation, by=user.id, status="withdrawn", action="undo")
     record = _record(session, project, annotation.record_id)
-    store.refresh_record(session, record=record, project=project)
+    refresh_record(session, project, record)
     # the record comes back to this person only if nobody took its place meanwhile; otherwise nothing changes
     if not store.take(session, project=project, record_id=record.id, user_id=user.id, now=time.time(),
                       drop_others=True):
@@ -172,9 +132,7 @@ def undo(session: Session, project: Project, user: User) -> dict[str, Any]:
                            None, "record_taken")
     session.refresh(record)
     view = record_view(session, project, record, user)
-    view["previous"] = dict(annotation.value)
-    if project.task == "preference" and "preferred" in annotation.value:  # as this person sees it: A or B
-        view["previous"]["label"] = "AB"[shown_order(record, user).index(annotation.value["preferred"])]
+    view["previous"] = task_of(project).shown_again(annotation.value, record, user)
     return view
 
 
@@ -197,14 +155,15 @@ def review(session: Session, project: Project, reviewer: User, annotation_id: in
     status = "accepted" if accept else "rejected"
     store.change_status(session, annotation=annotation, by=reviewer.id, status=status,
                         action="accept" if accept else "reject", comment=comment)
-    store.refresh_record(session, record=_record(session, project, annotation.record_id), project=project)
+    refresh_record(session, project, _record(session, project, annotation.record_id))
     session.commit()
     return annotation
 
 
 def bulk_accept(session: Session, project: Project, user: User, record_ids: list[int]) -> int:
     """Take the model's label as this person's annotation on each chosen record that has a prediction."""
-    if project.task != "classification":
+    task = task_of(project)
+    if not task.label_answers:
         raise ServiceError(400, "bulk accept takes the model's label; it is for classification projects", "task")
     done = 0
     for record in store.records_by_id(session, project_id=project.id, ids=record_ids):
@@ -214,12 +173,10 @@ def bulk_accept(session: Session, project: Project, user: User, record_ids: list
             _check_free(session, project, record, user)
         except ServiceError:  # done by this person, finished, or held by others: left as it is
             continue
-        value = {"labels": [record.pred_label], "label": record.pred_label} if project.multi_label else \
-            {"label": record.pred_label}
-        store.add_annotation(session, record=record, user_id=user.id, value={**value, "from_model": record.pred_model},
-                             status="submitted")
+        value = {**task.answer_with(record.pred_label), "from_model": record.pred_model}
+        store.add_annotation(session, record=record, user_id=user.id, value=value, status="submitted")
         store.release(session, record_id=record.id, user_id=user.id)
-        store.refresh_record(session, record=record, project=project)
+        refresh_record(session, project, record)
         session.commit()
         done += 1
     return done
@@ -239,6 +196,7 @@ def record_detail(session: Session, project: Project, record_id: int) -> dict[st
                 "before": c.before, "after": c.after, "at": c.at}
                for c in store.history(session, record_id=record.id)]
     return {**record_view(session, project, record), "human_label": record.human_label,
+            "human_labels": record.human_labels,
             "disagreement": record.disagreement, "data": record.data, "annotation_list": annotations,
             "predictions": predictions, "history": changes}
 
@@ -248,16 +206,18 @@ def table(session: Session, project: Project, query: store.TableQuery) -> dict[s
         raise ServiceError(400, f"sort '{query.sort}' is not one of {', '.join(store.SORTS)}", "sort")
     if not 1 <= query.limit <= 500:
         raise ServiceError(400, f"limit {query.limit}: pages hold 1 to 500 rows", "limit")
-    rows, total = store.table_page(session, project_id=project.id, query=query)
+    task = task_of(project)
+    rows, total = store.table_page(session, project_id=project.id, query=query, label_lists=task.label_lists)
     users = {u.id: u.username for u in store.list_users(session)} if rows else {}
     by_record: dict[int, list[Annotation]] = {}
     for a in store.annotations_of(session, record_ids=[r.id for r in rows],
                                   statuses=("submitted", "accepted", "rejected")):
         by_record.setdefault(a.record_id, []).append(a)
     data = [{"id": r.id, "text": r.text[:300], "split": r.split, "status": r.status, "annotations": r.annotations,
-             "human_label": r.human_label, "pred_label": r.pred_label, "pred_model": r.pred_model,
-             "confidence": r.confidence, "uncertainty": r.uncertainty, "disagreement": r.disagreement,
-             "work": [{"id": a.id, "user": users.get(a.user_id), "label": a.value.get("label"),
+             "human_label": r.human_label, "human_labels": r.human_labels, "pred_label": r.pred_label,
+             "pred_model": r.pred_model, "confidence": r.confidence, "uncertainty": r.uncertainty,
+             "disagreement": r.disagreement,
+             "work": [{"id": a.id, "user": users.get(a.user_id), "label": ", ".join(task.labels_of(a.value)) or None,
                        "status": a.status, "edited": a.value.get("edited"), "comment": a.review_comment}
                       for a in by_record.get(r.id, [])]}
             for r in rows]

@@ -22,24 +22,21 @@ from tuneloop.services import files as file_service
 from tuneloop.services import jobs as job_service
 from tuneloop.services.models import serving_ref
 from tuneloop.services.review import export, prelabel
-from tuneloop.services.review.loop import holdout_accuracy
+from tuneloop.services.review.tasks import task_of
 from tuneloop.store import repo
 from tuneloop.store import review as store
 from tuneloop.store.db import make_engine, sessions
 from tuneloop.store.tables import Job, Project, Round
 from tuneloop.worker.kinds import register as register_kind
 
-TRAIN_AS = {"classification": "chat", "response": "sft", "preference": "sft"}
-
-
 def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
                       model: str = "smollm2-135m-instruct", epochs: int = 1, any_path: bool = False) -> Job:
     """A fine-tuning job (run by any worker) on the project's current export. `any_path`: the CLI may name any
     model folder; over the API, only what `job_service.check_model` allows."""
-    kind = TRAIN_AS.get(project.task)
+    task = task_of(project)
+    kind = task.train_as
     if kind is None:
-        raise ServiceError(400, "a rating project exports reward data; reward models are not trainable here yet",
-                           "task")
+        raise ServiceError(400, task.not_trainable, "task")
     job_service.check_model(settings, model, any_path=any_path)
     rows = export.export_rows(session, project, kind)
     if not rows:
@@ -70,7 +67,38 @@ def _labels_used(session: Session, project: Project, model: str) -> int:
     for job in project_jobs(session, project):
         if job.fine_tuned_model and model.startswith(job.fine_tuned_model):
             return int((job.job_metadata or {}).get("examples", 0))
-    return len(export.export_rows(session, project, TRAIN_AS.get(project.task, "reward")))
+    task = task_of(project)
+    return len(export.export_rows(session, project, task.train_as or task.exports[0]))
+
+
+def holdout_accuracy(session: Session, project: Project, model: str) -> tuple[float | None, float | None, int]:
+    """The model's accuracy and macro-F1 against the people's labels on the held-out records, as the task type
+    scores them (None where it scores none), and how many records that rests on."""
+    predictions = {p.record_id: p.label for p in store.latest_predictions(session, project_id=project.id, model=model)
+                   if p.label is not None}
+    human = store.human_labels(session, project_id=project.id, split="holdout")
+    pairs = [(gold, predictions[record_id]) for record_id, gold in sorted(human.items()) if record_id in predictions]
+    if not pairs:
+        return None, None, 0
+    accuracy, macro_f1 = task_of(project).holdout_score(pairs, project.labels)
+    return accuracy, macro_f1, len(pairs)
+
+
+def record_round(session: Session, project: Project, model: str, *, labels_used: int, seconds: float,
+                 job: Job | None = None) -> Round:
+    """Keep one round of the loop: the model, how many reviewed examples trained it, its accuracy and macro-F1
+    on the held-out records, how long the round took, and the job it ran for. Every way a round happens (a
+    re-predict job, the CLI, the simulated loop) records it here, so rounds compare. The job's result is
+    written in the same transaction as the round, so a restarted job finds its round instead of adding one.
+    Commits."""
+    accuracy, macro_f1, _ = holdout_accuracy(session, project, model)
+    row = store.add_round(session, project_id=project.id, model=model, labels_used=labels_used, accuracy=accuracy,
+                          macro_f1=macro_f1, seconds=seconds, job_id=job.id if job is not None else None)
+    if job is not None:
+        session.flush()
+        job.result = {"round": row.number, "accuracy": row.accuracy, "labels_used": row.labels_used}
+    session.commit()
+    return row
 
 
 def repredict(session: Session, settings: Settings, project: Project, model: str,
@@ -85,16 +113,8 @@ def repredict(session: Session, settings: Settings, project: Project, model: str
     started = time.time()
     predictor = prelabel.LocalModel(ref or serving_ref(session, model), settings, name=model)
     prelabel.prelabel(session, project, predictor, records="remaining", on_progress=on_progress)
-    accuracy, macro_f1, _ = holdout_accuracy(session, project, model) if project.task == "classification" \
-        else (None, None, 0)
-    row = store.add_round(session, project_id=project.id, model=model,
-                          labels_used=_labels_used(session, project, model), accuracy=accuracy, macro_f1=macro_f1,
-                          seconds=time.time() - started, job_id=job.id if job is not None else None)
-    if job is not None:
-        session.flush()
-        job.result = {"round": row.number, "accuracy": row.accuracy, "labels_used": row.labels_used}
-    session.commit()
-    return row
+    return record_round(session, project, model, labels_used=_labels_used(session, project, model),
+                        seconds=time.time() - started, job=job)
 
 
 # ---------------------------------------------------------------------- re-predicting as a job

@@ -35,7 +35,7 @@ async function load() {
     <td><a href="/projects/${encodeURIComponent(project)}/records/${r.id}">${r.id}</a></td>
     <td>${esc(r.text)}</td>
     <td>${r.status}${r.split === "holdout" ? " · held out" : ""}</td>
-    <td>${esc(r.human_label ?? "")}${r.disagreement ? ' <span class="tag disagree">disagree</span>' : ""}</td>
+    <td>${esc(r.human_label ?? (r.human_labels || []).join(", "))}${r.disagreement ? ' <span class="tag disagree">disagree</span>' : ""}</td>
     <td>${esc(r.pred_label ?? "")}</td>
     <td>${fmt(r.confidence, 2)}</td>
     <td>${workHtml(r)}</td></tr>`).join("");
