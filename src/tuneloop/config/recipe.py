@@ -72,7 +72,8 @@ class Hyperparameters(_Section):
     """Stop after this many optimizer steps."""
     learning_rate: float | None = Field(None, gt=0)
     """Peak learning rate of the base model's trainable weights. Empty: the method's default by adapter type.
-    sft and generative classify: lora, dora, qlora 2e-4; ia3 3e-3; full and freeze 2e-5.
+    sft: lora, dora, qlora 2e-4; ia3 3e-3; full and freeze 2e-5. Generative classify (answers of a label):
+    lora, dora, qlora 5e-4; ia3 3e-3; full and freeze 5e-5.
     classify with a head: lora, dora 5e-4; ia3 3e-3; full 5e-5; freeze 1e-3."""
     head_learning_rate: float | None = Field(None, gt=0)
     """Peak learning rate of a classification head (classify with a head). Empty: 2e-3, since the head
