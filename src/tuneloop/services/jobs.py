@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, ValidationError,
                       WithJsonSchema)
@@ -321,5 +321,6 @@ def list_all_jobs(session: Session, *, kind: str | None = None, after: str | Non
     return repo.list_jobs(session, after=after, limit=limit, kind=kind)
 
 
-JOB_KINDS = ("train", "repredict")
+JobKind = Literal["train", "repredict"]
 """The kinds a job may have today (eval, synth and search-trial follow)."""
+JOB_KINDS = get_args(JobKind)

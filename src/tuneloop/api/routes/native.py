@@ -45,7 +45,7 @@ def list_evals(settings: SettingsDep) -> dict:
 
 
 @router.get("/jobs")
-def list_jobs(session: SessionDep, kind: str | None = None, after: str | None = None,
+def list_jobs(session: SessionDep, kind: job_service.JobKind | None = None, after: str | None = None,
               limit: int = Query(50, ge=1, le=1000)) -> dict:
     """Jobs of every kind (or one `kind`), newest first, with status and progress."""
     jobs, more = job_service.list_all_jobs(session, kind=kind, after=after, limit=limit)
