@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class Defaults:
     reasons: dict[str, str] = field(default_factory=dict)
 
 
-class Method:
+class Method(ABC):
     """The method protocol. The loop calls, in order: `load` (policy, and whatever else the method needs:
     a reference or a teacher model), `prepare` (records to examples), `defaults` and `parameter_groups`,
     then per micro-batch `collate`, `targets`, `tokens` and `loss`, and `evaluate` and `run_meta` as it
@@ -68,35 +69,35 @@ class Method:
         self.recipe, self.model_kind = recipe, model_kind
 
     # ---------------------------------------------------------------- set-up
+    @abstractmethod
     def load(self, settings: Settings, records: Any, four_bit: bool, dtype: Any) -> tuple[Any, Any]:
         """(model, tokenizer) to train, before any adapter. `records`: the run's `RecipeRecords`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def prepare(self, tokenizer: Any, records: Any) -> Prepared:
         """The run's records (`RecipeRecords`) as examples; raise ValueError naming a bad record."""
-        raise NotImplementedError
 
+    @abstractmethod
     def defaults(self, examples: int) -> Defaults:
         """Values for the hyperparameters the recipe left empty (epochs, learning_rate, head_learning_rate,
         warmup_ratio), given how many training examples there are."""
-        raise NotImplementedError
 
     def parameter_groups(self, model: Any, hyperparameters: Any) -> list[dict[str, Any]]:
         """Optimizer parameter groups; by default every trainable parameter at the learning rate."""
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": hyperparameters.learning_rate}]
 
     # ---------------------------------------------------------------- training
+    @abstractmethod
     def collate(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
         """Examples -> a batch of tensors (on the CPU; the loop moves them)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         """(sum of the losses, how many targets they cover)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def targets(self, batch: dict[str, torch.Tensor]) -> int:
         """How many targets a batch holds; an optimizer step's loss is the mean over its targets."""
-        raise NotImplementedError
 
     def tokens(self, batch: dict[str, torch.Tensor]) -> int:
         """Tokens a batch processes (for tokens/s)."""

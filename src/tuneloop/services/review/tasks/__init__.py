@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -49,7 +50,7 @@ class Shown:
     """The task type's part of the record view: the draft they corrected, the answers in their order."""
 
 
-class TaskType:
+class TaskType(ABC):
     """The task type protocol. The queue calls `view` (what a person sees), `normalise` (their answer, checked),
     `answer_of`, `keep_answer` and `model_disagrees` (the people's answer on the record); export calls
     `export_row`; pre-labels call `predict`; quality and rounds call `agreement_labels`, `model_report` and
@@ -75,19 +76,19 @@ class TaskType:
     """A model can pre-label the records (`predict`); otherwise people judge what the records hold."""
 
     # ---------------------------------------------------------------- records
+    @abstractmethod
     def read(self, item: Item) -> tuple[str, dict[str, Any]]:
         """(the text people read first, what the record keeps besides the original) of one imported item;
         Unfit saying why when it does not fit."""
-        raise NotImplementedError
 
     def view(self, record: Record, prediction: dict[str, Any] | None, user: User | None) -> dict[str, Any]:
         """What this type adds to the record view (it may hide the prediction by setting it to None)."""
         return {}
 
     # ---------------------------------------------------------------- answers
+    @abstractmethod
     def normalise(self, value: dict[str, Any], shown: Shown) -> dict[str, Any]:
         """The answer as stored; ServiceError(400) naming the field (`value.label`) when it does not fit."""
-        raise NotImplementedError
 
     def shown_again(self, value: dict[str, Any], record: Record, user: User | None) -> dict[str, Any]:
         """A withdrawn answer as its person sees it again (undo)."""
@@ -115,16 +116,18 @@ class TaskType:
         return {"label": label}
 
     # ---------------------------------------------------------------- export
+    @abstractmethod
     def export_row(self, project: Project, record: Record, annotations: list[Annotation],
                    kind: str) -> dict[str, Any] | None:
         """One training example of `kind` (one of `exports`) from a reviewed record; None: nothing to learn."""
-        raise NotImplementedError
 
     # ---------------------------------------------------------------- pre-labels
     def predict(self, project: Project, predictor: Predictor, records: list[Record],
                 uncertainty: Callable[[Sequence[float]], float]) -> list[dict[str, Any]]:
         """One prediction row per record (record_id, model, answer, label, confidence, ..., uncertainty)."""
-        raise NotImplementedError
+        from tuneloop.services import ServiceError
+
+        raise ServiceError(400, f"a {self.name} project has no pre-labels: people judge the answers it holds", "task")
 
     # ---------------------------------------------------------------- quality
     def agreement_labels(self, project: Project, answers: set[Hashable]) -> dict[str, Hashable]:
