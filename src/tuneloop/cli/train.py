@@ -58,7 +58,7 @@ def describe_hyperparameters(start: Start) -> str:
     """The effective hyperparameters of a run's start event; those the method chose are marked, with why."""
     hp, chosen = start.hyperparameters or {}, start.method_defaults or {}
     parts = [f"{name} {hp[name]:g}" if isinstance(hp[name], float) else f"{name} {hp[name]}"
-             for name in SHOWN if hp.get(name) is not None]
+             for name in SHOWN if hp.get(name) is not None and not (name == "epochs" and hp.get("max_steps"))]
     parts = [part + ("*" if part.split()[0] in chosen else "") for part in parts]
     lines = [f"[bold]{start.method or 'train'}[/] on {start.train_examples} examples: " + ", ".join(parts)]
     if chosen:
