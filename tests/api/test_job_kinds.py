@@ -125,3 +125,41 @@ def test_a_new_job_stores_the_recipe_its_request_became(tiny_chat_model, tmp_pat
         assert recipe.adapter.type == "full" and recipe.hyperparameters.learning_rate == 2 * 2e-5
         assert recipe.hyperparameters.epochs is None  # 'auto': the method's default, scaled to the data
     engine.dispose()
+
+
+def test_files_are_checked_by_a_worker_and_a_check_whose_worker_died_is_taken_over(tiny_chat_model, tmp_path):
+    """The API process checks no file (a job starts as validating_files); a worker claims the check, and
+    when that worker stops beating, another takes it over. A job cancelled meanwhile stays cancelled."""
+    from tuneloop.services import jobs as job_service
+    from tuneloop.store.tables import Job
+    from tuneloop.worker.runner import Worker
+
+    settings = Settings(home=tmp_path / "home", offline=True, stale_seconds=5)
+    engine = make_engine(settings.db_url)
+    upgrade(engine)
+    with sessions(engine)() as session:
+        good = save_upload(session, settings, stream=io.BytesIO(jsonl(chat_rows(12))), filename="good.jsonl",
+                           purpose="fine-tune")
+        bad = save_upload(session, settings, stream=io.BytesIO(b'{"messages": []}\nnot json\n'),
+                          filename="bad.jsonl", purpose="fine-tune")
+        ids = [job_service.create_job(session, settings, {"model": str(tiny_chat_model), "training_file": f.id},
+                                      any_path=True).id for f in (good, bad, good)]
+        assert {session.get(Job, i).status for i in ids} == {"validating_files"}
+        dead = repo.claim_validation(session, worker_id="dead-worker")  # claimed, then the worker died
+        assert dead.id == ids[0]
+        job_service.request_cancel(session, ids[2])
+    worker = Worker(settings, "live-worker", kinds={})
+    assert worker.validate_next() and not worker.validate_next()  # the bad file's job; the dead one's is held
+    with sessions(engine)() as session:
+        session.execute(text("UPDATE jobs SET heartbeat_at = :t WHERE id = :id"), {"t": time.time() - 60, "id": ids[0]})
+        session.commit()
+        repo.requeue_stale_jobs(session, older_than=time.time() - settings.stale_seconds)
+    assert worker.validate_next() and not worker.validate_next()
+    with sessions(engine)() as session:
+        jobs = [session.get(Job, i) for i in ids]
+        assert [j.status for j in jobs] == ["queued", "failed", "cancelled"]
+        assert jobs[1].error["code"] == "invalid_training_file" and "bad.jsonl" in jobs[1].error["message"]
+        assert "line 2" in jobs[1].error["message"] and jobs[0].worker_id is None
+        events = [e.message for e in repo.events_since(session, job_id=ids[2], since=0, limit=100)]
+        assert not any("validated" in m for m in events)
+    engine.dispose()

@@ -28,6 +28,8 @@ class Thumbs(TaskType):
     """Thumbs up or down on a text, with the question people answer shown next to it."""
 
     name = "thumbs"
+    title = "say whether a text is polite"
+    widget = "labels"
     exports = ("thumbs",)
 
     def read(self, item: Item) -> tuple[str, dict[str, Any]]:
@@ -84,6 +86,59 @@ def test_a_record_that_does_not_fit_the_toy_type_names_its_line(env, thumbs):  #
     data = write_jsonl(env["data"] / "bad.jsonl", [{"text": "fine"}, {"prompt": "no text here"}])
     with pytest.raises(ServiceError, match=r"bad\.jsonl@[0-9a-f]{12} line 2: a thumbs project needs a text to judge"):
         projects.create_project(env["session"], env["settings"], name="bad", task=thumbs, data=str(data))
+
+
+def test_a_new_task_type_reaches_the_api_its_schema_the_form_and_the_cli(env, thumbs, tmp_path):  # noqa: F811
+    """Its name is accepted by the API (JSON and the upload form), listed in the OpenAPI document and the
+    project form, and shown by `tuneloop review tasks`; an unknown task is a 400 that lists the registered ones."""
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from tuneloop.api.app import create_app
+    from tuneloop.cli.main import app as cli
+    from tuneloop.store import repo
+
+    settings = env["settings"]
+    app = create_app(settings)
+    with app.state.sessions() as session:
+        _, key = repo.create_key(session, name="t")
+        session.commit()
+    data = write_jsonl(tmp_path / "polite.jsonl", [{"text": "Thanks a lot!"}, {"text": "Go away."}])
+    with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
+        document = client.get("/openapi.json").json()
+        schema = document["components"]["schemas"]["ProjectCreate"]["properties"]["task"]
+        assert "thumbs" in schema["enum"] and "classification" in schema["enum"]
+        with data.open("rb") as f:
+            made = client.post("/api/projects/upload", data={"name": "polite", "task": "thumbs"},
+                               files={"file": ("polite.jsonl", f)})
+        assert made.status_code == 200, made.text
+        wrong = client.post("/api/projects", json={"name": "x", "data": "file-x", "task": "thumbz"})
+        assert wrong.status_code == 400
+        error = wrong.json()["error"]
+        assert error["param"] == "task" and "'thumbz' is not one of" in error["message"]
+        assert "thumbs" in error["message"] and "rating" in error["message"]
+    from tuneloop.web.pages import templates
+
+    form = templates.get_template("projects.html").render(
+        request=None, user=type("U", (), {"role": "admin", "username": "a"})(), projects=[],
+        tasks=tasks.task_titles(), csrf="", version="")
+    assert '<option value="thumbs">thumbs: say whether a text is polite</option>' in form
+    listed = CliRunner().invoke(cli, ["review", "tasks"], env={"TUNELOOP_HOME": str(settings.home), "COLUMNS": "200"})
+    assert listed.exit_code == 0 and "say whether a text is polite" in listed.output
+
+
+def test_every_task_type_names_a_widget_of_the_queue_page():
+    """The queue page takes answers through the widgets its script defines and never asks which task it serves."""
+    import re
+
+    script = (REVIEW.parents[1] / "web" / "static" / "queue.js").read_text()
+    widgets = set(re.findall(r"^  (\w+): \{$", script[script.index("const WIDGETS"):], re.M))
+    assert widgets == {"labels", "edit", "compare", "scale"}
+    assert "dataset.task" not in script and not re.search(r"\btask\b", script.split("\n", 14)[-1])
+    for name in tasks.project_tasks():
+        for multi in (False, True):
+            task = tasks.for_task(name, multi)
+            assert task.widget in widgets and task.title, name
 
 
 def test_every_built_in_task_type_is_registered():

@@ -335,7 +335,7 @@ def test_admin_trains_on_reviewed_data_and_repredicts_from_the_project_page(revi
         queue.bulk_accept(session, project, admin, open_ids[:6])
     page.click("#train button[type=submit]")
     expect(page.get_by_test_id("loop-message")).to_contain_text("a worker trains it")
-    expect(page.locator("#jobs")).to_contain_text("queued")  # no worker runs in this test server
+    expect(page.locator("#jobs")).to_contain_text("validating_files")  # no worker runs in this test server
     page.get_by_test_id("repredict-model").fill(str(tiny_chat_model))
     page.click("#repredict button[type=submit]")
     expect(page.locator('#tasks p[data-status="queued"]')).to_be_visible()  # a job on the worker queue

@@ -58,12 +58,27 @@ def users_list() -> None:
 
 
 # ---------------------------------------------------------------- projects
+@app.command("tasks")
+@handle_errors
+def tasks_cmd() -> None:
+    """The project tasks this installation has (one module each under services/review/tasks/)."""
+    from tuneloop.services.review.tasks import for_task, task_titles
+
+    table = Table("task", "people", "multi-label", "pre-labels", "trains")
+    for name, title in task_titles().items():
+        task = for_task(name)
+        multi = "yes" if for_task(name, multi_label=True) is not task else ""
+        table.add_row(name, title, multi, "yes" if task.prelabels else "", task.train_as or "")
+    console.print(table)
+
+
 @app.command("create")
 @handle_errors
 def create_cmd(
     name: Annotated[str, typer.Argument(help="Project name.")],
     data: Annotated[str, typer.Option(help="A data file or an imported dataset version.")],
-    task: Annotated[str, typer.Option(help="classification, response, preference or rating.")] = "classification",
+    task: Annotated[str, typer.Option(help="What people do with each record (`tuneloop review tasks` lists them).")
+                    ] = "classification",
     labels: Annotated[Optional[str], typer.Option(help="Comma-separated label set (default: the data's labels).")] = None,
     multi_label: Annotated[bool, typer.Option(help="Each record may take several labels.")] = False,
     guidelines: Annotated[Optional[str], typer.Option(help="Guidelines text, or a file holding it.")] = None,

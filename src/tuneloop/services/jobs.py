@@ -13,9 +13,6 @@ from sqlalchemy.orm import Session
 
 from tuneloop.config.recipe import AdapterType, Recipe, RecipeError, parse_recipe
 from tuneloop.config.settings import Settings
-from tuneloop.data.dataset import Source
-from tuneloop.data.problems import DataError
-from tuneloop.data.validate import validate
 from tuneloop.engine.methods import method_for
 from tuneloop.models.loading import model_dir
 from tuneloop.models.registry import ModelError, resolve
@@ -23,13 +20,12 @@ from tuneloop.services import ServiceError
 from tuneloop.services.files import require_file
 from tuneloop.services.models import api_base_model
 from tuneloop.services.validation import invalid
-from tuneloop.store.blobs import content_path
 from tuneloop.store import repo
 from tuneloop.store.tables import Job
 from tuneloop.worker.jobs import ORG, fine_tuned_name
 
 __all__ = ["ORG", "JobCreate", "fine_tuned_name", "create_job", "create_train_job", "request_recipe",
-           "validate_files", "request_cancel", "require_job"]
+           "request_cancel", "require_job"]
 
 FINAL = {"succeeded", "failed", "cancelled"}
 MAX_LR_MULTIPLIER = 10.0
@@ -217,38 +213,6 @@ def create_train_job(session: Session, recipe: Recipe, *, method: dict[str, Any]
               status="validating_files", result_files=[], created_at=time.time(), cancel_requested=False)
     session.add(job)
     repo.add_event(session, job_id=job.id, message=f"Created fine-tuning job: {job.id}")
-    session.commit()
-    return job
-
-
-def validate_files(session: Session, settings: Settings, job_id: str) -> Job:
-    """validating_files -> queued, or failed with every problem and its line. Messages name the file as it
-    was uploaded, never the server's content-addressed copy."""
-    job = repo.get_job(session, job_id=job_id)
-    assert job is not None
-    for param in ("training_file", "validation_file"):
-        file_id = getattr(job, param)
-        if file_id is None:
-            continue
-        file = require_file(session, file_id, param)
-        stored = content_path(settings, file)
-        try:
-            report = validate(Source(stored))
-            problems = [p for kept in report.problems.values() for p in kept if p.severity == "error"]
-            lines = "; ".join(f"{p.where or 'file'}: {p.message}" for p in problems[:20])
-            message = None if report.ok else f"{param} {file.filename} has {report.errors} error(s): {lines}"
-        except DataError as e:
-            message = f"{param} {file.filename} cannot be read: {e}"
-        if message is not None:
-            message = message.replace(str(stored), file.filename).replace(stored.name, file.filename)
-            job.status, job.finished_at = "failed", time.time()
-            job.error = {"code": "invalid_training_file" if param == "training_file" else "invalid_validation_file",
-                         "message": message, "param": param}
-            repo.add_event(session, job_id=job.id, message=message, level="error")
-            session.commit()
-            return job
-    job.status = "queued"
-    repo.add_event(session, job_id=job.id, message="Files validated; job queued")
     session.commit()
     return job
 

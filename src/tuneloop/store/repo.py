@@ -101,8 +101,25 @@ def claim_next_job(session: Session, *, worker_id: str) -> Job | None:
     return None
 
 
+def claim_validation(session: Session, *, worker_id: str) -> Job | None:
+    """Atomically take the oldest job whose files nobody is checking yet (status validating_files)."""
+    pending = select(Job.id).where(Job.status == "validating_files", Job.worker_id.is_(None))
+    for job_id in session.scalars(pending.order_by(Job.created_at).limit(5)):
+        claimed = session.execute(update(Job).where(Job.id == job_id, Job.status == "validating_files",
+                                                    Job.worker_id.is_(None))
+                                  .values(worker_id=worker_id, heartbeat_at=time.time()))
+        session.commit()
+        if claimed.rowcount == 1:
+            return session.get(Job, job_id)
+    return None
+
+
 def requeue_stale_jobs(session: Session, *, older_than: float) -> list[str]:
-    """Running jobs whose worker stopped beating since `older_than`: back to the queue (atomically, once)."""
+    """Running jobs whose worker stopped beating since `older_than`: back to the queue (atomically, once).
+    A validation whose worker stopped is handed back to any worker the same way (not reported)."""
+    session.execute(update(Job).where(Job.status == "validating_files", Job.worker_id.is_not(None),
+                                      Job.heartbeat_at < older_than).values(worker_id=None))
+    session.commit()
     requeued = []
     for job_id in session.scalars(select(Job.id).where(Job.status == "running", Job.heartbeat_at < older_than)):
         done = session.execute(update(Job).where(Job.id == job_id, Job.status == "running",

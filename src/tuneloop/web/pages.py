@@ -19,6 +19,7 @@ from tuneloop.web.session import SessionDep, SettingsDep, csrf_token, session_us
 from tuneloop.services import ServiceError, catalog
 from tuneloop.services.auth import authenticate, check_project_access, require_admin, require_reviewer
 from tuneloop.services.review import projects, queue
+from tuneloop.services.review.tasks import task_of, task_titles
 from tuneloop.store import review as store
 from tuneloop.store.tables import User
 
@@ -128,7 +129,7 @@ def logout(request: Request) -> RedirectResponse:
 def home(request: Request, session: SessionDep) -> HTMLResponse:
     user = _user(request, session)
     rows = [projects.counters(session, p) for p in projects.visible_projects(session, user)]
-    return render(request, "projects.html", user, projects=rows)
+    return render(request, "projects.html", user, projects=rows, tasks=task_titles())
 
 
 def _member_project(session: Any, user: User, ref: str) -> Any:
@@ -150,7 +151,8 @@ def project_page(request: Request, session: SessionDep, ref: str) -> HTMLRespons
 @router.get("/projects/{ref}/queue", response_model=None)
 def queue_page(request: Request, session: SessionDep, ref: str, order: str = "uncertainty") -> HTMLResponse:
     user = _user(request, session)
-    return render(request, "queue.html", user, project=_member_project(session, user, ref), order=order,
+    project = _member_project(session, user, ref)
+    return render(request, "queue.html", user, project=project, task=task_of(project), order=order,
                   orders=queue.ORDERS)
 
 

@@ -1,15 +1,21 @@
-"""What a worker needs to run a train job: its recipe (files mapped), its model name, its results file."""
+"""What a worker needs to run a train job: its files checked, its recipe (files mapped), its model name, its
+results file."""
 
 from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from tuneloop.config.recipe import Recipe, parse_recipe
 from tuneloop.config.settings import Settings
+from tuneloop.data.dataset import Source
+from tuneloop.data.problems import DataError
+from tuneloop.data.validate import validate
 from tuneloop.models.registry import resolve
 from tuneloop.models.run_folder import Evaluation, RunFolder, Step
 from tuneloop.store import repo
@@ -17,6 +23,46 @@ from tuneloop.store.blobs import content_path, store_bytes
 from tuneloop.store.tables import Job
 
 ORG = "tuneloop"
+
+
+def validate_files(session: Session, settings: Settings, job_id: str) -> Job:
+    """validating_files -> queued, or failed with every problem and its line (a worker calls this). Messages
+    name the file as it was uploaded, never the server's content-addressed copy. A job cancelled meanwhile
+    stays cancelled."""
+    job = repo.get_job(session, job_id=job_id)
+    assert job is not None
+    status, error, message = "queued", None, "Files validated; job queued"
+    for param in ("training_file", "validation_file"):
+        file_id = getattr(job, param)
+        if file_id is None:
+            continue
+        file = repo.get_file(session, file_id=file_id)
+        if file is None:
+            problem = f"{param} {file_id} no longer exists"
+            status, message = "failed", problem
+            error = {"code": f"invalid_{param}", "message": problem, "param": param}
+            break
+        stored = content_path(settings, file)
+        try:
+            report = validate(Source(stored))
+            problems = [p for kept in report.problems.values() for p in kept if p.severity == "error"]
+            lines = "; ".join(f"{p.where or 'file'}: {p.message}" for p in problems[:20])
+            problem = None if report.ok else f"{param} {file.filename} has {report.errors} error(s): {lines}"
+        except DataError as e:
+            problem = f"{param} {file.filename} cannot be read: {e}"
+        if problem is not None:
+            message = problem.replace(str(stored), file.filename).replace(stored.name, file.filename)
+            status = "failed"
+            error = {"code": "invalid_training_file" if param == "training_file" else "invalid_validation_file",
+                     "message": message, "param": param}
+            break
+    done = session.execute(update(Job).where(Job.id == job.id, Job.status == "validating_files").values(
+        status=status, error=error, worker_id=None, finished_at=time.time() if status == "failed" else None))
+    if done.rowcount == 1:
+        repo.add_event(session, job_id=job.id, message=message, level="error" if error else "info")
+    session.commit()
+    session.refresh(job)
+    return job
 
 
 def job_recipe(session: Session, settings: Settings, job: Job) -> Recipe:

@@ -21,7 +21,7 @@ from tuneloop.models.run_folder import (Checkpoint, Done, Error, Evaluation, Eve
 from tuneloop.store import repo
 from tuneloop.store.db import make_engine, sessions, upgrade
 from tuneloop.store.tables import Job
-from tuneloop.worker.jobs import fine_tuned_name, job_recipe, store_results
+from tuneloop.worker.jobs import fine_tuned_name, job_recipe, store_results, validate_files
 from tuneloop.worker.kinds import KINDS, KindFn
 from tuneloop.worker.lifeline import run_kind, run_training
 
@@ -103,6 +103,9 @@ class Worker:
                                    f"stopped answering for {self.stale_seconds:.0f}s; the job is queued again and "
                                    "resumes where it stopped (training: from its last checkpoint)")
                     session.commit()
+            if self.validate_next():
+                continue
+            with self.sessions() as session:
                 job = repo.claim_next_job(session, worker_id=self.worker_id)
             if job is None:
                 if once:
@@ -112,6 +115,15 @@ class Worker:
             self.run_job(job.id)
             if once:
                 return
+
+    def validate_next(self) -> bool:
+        """Check the files of one job that waits for it (validating_files -> queued or failed); False: none waits."""
+        with self.sessions() as session:
+            job = repo.claim_validation(session, worker_id=self.worker_id)
+            if job is None:
+                return False
+            validate_files(session, self.settings, job.id)
+        return True
 
     def run_job(self, job_id: str) -> None:
         with self.sessions() as session:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter
 
 from tuneloop.api.deps import SessionDep, SettingsDep
 from tuneloop.services import jobs as job_service
@@ -43,17 +43,10 @@ def _page(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
 
 
 @router.post("/fine_tuning/jobs")
-def create(body: job_service.JobCreate, request: Request, session: SessionDep, settings: SettingsDep,
-           tasks: BackgroundTasks) -> dict:
-    job = job_service.create_job(session, settings, body)
-    sessions = request.app.state.sessions
-
-    def validate() -> None:
-        with sessions() as s:
-            job_service.validate_files(s, settings, job.id)
-
-    tasks.add_task(validate)
-    return job_public(job)
+def create(body: job_service.JobCreate, session: SessionDep, settings: SettingsDep) -> dict:
+    """The job starts as validating_files: a worker checks its files, then queues it (or fails it, naming
+    every problem and its line)."""
+    return job_public(job_service.create_job(session, settings, body))
 
 
 @router.get("/fine_tuning/jobs")

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from tuneloop.api.deps import Actor, ActorDep, SessionDep, SettingsDep
 from tuneloop.services import ServiceError
@@ -18,6 +18,7 @@ from tuneloop.services.auth import (MIN_PASSWORD, USERNAME, check_project_access
                                     require_reviewer)
 from tuneloop.services.review import export, projects, quality, queue, rounds
 from tuneloop.services.review.projects import PROJECT_NAME
+from tuneloop.services.review.tasks import check_task, project_tasks
 from tuneloop.store import review as store
 from tuneloop.store.tables import Project
 
@@ -45,6 +46,11 @@ class UserCreate(BaseModel):
 ProjectName = Annotated[str, StringConstraints(pattern=PROJECT_NAME.pattern)]
 Username = Annotated[str, StringConstraints(pattern=USERNAME.pattern)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+TaskName = Annotated[str, AfterValidator(check_task), Field(
+    description="What people do with each record; the task types registered on this server",
+    json_schema_extra=lambda schema: schema.update(enum=project_tasks()))]
+"""A project task: checked against the task type registry when a request comes, and listed in the OpenAPI
+document from it (a new task type module appears in both with no change here)."""
 
 
 class ProjectCreate(BaseModel):
@@ -53,7 +59,7 @@ class ProjectCreate(BaseModel):
                                                "dataset version or name, or a file in a server folder of "
                                                "TUNELOOP_ALLOWED_PATHS (none by default). To send the file itself, "
                                                "use POST /api/projects/upload.")
-    task: Literal["classification", "response", "preference", "rating"] = "classification"
+    task: TaskName = "classification"
     labels: list[Label] | None = Field(None, min_length=2)
     multi_label: bool = False
     guidelines: str = ""
@@ -130,7 +136,7 @@ def create_project(session: SessionDep, settings: SettingsDep, actor: ActorDep, 
 def create_project_from_upload(
     session: SessionDep, settings: SettingsDep, actor: ActorDep, file: UploadFile,
     name: str = Form(..., pattern=PROJECT_NAME.pattern),
-    task: Literal["classification", "response", "preference", "rating"] = Form("classification"),
+    task: TaskName = Form("classification"),
     labels: str = Form(""), multi_label: bool = Form(False), guidelines: str = Form(""),
     overlap: int = Form(1, ge=1, le=20), holdout: float = Form(0.0, ge=0, lt=1), members: str = Form(""),
 ) -> dict:

@@ -19,7 +19,7 @@ from tuneloop.data.records import LabelledRecord, PreferenceRecord, Record
 from tuneloop.data.versions import Version, resolve_version
 from tuneloop.services import ServiceError
 from tuneloop.services.files import require_file
-from tuneloop.services.review.tasks import Item, TaskType, Unfit, for_task, project_tasks, task_of
+from tuneloop.services.review.tasks import Item, TaskType, Unfit, check_task, for_task, task_of
 from tuneloop.store import review as store
 from tuneloop.store.blobs import content_path
 from tuneloop.store.tables import Project, User
@@ -172,8 +172,10 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
                    overlap: int = 1, holdout: float = 0.0, seed: int = 0, client: bool = False) -> Project:
     """A project with the records of `data`: any file or a dataset version, or with `client` (an API client's
     request) only what read_client_source allows. Nothing is stored on error."""
-    if task not in project_tasks():
-        raise ServiceError(400, f"task '{task}' is not one of {', '.join(project_tasks())}", "task")
+    try:
+        check_task(task)
+    except ValueError as e:
+        raise ServiceError(400, str(e), "task") from None
     task_type = for_task(task, multi_label)
     if not PROJECT_NAME.match(name):
         raise ServiceError(400, f"project name '{name}': use 1-100 letters, digits, '_', '.' or '-' (it goes in "

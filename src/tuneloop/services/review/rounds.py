@@ -52,9 +52,8 @@ def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
     recipe = parse_recipe({"model": model, "method": "sft", "data": {"train": file.id}, "seed": 0,
                            "hyperparameters": {"epochs": epochs}, "checkpoints": {"each_epoch": True, "keep_last": 3},
                            "evaluation": {"each_epoch": False}})
-    job = job_service.create_train_job(session, recipe, suffix=suffix,
-                                       metadata={"project": project.id, "examples": str(len(rows))})
-    return job_service.validate_files(session, settings, job.id)
+    return job_service.create_train_job(session, recipe, suffix=suffix,
+                                        metadata={"project": project.id, "examples": str(len(rows))})
 
 
 def project_jobs(session: Session, project: Project) -> list[Job]:

@@ -3,20 +3,77 @@
 "use strict";
 
 const root = document.getElementById("queue");
-const project = root.dataset.project, task = root.dataset.task, order = root.dataset.order;
+const project = root.dataset.project, order = root.dataset.order;
 const labels = JSON.parse(root.dataset.labels || "[]"), multi = root.dataset.multi === "true";
 const base = `/api/projects/${encodeURIComponent(project)}`;
 let record = null, selected = new Set(), focus = 0;
+const UNDO = ["Ctrl+Z", "undo the last submit"];
 
-const KEYS = {
-  classification: [["1–9", multi ? "toggle a label" : "pick a label"], ["← →", "move"], ...(multi ? [["Space", "toggle the highlighted label"]] : []), ["Enter", "submit"], ["S", "skip"], ["Ctrl+Z", "undo the last submit"]],
-  response: [["E", "edit the draft"], ["Esc", "leave the editor"], ["Ctrl+Enter", "submit"], ["Enter", "submit (outside the editor)"], ["S", "skip"], ["Ctrl+Z", "undo the last submit"]],
-  preference: [["1 / 2", "prefer A / B"], ["← →", "move"], ["R", "rewrite the preferred answer"], ["Enter", "submit"], ["S", "skip"], ["Ctrl+Z", "undo the last submit"]],
-  rating: [["1–5", "rate"], ["← →", "move"], ["C", "comment"], ["Enter", "submit"], ["S", "skip"], ["Ctrl+Z", "undo the last submit"]],
+// One widget per way of answering; a task type names the one it uses (TaskType.widget), so a new task type
+// that answers like an existing one needs nothing here. Each widget: the keys it adds to the legend, the
+// choices 1-9 pick among, how it shows a record (given the line about it), and the answer it sends.
+const WIDGETS = {
+  labels: {
+    keys: () => [["1–9", multi ? "toggle a label" : "pick a label"], ["← →", "move"], ...(multi ? [["Space", "toggle the highlighted label"]] : []), ["Enter", "submit"], ["S", "skip"], UNDO],
+    choices: () => labels,
+    toggles: multi,
+    render(box, answer, meta, prediction, previous) {
+      box.innerHTML = `<div class="text" data-testid="record-text">${esc(record.text)}</div>${meta}`;
+      const start = previous ? (previous.labels || [previous.label]) : prediction && prediction.label ? [prediction.label] : [];
+      start.forEach((l) => selected.add(l));
+      focus = Math.max(0, labels.indexOf(start[0]));
+      answer.innerHTML = `<div class="labels" role="listbox">${labels.map((l, i) => {
+        const p = prediction && prediction.probabilities ? prediction.probabilities[l] : null;
+        return `<button type="button" data-label="${esc(l)}" data-key="${i + 1}"><kbd>${i + 1}</kbd> ${esc(l)}${p !== null && p !== undefined ? `<span class="prob">${Math.round(p * 100)}%</span>` : ""}</button>`;
+      }).join("")}</div>`;
+    },
+    value: () => (multi ? { labels: [...selected] } : { label: [...selected][0] }),
+  },
+  edit: {
+    keys: () => [["E", "edit the draft"], ["Esc", "leave the editor"], ["Ctrl+Enter", "submit"], ["Enter", "submit (outside the editor)"], ["S", "skip"], UNDO],
+    choices: () => [],
+    free: true,
+    focusKeys: { e: "editor" },
+    render(box, answer, meta, prediction, previous) {
+      box.innerHTML = promptHtml(record.prompt) + meta;
+      const draft = previous ? previous.text : record.draft;
+      answer.innerHTML = `<p class="muted">Draft by <span data-testid="draft-model">${esc(record.draft_model)}</span>; correct it below.</p>` +
+        `<textarea class="editor" id="editor" data-testid="editor">${esc(draft)}</textarea><h2>Your changes</h2><div class="diff" id="diff" data-testid="diff"></div>`;
+      const editor = document.getElementById("editor");
+      const update = () => { document.getElementById("diff").innerHTML = wordDiff(record.draft, editor.value); };
+      editor.addEventListener("input", update);
+      update();
+    },
+    value: () => ({ text: document.getElementById("editor").value, draft: record.draft, draft_model: record.draft_model }),
+  },
+  compare: {
+    keys: () => [["1 / 2", "prefer A / B"], ["← →", "move"], ["R", "rewrite the preferred answer"], ["Enter", "submit"], ["S", "skip"], UNDO],
+    choices: () => record.options.map((o) => o.key),
+    focusKeys: { r: "editor" },
+    render(box, answer, meta, prediction, previous) {
+      box.innerHTML = promptHtml(record.prompt) + meta;
+      if (previous) selected.add(previous.label);
+      answer.innerHTML = `<div class="pair">${record.options.map((o, i) => `<div class="option" data-label="${o.key}" data-testid="option-${"AB"[i]}"><h2>${"AB"[i]} <kbd>${i + 1}</kbd></h2>${esc(o.text)}</div>`).join("")}</div>` +
+        `<label>Rewrite of the preferred answer (optional) <textarea class="editor" id="editor"></textarea></label>`;
+    },
+    value: () => ({ preferred: [...selected][0], rewrite: document.getElementById("editor").value || null }),
+  },
+  scale: {
+    keys: () => [["1–5", "rate"], ["← →", "move"], ["C", "comment"], ["Enter", "submit"], ["S", "skip"], UNDO],
+    choices: () => ["1", "2", "3", "4", "5"],
+    focusKeys: { c: "comment" },
+    render(box, answer, meta, prediction, previous) {
+      box.innerHTML = promptHtml(record.prompt) + `<div class="text">${esc(record.answer)}</div>` + meta;
+      if (previous) selected.add(String(previous.rating));
+      answer.innerHTML = `<div class="labels">${[1, 2, 3, 4, 5].map((r) => `<button type="button" data-label="${r}"><kbd>${r}</kbd> ${"★".repeat(r)}</button>`).join("")}</div>` +
+        `<label>Comment (optional) <input id="comment" style="width:100%"></label>`;
+    },
+    value: () => ({ rating: Number([...selected][0]), comment: document.getElementById("comment").value }),
+  },
 };
-document.getElementById("legend-keys").innerHTML = KEYS[task].map(([k, what]) => `<li><kbd>${k}</kbd> ${what}</li>`).join("");
-
-const options = () => (task === "classification" ? labels : task === "preference" ? record.options.map((o) => o.key) : ["1", "2", "3", "4", "5"]);
+const widget = WIDGETS[root.dataset.widget];
+document.getElementById("legend-keys").innerHTML = widget.keys().map(([k, what]) => `<li><kbd>${k}</kbd> ${what}</li>`).join("");
+const options = () => widget.choices();
 
 function showCounts(c) {
   if (!c) return;
@@ -68,35 +125,7 @@ function render(previous) {
     (prediction && prediction.label ? ` · model says <b data-testid="prelabel">${esc(prediction.label)}</b> (${fmt(prediction.confidence, 2)})` : "") + "</p>";
   banner(record.rejected ? `A reviewer rejected your earlier answer: ${record.rejected.comment}` : "");
   selected = new Set();
-  if (task === "classification") {
-    box.innerHTML = `<div class="text" data-testid="record-text">${esc(record.text)}</div>${meta}`;
-    const start = previous ? (previous.labels || [previous.label]) : prediction && prediction.label ? [prediction.label] : [];
-    start.forEach((l) => selected.add(l));
-    focus = Math.max(0, labels.indexOf(start[0]));
-    answer.innerHTML = `<div class="labels" role="listbox">${labels.map((l, i) => {
-      const p = prediction && prediction.probabilities ? prediction.probabilities[l] : null;
-      return `<button type="button" data-label="${esc(l)}" data-key="${i + 1}"><kbd>${i + 1}</kbd> ${esc(l)}${p !== null && p !== undefined ? `<span class="prob">${Math.round(p * 100)}%</span>` : ""}</button>`;
-    }).join("")}</div>`;
-  } else if (task === "response") {
-    box.innerHTML = promptHtml(record.prompt) + meta;
-    const draft = previous ? previous.text : record.draft;
-    answer.innerHTML = `<p class="muted">Draft by <span data-testid="draft-model">${esc(record.draft_model)}</span>; correct it below.</p>` +
-      `<textarea class="editor" id="editor" data-testid="editor">${esc(draft)}</textarea><h2>Your changes</h2><div class="diff" id="diff" data-testid="diff"></div>`;
-    const editor = document.getElementById("editor");
-    const update = () => { document.getElementById("diff").innerHTML = wordDiff(record.draft, editor.value); };
-    editor.addEventListener("input", update);
-    update();
-  } else if (task === "preference") {
-    box.innerHTML = promptHtml(record.prompt) + meta;
-    if (previous) selected.add(previous.label);
-    answer.innerHTML = `<div class="pair">${record.options.map((o, i) => `<div class="option" data-label="${o.key}" data-testid="option-${"AB"[i]}"><h2>${"AB"[i]} <kbd>${i + 1}</kbd></h2>${esc(o.text)}</div>`).join("")}</div>` +
-      `<label>Rewrite of the preferred answer (optional) <textarea class="editor" id="editor"></textarea></label>`;
-  } else {
-    box.innerHTML = promptHtml(record.prompt) + `<div class="text">${esc(record.answer)}</div>` + meta;
-    if (previous) selected.add(String(previous.rating));
-    answer.innerHTML = `<div class="labels">${[1, 2, 3, 4, 5].map((r) => `<button type="button" data-label="${r}"><kbd>${r}</kbd> ${"★".repeat(r)}</button>`).join("")}</div>` +
-      `<label>Comment (optional) <input id="comment" style="width:100%"></label>`;
-  }
+  widget.render(box, answer, meta, prediction, previous);
   answer.querySelectorAll("[data-label]").forEach((el) => el.addEventListener("click", () => choose(el.dataset.label)));
   paint();
   box.focus();
@@ -113,16 +142,9 @@ function choose(label) {
   const i = options().indexOf(label);
   if (i < 0) return;
   focus = i;
-  if (multi && task === "classification") selected.has(label) ? selected.delete(label) : selected.add(label);
+  if (widget.toggles) selected.has(label) ? selected.delete(label) : selected.add(label);
   else selected = new Set([label]);
   paint();
-}
-
-function value() {
-  if (task === "classification") return multi ? { labels: [...selected] } : { label: [...selected][0] };
-  if (task === "response") return { text: document.getElementById("editor").value, draft: record.draft, draft_model: record.draft_model };
-  if (task === "preference") return { preferred: [...selected][0], rewrite: document.getElementById("editor").value || null };
-  return { rating: Number([...selected][0]), comment: document.getElementById("comment").value };
 }
 
 // Actions run one after another, in the order the keys were pressed.
@@ -141,8 +163,8 @@ const load = () => act(async () => {
 
 const submit = () => act(async () => {
   if (!record) return;
-  if (task !== "response" && !selected.size) { banner("Pick an answer first (1–9), or skip with S."); return; }
-  const data = await api(`${base}/records/${record.id}/annotations`, { method: "POST", body: { value: value() } });
+  if (!widget.free && !selected.size) { banner("Pick an answer first (1–9), or skip with S."); return; }
+  const data = await api(`${base}/records/${record.id}/annotations`, { method: "POST", body: { value: widget.value() } });
   banner("");
   showCounts(data.counts);
   const next = await api(`${base}/next?order=${encodeURIComponent(order)}`);
@@ -185,12 +207,10 @@ document.addEventListener("keydown", (e) => {
   else if (["ArrowRight", "ArrowDown", "ArrowLeft", "ArrowUp"].includes(e.key) && choices.length) {
     e.preventDefault();
     focus = (focus + (["ArrowRight", "ArrowDown"].includes(e.key) ? 1 : -1) + choices.length) % choices.length;
-    if (!(multi && task === "classification")) selected = new Set([choices[focus]]);
+    if (!widget.toggles) selected = new Set([choices[focus]]);
     paint();
-  } else if (e.key === " " && multi) { e.preventDefault(); choose(choices[focus]); }
-  else if (e.key.toLowerCase() === "e" && task === "response") { e.preventDefault(); document.getElementById("editor").focus(); }
-  else if (e.key.toLowerCase() === "r" && task === "preference") { e.preventDefault(); document.getElementById("editor").focus(); }
-  else if (e.key.toLowerCase() === "c" && task === "rating") { e.preventDefault(); document.getElementById("comment").focus(); }
+  } else if (e.key === " " && widget.toggles) { e.preventDefault(); choose(choices[focus]); }
+  else if ((widget.focusKeys || {})[e.key.toLowerCase()]) { e.preventDefault(); document.getElementById(widget.focusKeys[e.key.toLowerCase()]).focus(); }
 });
 
 load();

@@ -57,6 +57,11 @@ class TaskType(ABC):
     `holdout_score`. A subclass sets `name` and the flags that apply, and implements `read` and `normalise`."""
 
     name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    """What a project of this type asks people to do, in a few words (the project form, the CLI's help)."""
+    widget: ClassVar[str] = ""
+    """How the queue page takes an answer: one of the widgets of static/queue.js (`labels`, `edit`, `compare`,
+    `scale`); a type that answers like an existing one names it and needs no front-end change."""
     multi_label_of: ClassVar[str | None] = None
     """Set on the type that serves the multi-label projects of that task."""
     takes_labels: ClassVar[bool] = False
@@ -167,6 +172,19 @@ def project_tasks() -> list[str]:
     """The values a project's `task` may take."""
     _discover()
     return sorted(name for name, task in _REGISTRY.items() if task.multi_label_of is None)
+
+
+def task_titles() -> dict[str, str]:
+    """Each project task and what it asks people to do."""
+    _discover()
+    return {name: _REGISTRY[name].title for name in project_tasks()}
+
+
+def check_task(task: str) -> str:
+    """`task` when it is a project task; otherwise a ValueError that lists them."""
+    if task not in project_tasks():
+        raise ValueError(f"task '{task}' is not one of {', '.join(project_tasks())}")
+    return task
 
 
 def for_task(task: str, multi_label: bool = False) -> TaskType:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 @register
 class Classification(TaskType):
     name = "classification"
+    title = "pick the label of a text"
+    widget = "labels"
     takes_labels = True
     label_answers = True
     exports = ("classify", "chat", "sft")

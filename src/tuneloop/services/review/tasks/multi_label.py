@@ -18,6 +18,8 @@ from tuneloop.store.tables import Project, Record
 @register
 class MultiLabel(Classification):
     name = "multi-label"
+    title = "pick every label that applies to a text"
+    widget = "labels"
     multi_label_of = "classification"
     label_lists = True
 

@@ -25,6 +25,8 @@ def shown_order(record: Record, user: User | None) -> list[int]:
 @register
 class Preference(TaskType):
     name = "preference"
+    title = "choose the better of two answers (and rewrite it)"
+    widget = "compare"
     exports = ("dpo", "sft")
     train_as = "sft"
 

@@ -13,6 +13,8 @@ from tuneloop.store.tables import Annotation, Project, Record, User
 @register
 class Rating(TaskType):
     name = "rating"
+    title = "rate an answer from 1 to 5"
+    widget = "scale"
     exports = ("reward",)
     not_trainable = "a rating project exports reward data; reward models are not trainable here yet"
 

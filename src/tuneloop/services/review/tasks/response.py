@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 @register
 class Response(TaskType):
     name = "response"
+    title = "correct the model's draft answer"
+    widget = "edit"
     exports = ("sft", "dpo")
     train_as = "sft"
     prelabels = True
