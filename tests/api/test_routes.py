@@ -36,8 +36,9 @@ PROJECT_RULES: dict[tuple[str, str], list[str]] = {
     ("GET", "/api/projects/{ref}/records"): [OUTSIDER],
     ("GET", "/api/projects/{ref}/records/{record_id}"): [ANNOTATOR, OUTSIDER],
     ("POST", "/api/projects/{ref}/annotations/{annotation_id}/review"): [ANNOTATOR],
-    ("POST", "/api/projects/{ref}/bulk-accept"): [OUTSIDER],
-    ("GET", "/api/projects/{ref}/export"): [OUTSIDER],
+    ("POST", "/api/projects/{ref}/bulk-accept"): [ANNOTATOR, OUTSIDER],
+    ("GET", "/api/projects/{ref}/export"): [ANNOTATOR, OUTSIDER],  # everyone's answers
+    ("GET", "/api/projects/{ref}/export/summary"): [ANNOTATOR, OUTSIDER],
     ("POST", "/api/projects/{ref}/train"): [REVIEWER, ANNOTATOR],
     ("POST", "/api/projects/{ref}/repredict"): [REVIEWER, ANNOTATOR],
     ("GET", "/api/projects/{ref}/tasks"): [OUTSIDER],
@@ -64,6 +65,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {  # valid requests, so that wha
     ("POST", "/api/projects/{ref}/repredict"): {"json": {"model": "smollm2-135m-instruct"}},
     ("POST", "/api/users"): {"json": {"username": "zed", "password": "a-long-password-1", "role": "annotator"}},
     ("GET", "/api/projects/{ref}/export"): {"params": {"as": "classify"}},
+    ("GET", "/api/projects/{ref}/export/summary"): {"params": {"as": "classify"}},
 }
 PARAMS = {"ref": "p", "record_id": "1", "annotation_id": "1", "file_id": "file-none", "job_id": "ftjob-none",
           "model_id": "smollm2-135m-instruct", "run_id": "run-none"}

@@ -394,18 +394,57 @@ def test_undo_never_takes_back_a_record_someone_else_now_holds(env):
     assert store.holds(session, record_id=view["id"], user_id=bob.id, now=__import__("time").time())
 
 
-def test_bulk_accept_frees_the_record_and_reviews_follow_rules(env):
-    session, ann, rev = env["session"], env["people"]["ann"], env["people"]["rev"]
+def test_bulk_accept_settles_records_with_the_models_label_kept_as_the_models(env):
+    """Only reviewers bulk-accept. An accepted model label settles the record (status accepted, the counters
+    agree), frees it from whoever held it, and is kept as the model's: it exports for training, but agreement,
+    models-against-people and the held-out score never count it."""
+    session, ann, bob, rev = (env["session"], env["people"]["ann"], env["people"]["bob"], env["people"]["rev"])
     project = make(env, overlap=2)
     records = store.all_records(session, project_id=project.id)
+    store.add_predictions(session, project_id=project.id, rows=[
+        {"record_id": r.id, "model": "m", "answer": {"label": "billing"}, "label": "billing"} for r in records])
     for r in records:
         r.pred_label, r.pred_model = "billing", "m"
     session.commit()
     held = queue.next_record(session, project, ann, "id")
-    assert queue.bulk_accept(session, project, ann, [held["id"]]) == 1
-    assert queue.next_record(session, project, ann, "id")["id"] != held["id"]  # not stuck on it
-    [mine] = [a for a in store.annotations_of(session, record_ids=[held["id"]]) if a.user_id == ann.id]
-    assert mine.value == {"label": "billing", "from_model": "m"}
+    with pytest.raises(ServiceError, match="'ann' is an annotator") as e:
+        queue.bulk_accept(session, project, ann, [held["id"]])
+    assert e.value.status == 403
+    answered = {"id": next(r.id for r in records if r.id != held["id"])}
+    queue.submit(session, project, bob, answered["id"], {"label": "shipping"})  # 1 of the 2 answers it needs
+    free = [r for r in records if r.id not in (held["id"], answered["id"])]
+    free[1].pred_label = None
+    session.commit()
+    chosen = [held["id"], answered["id"], free[0].id, free[1].id, 999_999]
+    result = queue.bulk_accept(session, project, rev, chosen)
+    assert result == {
+        "accepted": 2, "left": {"not in this project": 1, "people answered it": 1, "no prediction": 1}}
+    with pytest.raises(ServiceError, match="has all the annotations it needs"):  # ann moves on: 409, not stuck
+        queue.submit(session, project, ann, held["id"], {"label": "billing"})
+    assert queue.next_record(session, project, ann, "id")["id"] not in (held["id"], free[0].id)
+    [accepted] = store.annotations_of(session, record_ids=[held["id"]])
+    assert (accepted.source, accepted.model, accepted.user_id, accepted.status) == ("model", "m", rev.id, "accepted")
+    record = store.get_record(session, project_id=project.id, record_id=held["id"])
+    assert (record.status, record.answer_source, record.human_label, record.annotations) == (
+        "accepted", "model", "billing", 0)
+    assert projects.counters(session, project)["accepted"] == 2
+    assert {row["text"] for row in export.export_rows(session, project, "classify")} == {
+        record.text, free[0].text}  # it trains
+    # but it is nobody's answer: only bob's counts
+    assert store.human_labels(session, project_id=project.id) == {answered["id"]: ["shipping"]}
+    [report] = quality.model_vs_human(session, project)
+    assert (report["records"], report["accuracy"]) == (1, 0.0)
+    assert quality.agreement(session, project)["annotators"] == 1
+    queue.review(session, project, env["people"]["rev"], accepted.id, accept=False, comment="not billing")
+    record = store.get_record(session, project_id=project.id, record_id=held["id"])
+    assert (record.status, record.answer_source, record.human_label) == ("open", None, None)  # back in the queue
+
+
+def test_reviews_follow_rules(env):
+    session, ann, rev = env["session"], env["people"]["ann"], env["people"]["rev"]
+    project = make(env, overlap=2)
+    mine = queue.submit(session, project, ann, queue.next_record(session, project, ann, "id")["id"],
+                        {"label": "billing"})
     own = queue.submit(session, project, rev, queue.next_record(session, project, rev, "id")["id"],
                        {"label": "billing"})
     with pytest.raises(ServiceError, match="not their own"):

@@ -1,6 +1,8 @@
-"""Migration 0005: a database whose multi-label answers were stored "|"-joined (as the code before it wrote
-them) upgrades to lists, measures and exports as before, and downgrades back; single labels, and the
-`label` of other tasks, are left as they were. On SQLite, and on PostgreSQL where it runs."""
+"""Migrations 0005 and 0006. 0005: a database whose multi-label answers were stored "|"-joined (as the code
+before it wrote them) upgrades to lists, measures and exports as before, and downgrades back; single labels,
+and the `label` of other tasks, are left as they were. 0006: every answer gets its source; a bulk-accepted
+model label stops passing for a person's, and a 1-1 tie stops passing for an answer. On SQLite, and on
+PostgreSQL where it runs."""
 
 from __future__ import annotations
 
@@ -113,8 +115,9 @@ def test_multi_label_answers_become_lists_and_measure_as_before(engine):
     with sessions(engine)() as session:
         multi, single, rated = (store.find_project(session, ref=name) for name in ("multi", "single", "rated"))
         records = {r.id: r for p in (multi, single, rated) for r in store.all_records(session, project_id=p.id)}
-        assert [(records[i].human_label, records[i].human_labels) for i in (1, 2, 3)] == \
-            [(None, ["a", "b"]), (None, ["c"]), (None, ["b"])]  # a label with no "|" becomes a list of one
+        # 0005: a label with no "|" becomes a list of one; 0006: records 2 and 3 are 1-1 ties, with no answer
+        assert [(records[i].human_label, records[i].human_labels, records[i].answer_source) for i in (1, 2, 3)] == \
+            [(None, ["a", "b"], "people"), (None, None, "tie"), (None, None, "tie")]
         values = {(a.record_id, a.user_id): a.value for p in (multi, single, rated)
                   for a in store.project_annotations(session, project_id=p.id)}
         assert [values[1, "ann"], values[2, "ann"], values[2, "bob"]] == \
@@ -125,21 +128,18 @@ def test_multi_label_answers_become_lists_and_measure_as_before(engine):
         assert store.history(session, record_id=1)[0].after["value"] == {"labels": ["a", "b"]}
 
         assert quality.agreement(session, multi) == old_agreement()
-        assert export.export_rows(session, multi, "classify") == [
-            {"text": "text 1", "labels": ["a", "b"]}, {"text": "text 2", "labels": ["c"]},
-            {"text": "text 3", "labels": ["b"]}]
+        assert export.export_rows(session, multi, "classify") == [{"text": "text 1", "labels": ["a", "b"]}]
+        assert export.export_report(session, multi, "classify").left_out == {"people tied (not adjudicated)": 2}
         assert export.export_rows(session, multi, "chat")[0]["messages"][-1]["content"] == "a, b"
         assert export.export_rows(session, single, "classify") == [{"text": "text 4", "label": "x"}]
         found = queue.table(session, multi, store.TableQuery(label="b"))
-        assert [r["id"] for r in found["data"]] == [1, 3]
-        by_label = queue.table(session, multi, store.TableQuery(sort="label"))
-        assert [r["human_labels"] for r in by_label["data"]] == [["a", "b"], ["b"], ["c"]]
+        assert [r["id"] for r in found["data"]] == [1]
 
     downgrade(engine, "0004")
     with engine.connect() as connection:
         rows = connection.execute(text("SELECT id, human_label FROM records ORDER BY id")).all()
         value = connection.execute(text("SELECT value FROM annotations WHERE id = 1")).scalar()
-    assert [tuple(r) for r in rows] == [(1, "a|b"), (2, "c"), (3, "b"), (4, "x"), (5, "4")]
+    assert [tuple(r) for r in rows] == [(1, "a|b"), (2, None), (3, None), (4, "x"), (5, "4")]  # ties: none
     assert (json.loads(value) if isinstance(value, str) else value) == {"labels": ["a", "b"], "label": "a|b"}
     if engine.dialect.name == "sqlite":  # the column was dropped in place: the text search triggers are still there
         with engine.connect() as connection:
@@ -147,4 +147,46 @@ def test_multi_label_answers_become_lists_and_measure_as_before(engine):
                                            "AND name LIKE 'records_search_%'")).scalar() == 3
     upgrade(engine)
     with sessions(engine)() as session:
-        assert store.human_labels(session, project_id="multi") == {1: ["a", "b"], 2: ["c"], 3: ["b"]}
+        assert store.human_labels(session, project_id="multi") == {1: ["a", "b"]}
+
+
+def test_accepted_model_labels_and_ties_get_their_source(engine):
+    """The previous release stored a bulk-accepted model label as the accepting person's own answer
+    (`from_model` in its value), on a record left open; and a 1-1 tie as one of the two labels."""
+    upgrade(engine, "0005")
+    pg = engine.dialect.name == "postgresql"
+    cast = (lambda k: f"CAST(:{k} AS JSON)") if pg else (lambda k: f":{k}")
+    with engine.begin() as connection:
+        def insert(table: str, **values) -> None:
+            params = ", ".join(cast(k) if isinstance(v, (dict, list)) else f":{k}" for k, v in values.items())
+            connection.execute(text(f"INSERT INTO {table} ({', '.join(values)}) VALUES ({params})"),
+                               {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in values.items()})
+
+        for user in ("ann", "bob", "lead"):
+            insert("users", id=user, username=user, password_hash="x", role="annotator", created_at=1.0)
+        insert("projects", id="p", name="p", task="classification", labels=["x", "y"], multi_label=False,
+               guidelines="", overlap=2, created_at=1.0)
+        answers = {1: [("lead", {"label": "x", "from_model": "m"})], 2: [("ann", {"label": "x"}), ("bob", {"label": "y"})],
+                   3: [("ann", {"label": "y"}), ("bob", {"label": "y"})]}
+        for record_id, given in answers.items():
+            insert("records", id=record_id, project_id="p", source="s", source_index=record_id, data={"original": {}},
+                   text=f"text {record_id}", split="pool", status="open" if record_id == 1 else "annotated",
+                   annotations=len(given), human_label=given[0][1]["label"], disagreement=record_id == 2,
+                   uncertainty=0.0, models_disagree=False, random_key=0.5, updated_at=float(record_id),
+                   pred_model="m", pred_label="x")
+            for user, value in given:
+                insert("annotations", record_id=record_id, project_id="p", user_id=user, value=value,
+                       status="submitted", created_at=1.0, updated_at=1.0)
+    upgrade(engine)
+    with sessions(engine)() as session:
+        project = store.find_project(session, ref="p")
+        records = {r.id: r for r in store.all_records(session, project_id="p")}
+        assert [(records[i].status, records[i].answer_source, records[i].human_label) for i in (1, 2, 3)] == [
+            ("accepted", "model", "x"), ("annotated", "tie", None), ("annotated", "people", "y")]
+        [accepted] = store.annotations_of(session, record_ids=[1])
+        assert (accepted.source, accepted.model, accepted.user_id, accepted.status) == ("model", "m", "lead", "accepted")
+        assert {a.source for a in store.annotations_of(session, record_ids=[2, 3])} == {"person"}
+        assert store.human_labels(session, project_id="p") == {3: ["y"]}
+        assert project.prefill_model == "m" and project.hide_predictions is False
+        assert export.export_rows(session, project, "classify") == [{"text": "text 1", "label": "x"},
+                                                                    {"text": "text 3", "label": "y"}]

@@ -31,6 +31,7 @@ class Thumbs(TaskType):
     title = "say whether a text is polite"
     widget = "labels"
     exports = ("thumbs",)
+    settles_by_agreement = False  # every thumb is kept (the export lists them all), as ratings are
 
     def read(self, item: Item) -> tuple[str, dict[str, Any]]:
         if "text" not in item:
@@ -75,7 +76,8 @@ def test_a_task_type_defined_in_a_test_is_served_by_the_queue(env, thumbs):  # n
     assert queue.next_record(session, project, bob, "id")["id"] == view["id"]
     queue.submit(session, project, bob, view["id"], {"thumb": "down"})
     record = store.get_record(session, project_id=project.id, record_id=view["id"])
-    assert (record.status, record.human_label, record.disagreement) == ("annotated", "up", True)
+    assert (record.status, record.human_label, record.disagreement, record.answer_source) == (
+        "annotated", "up", True, "people")
     assert quality.agreement(session, project)["kappa_pairs"][0]["records"] == 1
     assert export.export_rows(session, project, "thumbs") == [{"text": "Thanks a lot!", "thumbs": ["up", "down"]}]
     with pytest.raises(ServiceError, match="a thumbs project exports as thumbs, not 'sft'"):

@@ -143,8 +143,37 @@ def test_table_filters_and_bulk_accept(review_server, login):
     page.click("#bulk-accept")
     expect(page.get_by_test_id("bulk-message")).to_have_text("Accepted the model's label on 2 record(s).")
     expect(page.get_by_test_id("total")).to_have_text(f"{open_before - 2} records")
-    from_model = [a for a in _annotations(review_server, "tickets", "rev") if a.value.get("from_model")]
-    assert sorted(a.record_id for a in from_model) == [23, 24]
+    accepted = [a for a in _annotations(review_server, "tickets", "rev", "accepted") if a.source == "model"]
+    assert sorted(a.record_id for a in accepted) == [23, 24] and {a.model for a in accepted} == {"tiny-chat"}
+    # the rows say the label is the model's, accepted by rev; they are settled, and the counters agree
+    page.select_option("select[name=status]", "accepted")
+    page.click("#filters button[type=submit]")
+    expect(page.get_by_test_id("total")).to_have_text("2 records")
+    row = page.locator('#records tr[data-id="24"]')
+    expect(row.locator('[data-source="model"]')).to_contain_text("model tiny-chat (accepted by rev)")
+    expect(row.get_by_test_id("answer-source")).to_have_text("model's label")
+    page.goto(review_server["base"] + "/projects/tickets")
+    expect(page.get_by_test_id("count-accepted")).to_have_text("2")
+    # a record that people answered is left as it was, and the message says why
+    page.goto(review_server["base"] + "/projects/tickets/table?status=annotated")
+    expect(page.get_by_test_id("total")).to_have_text("4 records")
+    page.locator("#records tbody .pick").first.check()
+    page.click("#bulk-accept")
+    expect(page.get_by_test_id("bulk-message")).to_have_text(
+        "Accepted the model's label on 0 record(s); left as they were: 1 settled already.")
+
+
+def test_annotators_cannot_bulk_accept(review_server, login):
+    page = login("ann")
+    page.goto(review_server["base"] + "/projects/tickets/table")
+    expect(page.get_by_test_id("total")).to_contain_text("records")
+    expect(page.locator("#bulk-accept")).to_have_count(0)
+    answer = page.evaluate("""async () => {
+        const r = await fetch('/api/projects/tickets/bulk-accept', {method: 'POST', credentials: 'same-origin',
+          headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf()}, body: JSON.stringify({record_ids: [1]})});
+        return [r.status, (await r.json()).error.message];
+    }""")
+    assert answer == [403, "'ann' is an annotator; accepting and rejecting needs a reviewer"]
 
 
 def test_response_correction_saves_the_edit_and_its_diff(review_server, login):

@@ -20,6 +20,8 @@ from tuneloop.store.tables import (Annotation, AnnotationChange, Assignment, Pre
 
 COUNTED = ("submitted", "accepted")
 """Annotation statuses that count towards a record's overlap (skipped, rejected and withdrawn do not)."""
+PEOPLE_ANSWERS = ("people", "majority", "adjudicated")
+"""The answer sources that are people's judgement: what models are measured against."""
 HOLDS = ("submitted", "skipped", "accepted")
 """Statuses that keep a record out of that person's queue."""
 ASSIGNMENT_SECONDS = 30 * 60
@@ -111,9 +113,11 @@ def count_records(session: Session, *, project_id: str) -> dict[str, int]:
 
 def human_labels(session: Session, *, project_id: str, split: str | None = None) -> dict[int, list[str]]:
     """record id -> the people's labels (one, or the set of a multi-label project), for the records people
-    labelled; `split`: only the pool's or the held-out records."""
+    labelled (a model's label a reviewer accepted never counts: it would score a model against itself);
+    `split`: only the pool's or the held-out records."""
     query = select(Record.id, Record.human_label, Record.human_labels).where(
-        Record.project_id == project_id, or_(Record.human_label.is_not(None), Record.human_labels.is_not(None)))
+        Record.project_id == project_id, Record.answer_source.in_(PEOPLE_ANSWERS),
+        or_(Record.human_label.is_not(None), Record.human_labels.is_not(None)))
     if split:
         query = query.where(Record.split == split)
     return {record_id: labels if labels is not None else [label] for record_id, label, labels in session.execute(query)}
@@ -302,15 +306,22 @@ def release(session: Session, *, record_id: int, user_id: str) -> None:
     session.execute(delete(Assignment).where(Assignment.record_id == record_id, Assignment.user_id == user_id))
 
 
+def release_all(session: Session, *, record_id: int) -> None:
+    """Nobody holds the record any more (it is settled)."""
+    session.execute(delete(Assignment).where(Assignment.record_id == record_id))
+
+
 # ---------------------------------------------------------------- annotations
 def _snapshot(annotation: Annotation) -> dict[str, Any]:
-    return {"value": annotation.value, "status": annotation.status, "review_comment": annotation.review_comment}
+    return {"value": annotation.value, "status": annotation.status, "review_comment": annotation.review_comment,
+            "source": annotation.source, **({"model": annotation.model} if annotation.model else {})}
 
 
-def add_annotation(session: Session, *, record: Record, user_id: str, value: dict[str, Any], status: str) -> Annotation:
+def add_annotation(session: Session, *, record: Record, user_id: str, value: dict[str, Any], status: str,
+                   source: str = "person", model: str | None = None) -> Annotation:
     now = time.time()
     annotation = Annotation(record_id=record.id, project_id=record.project_id, user_id=user_id, value=value,
-                            status=status, created_at=now, updated_at=now)
+                            status=status, source=source, model=model, created_at=now, updated_at=now)
     session.add(annotation)
     session.flush()
     session.add(AnnotationChange(annotation_id=annotation.id, record_id=record.id, user_id=user_id, action="create",
@@ -361,13 +372,17 @@ def history(session: Session, *, record_id: int) -> list[AnnotationChange]:
 
 def recount(session: Session, *, record: Record, overlap: int) -> list[Annotation]:
     """Recount a record's annotations and set its status from them; returns the annotations that count (what
-    the people's answer on the record follows from is the task type's to say)."""
+    the answer on the record follows from is the task type's to say). People's own answers count towards the
+    overlap; a reviewer's adjudication, or a model's label a reviewer accepted, settles the record."""
     counted = annotations_of(session, record_ids=[record.id], statuses=COUNTED)
-    record.annotations = len(counted)
-    if record.annotations < overlap:
+    people = [a for a in counted if a.source == "person"]
+    record.annotations = len(people)
+    if any(a.source != "person" for a in counted):
+        record.status = "accepted"
+    elif record.annotations < overlap:
         record.status = "open"
     else:
-        record.status = "accepted" if any(a.status == "accepted" for a in counted) else "annotated"
+        record.status = "accepted" if any(a.status == "accepted" for a in people) else "annotated"
     record.updated_at = time.time()
     return counted
 

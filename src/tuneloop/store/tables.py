@@ -127,6 +127,11 @@ class Project(Base):
     guidelines: Mapped[str] = mapped_column(Text, default="")
     overlap: Mapped[int] = mapped_column(Integer, default=1)
     """How many people annotate each record."""
+    prefill_model: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    """The model whose predictions pre-fill the queue (the lead's choice; a re-predict that scores at least as
+    well as it takes over). None: no model has predicted yet."""
+    hide_predictions: Mapped[bool] = mapped_column(Boolean, default=False)
+    """People never see a model's answer in this project (held-out records never show one anyway)."""
     created_at: Mapped[float] = mapped_column(Float, default=now)
 
 
@@ -157,6 +162,11 @@ class Record(Base):
     agreement; None in multi-label projects, which keep `human_labels`."""
     human_labels: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     """The label set most annotators gave, in a multi-label project (in the order of the project's labels)."""
+    answer_source: Mapped[str | None] = mapped_column(String(12), nullable=True)
+    """Where the record's answer (`human_label(s)`) comes from: `people` (they agree), `majority` (they
+    disagree and most gave it), `tie` (they disagree with no majority: no answer until someone adjudicates),
+    `adjudicated` (a reviewer set it), `model` (a model's label a reviewer accepted: trains, never measures);
+    None while nobody answered."""
     disagreement: Mapped[bool] = mapped_column(Boolean, default=False)
     """People disagree with each other, or with the latest prediction."""
     pred_model: Mapped[str | None] = mapped_column(String(500), nullable=True)
@@ -198,6 +208,11 @@ class Annotation(Base):
     "rewrite"} or {"rating", "label", "comment"}."""
     status: Mapped[str] = mapped_column(String(12))
     """submitted, skipped, accepted, rejected, withdrawn (undone)."""
+    source: Mapped[str] = mapped_column(String(12), default="person", server_default="person")
+    """person (`user_id` answered), model (`model`'s label, accepted by `user_id`), or adjudication (`user_id`,
+    a reviewer, set the record's final answer where people disagreed). Only `person` answers count in agreement."""
+    model: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    """The model whose label was accepted (source `model`)."""
     review_comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     reviewer_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=now)

@@ -161,7 +161,8 @@ def table_page(request: Request, session: SessionDep, ref: str) -> HTMLResponse:
     user = _user(request, session)
     project = _member_project(session, user, ref)
     people = [u.username for u in store.members(session, project_id=project.id)]
-    return render(request, "table.html", user, project=project, people=people, sorts=list(store.SORTS))
+    return render(request, "table.html", user, project=project, task=task_of(project), people=people,
+                  sorts=list(store.SORTS))
 
 
 @router.get("/projects/{ref}/records/{record_id}", response_model=None)

@@ -256,18 +256,39 @@ def review(session: SessionDep, actor: ActorDep, ref: str, annotation_id: int, b
 
 @router.post("/projects/{ref}/bulk-accept")
 def bulk_accept(session: SessionDep, actor: ActorDep, ref: str, body: BulkAccept) -> dict:
+    """Reviewers and admins settle the chosen open records with the model's label (kept as the model's, never
+    counted as a person's answer); `left` counts the records left as they were, per reason."""
     project = _project(session, actor, ref)
-    return {"accepted": queue.bulk_accept(session, project, actor.person(), body.record_ids)}
+    return queue.bulk_accept(session, project, actor.person(), body.record_ids)
+
+
+def _export(session: SessionDep, actor: Actor, ref: str, as_: str, split: str, policy: str) -> export.Export:
+    if actor.user is not None:
+        require_reviewer(actor.user)  # everyone's answers: for reviewers and admins
+    return export.export_report(session, _project(session, actor, ref), as_, split, policy)
+
+
+@router.get("/projects/{ref}/export/summary")
+def export_summary(session: SessionDep, actor: ActorDep, ref: str, as_: str = Query(..., alias="as"),
+                   split: str = "pool", policy: str = "final") -> dict:
+    """What an export would hold: its examples, and the records it leaves out per reason."""
+    report = _export(session, actor, ref, as_, split, policy)
+    return {"examples": len(report.rows), "left_out": report.left_out, "split": split, "policy": policy,
+            "summary": report.summary()}
 
 
 @router.get("/projects/{ref}/export")
 def export_jsonl(session: SessionDep, actor: ActorDep, ref: str, as_: str = Query(..., alias="as"),
-                 split: str = "pool") -> Response:
+                 split: str = "pool", policy: str = "final") -> Response:
+    """Settled records as JSONL; `policy`: final (ties and unadjudicated disagreements left out), majority
+    (ties left out) or annotations (every answer with its annotator). The X-Tuneloop-Left-Out header holds the
+    records left out per reason, as JSON."""
+    report = _export(session, actor, ref, as_, split, policy)
     project = _project(session, actor, ref)
-    rows = export.export_rows(session, project, as_, split)
-    body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in report.rows)
     filename = f"{project.name}-{as_}.jsonl"
     return Response(body, media_type="application/jsonl", headers={
+        "x-tuneloop-examples": str(len(report.rows)), "x-tuneloop-left-out": json.dumps(report.left_out),
         "content-disposition": f"attachment; filename=\"{filename.encode('ascii', 'replace').decode()}\"; "
                                f"filename*=UTF-8''{quote(filename)}"})
 

@@ -250,7 +250,10 @@ def counters(session: Session, project: Project) -> dict[str, Any]:
     people: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for username, status, n in store.per_person(session, project_id=project.id):
         people[username][status] += n
+    task = task_of(project)
     return {"id": project.id, "name": project.name, "task": project.task, "labels": project.labels,
+            "exports": list(task.exports), "prefill_model": project.prefill_model,
+            "hide_predictions": project.hide_predictions,
             "multi_label": project.multi_label, "overlap": project.overlap, "guidelines": project.guidelines,
             "records": counts.get("total", 0), "open": counts.get("open", 0),
             "annotated": counts.get("annotated", 0), "accepted": counts.get("accepted", 0),

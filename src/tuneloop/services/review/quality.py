@@ -16,11 +16,12 @@ from tuneloop.store.tables import Project
 
 
 def human_units(session: Session, project: Project) -> dict[int, dict[str, Hashable]]:
-    """record id -> {annotator: answer} over counted annotations."""
+    """record id -> {annotator: answer} over people's own counted answers (never a model's label someone
+    accepted, nor an adjudication)."""
     task = task_of(project)
     units: dict[int, dict[str, Hashable]] = defaultdict(dict)
     for a in store.project_annotations(session, project_id=project.id):
-        answer = task.answer_of(a.value)
+        answer = task.answer_of(a.value) if a.source == "person" else None
         if answer is not None:
             units[a.record_id][a.user_id] = answer
     return units

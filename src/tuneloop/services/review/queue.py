@@ -61,15 +61,28 @@ def normalise_value(session: Session, project: Project, record: Record, user: Us
 
 
 def refresh_record(session: Session, project: Project, record: Record) -> None:
-    """Recount a record's annotations, and what follows from them: the people's answer (the one most of them
-    gave, as the task type compares answers) and whether people disagree with each other or with the latest
-    prediction."""
+    """Recount a record's annotations, and what follows from them: its answer and where it comes from (a
+    reviewer's adjudication; else the people's, agreed, by majority, or none on a tie; else a model's label a
+    reviewer accepted), and whether people disagree with each other or with the model's prediction."""
     task = task_of(project)
     counted = store.recount(session, record=record, overlap=project.overlap)
-    answers = [task.answer_of(a.value) for a in counted]
-    ranked = Counter(answer for answer in answers if answer is not None).most_common()
-    answer = ranked[0][0] if ranked else None
+    people = [a for a in counted if a.source == "person"]
+    ranked = Counter(answer for a in people if (answer := task.answer_of(a.value)) is not None).most_common()
+    decided = [a for a in counted if a.source == "adjudication"]
+    models = [a for a in counted if a.source == "model"]
+    if decided:
+        answer, source = task.answer_of(decided[-1].value), "adjudicated"
+    elif len(ranked) > 1 and task.settles_by_agreement:
+        tie = ranked[0][1] == ranked[1][1]
+        answer, source = (None, "tie") if tie else (ranked[0][0], "majority")
+    elif people:
+        answer, source = (ranked[0][0] if ranked else None), "people"
+    elif models:
+        answer, source = task.answer_of(models[-1].value), "model"
+    else:
+        answer, source = None, None
     task.keep_answer(record, answer)
+    record.answer_source = source
     record.disagreement = len(ranked) > 1 or task.model_disagrees(answer, record.pred_label)
 
 
@@ -147,7 +160,7 @@ def review(session: Session, project: Project, reviewer: User, annotation_id: in
     if annotation.status not in ("submitted", "accepted"):
         raise ServiceError(409, f"annotation {annotation_id} is {annotation.status}; only submitted (or accepted) "
                                 "work is reviewed", "annotation_id", "not_reviewable")
-    if annotation.user_id == reviewer.id:
+    if annotation.user_id == reviewer.id and annotation.source == "person":  # a model's label they accepted: fine
         raise ServiceError(403, "a reviewer reviews other people's work, not their own", "annotation_id",
                            "own_work")
     if not accept and not comment.strip():
@@ -160,26 +173,45 @@ def review(session: Session, project: Project, reviewer: User, annotation_id: in
     return annotation
 
 
-def bulk_accept(session: Session, project: Project, user: User, record_ids: list[int]) -> int:
-    """Take the model's label as this person's annotation on each chosen record that has a prediction."""
+def bulk_accept(session: Session, project: Project, user: User, record_ids: list[int]) -> dict[str, Any]:
+    """A reviewer (or admin) accepts the label of the model that pre-fills the queue on each chosen record:
+    the record is settled with that label, kept as the model's (source `model`, accepted by this person), so it
+    trains but is never counted as a person's answer. Records people have answered, records with no
+    prediction, and records settled already are left as they are, counted by reason."""
+    require_reviewer(user)
     task = task_of(project)
     if not task.label_answers:
-        raise ServiceError(400, "bulk accept takes the model's label; it is for classification projects", "task")
-    done = 0
-    for record in store.records_by_id(session, project_id=project.id, ids=record_ids):
-        if record.pred_label is None:
+        raise ServiceError(400, f"bulk accept takes the model's label; a {project.task} project's answers are not "
+                                "labels", "task")
+    left: Counter[str] = Counter()
+    records = store.records_by_id(session, project_id=project.id, ids=record_ids)
+    left["not in this project"] = len(set(record_ids)) - len(records)
+    accepted = 0
+    for record in records:
+        reason = _why_not_accept(session, record)
+        if reason:
+            left[reason] += 1
             continue
-        try:
-            _check_free(session, project, record, user)
-        except ServiceError:  # done by this person, finished, or held by others: left as it is
-            continue
-        value = {**task.answer_with(record.pred_label), "from_model": record.pred_model}
-        store.add_annotation(session, record=record, user_id=user.id, value=value, status="submitted")
-        store.release(session, record_id=record.id, user_id=user.id)
+        value = task.answer_with(record.pred_label)  # type: ignore[arg-type]
+        store.add_annotation(session, record=record, user_id=user.id, value=value, status="accepted",
+                             source="model", model=record.pred_model)
+        store.release_all(session, record_id=record.id)
         refresh_record(session, project, record)
         session.commit()
-        done += 1
-    return done
+        accepted += 1
+    return {"accepted": accepted, "left": {reason: n for reason, n in left.items() if n}}
+
+
+def _why_not_accept(session: Session, record: Record) -> str | None:
+    if record.status != "open":
+        return "settled already"
+    if record.split == "holdout":
+        return "held out (people label those)"
+    if record.pred_label is None:
+        return "no prediction"
+    if store.annotations_of(session, record_ids=[record.id], statuses=store.COUNTED):
+        return "people answered it"
+    return None
 
 
 def record_detail(session: Session, project: Project, record_id: int) -> dict[str, Any]:
@@ -217,8 +249,10 @@ def table(session: Session, project: Project, query: store.TableQuery) -> dict[s
              "human_label": r.human_label, "human_labels": r.human_labels, "pred_label": r.pred_label,
              "pred_model": r.pred_model, "confidence": r.confidence, "uncertainty": r.uncertainty,
              "disagreement": r.disagreement,
+             "answer_source": r.answer_source,
              "work": [{"id": a.id, "user": users.get(a.user_id), "label": ", ".join(task.labels_of(a.value)) or None,
-                       "status": a.status, "edited": a.value.get("edited"), "comment": a.review_comment}
+                       "status": a.status, "edited": a.value.get("edited"), "comment": a.review_comment,
+                       "source": a.source, "model": a.model}
                       for a in by_record.get(r.id, [])]}
             for r in rows]
     return {"object": "list", "data": data, "total": total, "offset": query.offset, "limit": query.limit}

@@ -47,10 +47,26 @@ async function load() {
     ? lineChart([{ name: "accuracy", points: p.rounds.map((r) => [r.labels_used, r.accuracy || 0]) }], { yLabel: "accuracy", xLabel: "labels used" }) : "";
   if (document.getElementById("jobs")) document.getElementById("jobs").innerHTML = jobsHtml(p.jobs);
   document.getElementById("disagreement-link").textContent = `Disagreement queue (${p.disagreements.people_or_model || 0})`;
-  const kinds = { classification: ["classify", "chat"], response: ["sft", "dpo"], preference: ["dpo", "sft"], rating: ["reward"] }[p.task];
-  document.getElementById("exports").innerHTML = kinds.map((k) => `<a class="button" href="/api/projects/${encodeURIComponent(name)}/export?as=${k}">${k} JSONL</a>`).join(" ") +
-    ` <span class="muted">or <code>tuneloop review export ${esc(name)} --as ${kinds[0]}</code></span>`;
+  const as = document.querySelector("#export select[name=as]");
+  if (as && !as.options.length) {
+    as.innerHTML = p.exports.map((k) => `<option>${esc(k)}</option>`).join("");
+    exportSummary();
+  }
 }
+
+// What the export holds with the chosen format, split and policy, and what it leaves out and why.
+async function exportSummary() {
+  const form = document.getElementById("export");
+  if (!form) return;
+  const params = new URLSearchParams(new FormData(form));
+  document.getElementById("export-link").href = `/api/projects/${encodeURIComponent(name)}/export?${params}`;
+  try {
+    const s = await api(`/api/projects/${encodeURIComponent(name)}/export/summary?${params}`);
+    const left = Object.entries(s.left_out).map(([why, n]) => `${n} ${esc(why)}`).join(", ");
+    document.getElementById("export-summary").innerHTML = `<b>${s.examples}</b> examples` + (left ? `; left out: ${left}` : "; nothing left out");
+  } catch (e) { document.getElementById("export-summary").textContent = e.message; }
+}
+if (document.getElementById("export")) document.getElementById("export").addEventListener("change", exportSummary);
 
 function jobsHtml(jobs) {
   if (!jobs.length) return "";

@@ -15,13 +15,22 @@ function query() {
   return params;
 }
 
+// Who gave an answer: a person; a model whose label a person accepted; or a person's adjudication.
+function byWhom(a) {
+  if (a.source === "model") return `model ${a.model || "?"} (accepted by ${a.user})`;
+  if (a.source === "adjudication") return `${a.user} (adjudicated)`;
+  return a.user;
+}
+
 function workHtml(row) {
   return row.work.map((a) => {
-    const buttons = role !== "annotator" && a.status === "submitted"
+    const buttons = role !== "annotator" && a.status === "submitted" && a.source === "person"
       ? ` <button class="link" data-accept="${a.id}">accept</button> <button class="link" data-reject="${a.id}">reject</button>` : "";
-    return `<span class="tag ${a.status}" title="${esc(a.comment || "")}">${esc(a.user)}: ${esc(a.label ?? (a.edited ? "edited" : "kept draft"))} · ${a.status}</span>${buttons}`;
+    return `<span class="tag ${a.status} source-${a.source}" data-source="${a.source}" title="${esc(a.comment || "")}">${esc(byWhom(a))}: ${esc(a.label ?? (a.edited ? "edited" : "kept draft"))} · ${a.status}</span>${buttons}`;
   }).join("<br>");
 }
+
+const SOURCES = { model: "model's label", tie: "tie", majority: "majority", adjudicated: "adjudicated" };
 
 async function load() {
   const data = await api(`${base}/records?${query()}`);
@@ -35,7 +44,7 @@ async function load() {
     <td><a href="/projects/${encodeURIComponent(project)}/records/${r.id}">${r.id}</a></td>
     <td>${esc(r.text)}</td>
     <td>${r.status}${r.split === "holdout" ? " · held out" : ""}</td>
-    <td>${esc(r.human_label ?? (r.human_labels || []).join(", "))}${r.disagreement ? ' <span class="tag disagree">disagree</span>' : ""}</td>
+    <td>${esc(r.human_label ?? (r.human_labels || []).join(", "))}${SOURCES[r.answer_source] ? ` <span class="tag" data-testid="answer-source">${SOURCES[r.answer_source]}</span>` : ""}${r.disagreement && role !== "annotator" ? ' <span class="tag disagree">disagree</span>' : ""}</td>
     <td>${esc(r.pred_label ?? "")}</td>
     <td>${fmt(r.confidence, 2)}</td>
     <td>${workHtml(r)}</td></tr>`).join("");
@@ -58,8 +67,12 @@ const bulk = document.getElementById("bulk-accept");
 if (bulk) bulk.addEventListener("click", async () => {
   const ids = [...document.querySelectorAll(".pick:checked")].map((box) => Number(box.value));
   if (!ids.length) return alert("Select rows first.");
-  const data = await api(`${base}/bulk-accept`, { method: "POST", body: { record_ids: ids } });
-  document.getElementById("bulk-message").textContent = `Accepted the model's label on ${data.accepted} record(s).`;
+  try {
+    const data = await api(`${base}/bulk-accept`, { method: "POST", body: { record_ids: ids } });
+    const left = Object.entries(data.left).map(([why, n]) => `${n} ${why}`).join(", ");
+    document.getElementById("bulk-message").textContent =
+      `Accepted the model's label on ${data.accepted} record(s)${left ? `; left as they were: ${left}` : ""}.`;
+  } catch (err) { document.getElementById("bulk-message").textContent = err.message; }
   load();
 });
 document.querySelector("#records tbody").addEventListener("click", async (e) => {

@@ -69,6 +69,9 @@ class TaskType(ABC):
     label_answers: ClassVar[bool] = False
     """An answer is a label of the project's set, so a model's label or a gold label can stand for a person's
     (bulk accept, the simulated loop)."""
+    settles_by_agreement: ClassVar[bool] = True
+    """People's answers are choices that must agree: where they differ the record has a majority or a tie, and
+    a reviewer may adjudicate. False where different answers are all kept (ratings are averaged)."""
     label_lists: ClassVar[bool] = False
     """Records keep the people's answer as a list of labels (`human_labels`), not one (`human_label`)."""
     exports: ClassVar[tuple[str, ...]] = ()

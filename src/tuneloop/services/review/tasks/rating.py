@@ -15,6 +15,7 @@ class Rating(TaskType):
     name = "rating"
     title = "rate an answer from 1 to 5"
     widget = "scale"
+    settles_by_agreement = False
     exports = ("reward",)
     not_trainable = "a rating project exports reward data; reward models are not trainable here yet"
 
