@@ -4,6 +4,8 @@ annotations and their history, review, agreement, export, and pre-labels (local 
 from __future__ import annotations
 
 
+import time
+
 import pytest
 
 from tests.conftest import chat_rows, labelled_rows, live_server, write_jsonl
@@ -263,7 +265,9 @@ def test_prelabels_are_resumable_and_order_the_queue(env, tiny_chat_model):
         pass
 
     def stop_after_first_batch(done, total):
-        raise Interrupted
+        assert total == 12  # known from the start
+        if done:
+            raise Interrupted
 
     with pytest.raises(Interrupted):
         prelabel.prelabel(session, project, model, batch_size=4, on_progress=stop_after_first_batch)
@@ -481,3 +485,74 @@ def test_multi_label_model_against_people(env):
     assert report["per_label"]["c"]["recall"] == 0.0 and report["kappa"]["value"] is None
     with pytest.raises(ServiceError, match="value.labels"):
         queue.submit(session, project, env["people"]["bob"], records[0].id, {"labels": ["zzz"]})
+
+
+class KeywordModel:
+    """A model that labels by a fixed rule (right or wrong on purpose): the Predictor protocol, with
+    answers a test can count on."""
+
+    def __init__(self, name: str, right: bool):
+        self.name, self.right = name, right
+
+    def classify(self, texts, labels):
+        out = []
+        for text in texts:
+            gold = next(label for label in labels if f"topic {label} " in text)
+            chosen = gold if self.right else next(label for label in labels if label != gold)
+            out.append([0.9 if label == chosen else 0.1 / (len(labels) - 1) for label in labels])
+        return out
+
+
+def test_a_round_below_the_model_in_use_keeps_the_queue_and_the_lead_chooses(env):
+    """Defect: re-predicting with a model the project had used recorded a round without predicting, and the
+    newest model always took the queue. Now a model scores every remaining record again, a round below the
+    model in use does not take the queue over (and says so), and the lead picks the model."""
+    from tuneloop.services.review import rounds
+
+    session, ann = env["session"], env["people"]["ann"]
+    project = make(env, rows=labelled_rows(12), holdout=0.5)
+    gold = {row["text"]: row["label"] for row in labelled_rows(12)}
+    while (view := queue.next_record(session, project, ann, "id")) is not None and view["split"] == "holdout":
+        assert view["prediction"] is None
+        queue.submit(session, project, ann, view["id"], {"label": gold[view["text"]]})
+    good, bad = KeywordModel("good", right=True), KeywordModel("bad", right=False)
+
+    def round_with(model):
+        started = time.time()
+        result = prelabel.prelabel(session, project, model, since=started, use=False)
+        return rounds.record_round(session, project, model.name, labels_used=6, seconds=0.0,
+                                   predicted=result.predicted)
+
+    first = round_with(good)
+    assert (first.accuracy, first.predicted, project.prefill_model) == (1.0, 12, "good")
+    second = round_with(bad)
+    assert (second.accuracy, second.replaced, project.prefill_model) == (0.0, None, "good")
+    pool = [r for r in store.all_records(session, project_id=project.id) if r.split == "pool"]
+    assert all(r.pred_label == gold[r.text] and r.pred_model == "good" for r in pool)  # still good's labels
+    [*_, shown] = rounds.rounds_view(session, project)
+    assert shown["below"] == {"model": "good", "accuracy": 1.0} and not shown["in_use"]
+    third = round_with(good)  # good again: scores everything again, not "0 records"
+    assert (third.predicted, third.accuracy) == (12, 1.0)
+    assert len(store.predictions_of(session, record_id=pool[0].id)) == 3
+    view = queue.record_view(session, project, pool[0], ann)
+    assert view["prediction"]["model"] == "good" and view["prediction"]["label"] == gold[pool[0].text]
+    with pytest.raises(ServiceError, match="prefill_model 'nobody' has not predicted in project 'p'; models that "
+                                           "have: good, bad"):
+        projects.update_project(session, project, prefill_model="nobody")
+    projects.update_project(session, project, prefill_model="bad")  # the lead's choice
+    assert all(r.pred_model == "bad" and r.pred_label != gold[r.text] for r in pool)
+    assert queue.record_view(session, project, pool[0], ann)["prediction"]["model"] == "bad"
+    projects.update_project(session, project, hide_predictions=True)
+    assert queue.record_view(session, project, pool[0], ann)["prediction"] is None
+
+
+def test_a_repredict_with_nothing_to_predict_records_no_round(env, tiny_chat_model):
+    from tuneloop.services.review import rounds
+
+    session, ann = env["session"], env["people"]["ann"]
+    project = make(env, rows=labelled_rows(3))
+    while (view := queue.next_record(session, project, ann, "id")) is not None:
+        queue.submit(session, project, ann, view["id"], {"label": "billing"})
+    with pytest.raises(ServiceError, match="no open or held-out records to re-predict; no round was recorded"):
+        rounds.repredict(session, env["settings"], project, str(tiny_chat_model))
+    assert store.list_rounds(session, project_id=project.id) == []

@@ -437,3 +437,62 @@ def test_jobs_page_shows_every_kind_with_its_progress_and_links(review_server, l
     expect(trained.get_by_test_id("progress")).to_have_text("4/4 steps")
     expect(trained.locator("a[data-link=run]")).to_have_attribute("href", "/runs/run-for-jobs")
     screenshot(page, "jobs")
+
+
+def test_a_round_below_the_model_in_use_warns_and_held_out_records_show_no_prediction(review_server, login, tmp_path):
+    """Defects 1 and 4: the project page warns when a round's model scores below the one that pre-fills the
+    queue, which keeps the queue; the lead switches models from the page. Held-out records never show a
+    prediction, and the project can hide predictions everywhere."""
+    import time
+
+    from tests.conftest import labelled_rows, write_jsonl
+    from tests.services.test_review import KeywordModel
+    from tuneloop.services.review import prelabel, projects, queue, rounds
+    from tuneloop.store import review as store
+
+    gold = {row["text"]: row["label"] for row in labelled_rows(12)}
+    with review_server["app"].state.sessions() as session:
+        project = projects.create_project(session, review_server["settings"], name="rounds", task="classification",
+                                          data=str(write_jsonl(tmp_path / "r.jsonl", labelled_rows(12))), holdout=0.5)
+        admin = store.user_by_name(session, username="admin")
+        projects.add_member(session, project, "ann")
+        *labelled, held = store.all_records(session, project_id=project.id, split="holdout")
+        for record in labelled:  # one held-out record is left for ann
+            queue.submit(session, project, admin, record.id, {"label": gold[record.text]})
+        for model in (KeywordModel("good-model", right=True), KeywordModel("bad-model", right=False)):
+            result = prelabel.prelabel(session, project, model, since=time.time(), use=False)
+            rounds.record_round(session, project, model.name, labels_used=6, seconds=1.0, predicted=result.predicted)
+    page = login("admin")
+    page.goto(review_server["base"] + "/projects/rounds")
+    warning = page.get_by_test_id("round-warning")
+    expect(warning).to_contain_text("Round 2's model bad-model scores 0.000 on the held-out records, below 1.000 "
+                                    "of good-model, which keeps pre-filling the queue.")
+    expect(page.get_by_test_id("prefill-model")).to_have_value("good-model")
+    expect(page.locator('tr[data-round="2"]')).to_contain_text("below good-model")
+    annotator = login("ann")
+    annotator.goto(review_server["base"] + "/projects/rounds/queue?order=id")
+    expect(annotator.locator("#record")).to_contain_text("held out")  # held-out records come first: no prediction
+    expect(annotator.get_by_test_id("record-text")).to_have_text(held.text)
+    expect(annotator.get_by_test_id("prelabel")).to_have_count(0)
+    expect(annotator.locator('#answer button.selected')).to_have_count(0)
+    annotator.keyboard.press(str(["billing", "shipping", "technical"].index(gold[held.text]) + 1))
+    annotator.keyboard.press("Enter")
+    expect(annotator.get_by_test_id("record-text")).not_to_have_text(held.text)
+    expect(annotator.get_by_test_id("prelabel")).to_have_text(gold[annotator.get_by_test_id("record-text").inner_text()])
+    warning.get_by_role("button", name="Use bad-model anyway").click()
+    expect(page.get_by_test_id("prefill-model")).to_have_value("bad-model")
+    expect(warning).to_be_hidden()
+    annotator.reload()
+    text = annotator.get_by_test_id("record-text").inner_text()
+    expect(annotator.get_by_test_id("prelabel")).not_to_have_text(gold[text])  # bad-model's label now
+    expect(annotator.locator('#answer button.selected')).to_have_count(1)
+    page.get_by_test_id("hide-predictions").check()
+    expect(page.get_by_test_id("hide-predictions")).to_be_checked()
+    annotator.reload()
+    expect(annotator.get_by_test_id("record-text")).to_have_text(text)
+    expect(annotator.get_by_test_id("prelabel")).to_have_count(0)
+    expect(annotator.locator('#answer button.selected')).to_have_count(0)  # nothing chosen for them
+    page.get_by_test_id("hide-predictions").uncheck()
+    expect(page.get_by_test_id("hide-predictions")).not_to_be_checked()
+    annotator.reload()
+    expect(annotator.get_by_test_id("prelabel")).to_have_count(1)

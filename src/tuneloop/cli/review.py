@@ -139,16 +139,13 @@ def list_cmd() -> None:
 def show_cmd(project: Annotated[str, typer.Argument(help="Project name or id.")],
              as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Progress, agreement among people, each model's agreement with people, and the rounds."""
-    from tuneloop.services.review import projects, quality
-    from tuneloop.store import review as store
+    from tuneloop.services.review import projects, quality, rounds
 
     with open_sessions()() as session:
         found = projects.get_project(session, project)
         info = {"summary": projects.summary(session, found), "agreement": quality.agreement(session, found),
                 "models": quality.model_vs_human(session, found),
-                "rounds": [{"round": r.number, "model": r.model, "labels_used": r.labels_used,
-                            "accuracy": r.accuracy, "macro_f1": r.macro_f1, "seconds": r.seconds}
-                           for r in store.list_rounds(session, project_id=found.id)]}
+                "rounds": rounds.rounds_view(session, found)}
     if as_json:
         print_json(info)
         return
@@ -169,10 +166,12 @@ def show_cmd(project: Annotated[str, typer.Argument(help="Project name or id.")]
 def _print_rounds(rounds: list[dict]) -> None:
     if not rounds:
         return
-    table = Table("round", "labels used", "accuracy", "macro-F1", "seconds", "model", title="rounds")
+    table = Table("round", "labels used", "accuracy", "macro-F1", "seconds", "model", "queue", title="rounds")
     for r in rounds:
+        queue = "pre-fills it" if r.get("in_use") else (
+            f"below {Path(r['below']['model']).name} ({_fmt(r['below']['accuracy'])})" if r.get("below") else "")
         table.add_row(str(r["round"]), str(r["labels_used"]), _fmt(r["accuracy"]), _fmt(r["macro_f1"]),
-                      f"{r['seconds']:.0f}" if r["seconds"] is not None else "-", Path(r["model"]).name)
+                      f"{r['seconds']:.0f}" if r["seconds"] is not None else "-", Path(r["model"]).name, queue)
     console.print(table)
 
 
@@ -237,7 +236,8 @@ def repredict_cmd(
     project: Annotated[str, typer.Argument(help="Project name or id.")],
     model: Annotated[str, typer.Option(help="A fine-tuned model (ft:...), a run folder or a registered model.")],
 ) -> None:
-    """Pre-label the remaining and held-out records with a new model and record the round."""
+    """Score the open and held-out records with a model (again, if it scored them before) and record the round;
+    the model pre-fills the queue from then on unless it scores below the one that does."""
     from tuneloop.services.review import projects, rounds
 
     columns = [SpinnerColumn(), TextColumn("re-predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -248,8 +248,31 @@ def repredict_cmd(
             task = progress.add_task("repredict", total=None)
             row = rounds.repredict(session, settings(), found, model,
                                    lambda done, total: progress.update(task, completed=done, total=total))
+        view = next(v for v in rounds.rounds_view(session, found) if v["round"] == row.number)
     console.print(f"round {row.number}: {row.labels_used} labels, accuracy on held-out records "
-                  f"{_fmt(row.accuracy)} ({row.seconds:.0f} s)", highlight=False)
+                  f"{_fmt(row.accuracy)} ({row.predicted} records scored, {row.seconds:.0f} s)", highlight=False)
+    if view["below"]:
+        console.print(f"[yellow]below {view['below']['model']} ({_fmt(view['below']['accuracy'])}), which keeps "
+                      f"pre-filling the queue[/]; to use this model anyway: tuneloop review set {project} "
+                      f"--prefill-model {model}", highlight=False)
+
+
+@app.command("set")
+@handle_errors
+def set_cmd(
+    project: Annotated[str, typer.Argument(help="Project name or id.")],
+    prefill_model: Annotated[Optional[str], typer.Option(help="The model whose predictions pre-fill the queue.")] = None,
+    hide_predictions: Annotated[Optional[bool], typer.Option("--hide-predictions/--show-predictions",
+                                                             help="Whether people see a model's answer.")] = None,
+) -> None:
+    """Change a project's settings."""
+    from tuneloop.services.review import projects
+
+    with open_sessions()() as session:
+        found = projects.update_project(session, projects.get_project(session, project), prefill_model=prefill_model,
+                                        hide_predictions=hide_predictions)
+        console.print(f"{found.name}: pre-filled by {found.prefill_model or 'no model'}; predictions "
+                      f"{'hidden' if found.hide_predictions else 'shown'} (never on held-out records)", highlight=False)
 
 
 @app.command("export")

@@ -412,9 +412,12 @@ def predictions_of(session: Session, *, record_id: int) -> list[Prediction]:
     return list(session.scalars(select(Prediction).where(Prediction.record_id == record_id).order_by(Prediction.id)))
 
 
-def predicted_ids(session: Session, *, project_id: str, model: str) -> set[int]:
-    return set(session.scalars(select(Prediction.record_id).where(Prediction.project_id == project_id,
-                                                                  Prediction.model == model)))
+def predicted_ids(session: Session, *, project_id: str, model: str, since: float | None = None) -> set[int]:
+    """The records `model` predicted (since `since`, when given)."""
+    query = select(Prediction.record_id).where(Prediction.project_id == project_id, Prediction.model == model)
+    if since is not None:
+        query = query.where(Prediction.created_at >= since)
+    return set(session.scalars(query))
 
 
 def latest_predictions(session: Session, *, project_id: str, model: str | None = None) -> list[Prediction]:
@@ -434,10 +437,12 @@ def prediction_models(session: Session, *, project_id: str) -> list[str]:
 
 # ---------------------------------------------------------------- rounds
 def add_round(session: Session, *, project_id: str, model: str, labels_used: int, accuracy: float | None,
-              macro_f1: float | None, seconds: float | None, job_id: str | None = None) -> Round:
+              macro_f1: float | None, seconds: float | None, job_id: str | None = None, predicted: int | None = None,
+              replaced: str | None = None) -> Round:
     number = (session.scalar(select(func.max(Round.number)).where(Round.project_id == project_id)) or 0) + 1
     row = Round(project_id=project_id, number=number, model=model, labels_used=labels_used, accuracy=accuracy,
-                macro_f1=macro_f1, seconds=seconds, job_id=job_id, created_at=time.time())
+                macro_f1=macro_f1, seconds=seconds, job_id=job_id, predicted=predicted, replaced=replaced,
+                created_at=time.time())
     session.add(row)
     return row
 

@@ -194,6 +194,9 @@ class Prediction(Base):
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON, nullable=True)
     mean_logprob: Mapped[float | None] = mapped_column(Float, nullable=True)
+    uncertainty: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """How unsure the model was (the measure the pre-label run chose), kept so the queue's order can follow
+    whichever model pre-fills it."""
     created_at: Mapped[float] = mapped_column(Float, default=now)
 
 
@@ -255,5 +258,10 @@ class Round(Base):
     accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
     macro_f1: Mapped[float | None] = mapped_column(Float, nullable=True)
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    predicted: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Records the round's model scored (None: rounds before this was kept)."""
+    replaced: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    """The model that pre-filled the queue before, when this round's model took over; None when it did not
+    (it scored below) or nothing had pre-filled it."""
     job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=now)

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import Response
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from tuneloop.api.deps import Actor, ActorDep, SessionDep, SettingsDep
 from tuneloop.services import ServiceError
@@ -162,9 +162,24 @@ def get_project(session: SessionDep, actor: ActorDep, ref: str) -> dict:
             "disagreements": quality.disagreement_counts(session, project),
             "members": [u.username for u in store.members(session, project_id=project.id)],
             "jobs": [_job_public(j) for j in rounds.project_jobs(session, project)],
-            "rounds": [{"round": r.number, "model": r.model, "labels_used": r.labels_used, "accuracy": r.accuracy,
-                        "macro_f1": r.macro_f1, "seconds": r.seconds, "created_at": r.created_at}
-                       for r in store.list_rounds(session, project_id=project.id)]}
+            "rounds": rounds.rounds_view(session, project),
+            "prediction_models": store.prediction_models(session, project_id=project.id)}
+
+
+class ProjectUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prefill_model: str | None = Field(None, min_length=1, description="The model whose predictions pre-fill the "
+                                      "queue: one of the project's prediction_models")
+    hide_predictions: bool | None = Field(None, description="People never see a model's answer")
+
+
+@router.patch("/projects/{ref}")
+def update_project(session: SessionDep, actor: ActorDep, ref: str, body: ProjectUpdate) -> dict:
+    """Admins change a project's settings."""
+    _admin(actor)
+    project = projects.update_project(session, _project(session, actor, ref), prefill_model=body.prefill_model,
+                                      hide_predictions=body.hide_predictions)
+    return projects.counters(session, project)
 
 
 @router.post("/projects/{ref}/members")

@@ -127,46 +127,73 @@ class PrelabelResult:
     skipped: int
 
 
-def _targets(session: Session, project: Project, which: str, model: str) -> tuple[list[Record], int]:
+def _targets(session: Session, project: Project, which: str, model: str,
+             since: float | None) -> tuple[list[Record], int]:
     if which not in ("remaining", "all"):
         raise ServiceError(400, f"records '{which}' is not one of remaining, all", "records")
     records = store.all_records(session, project_id=project.id)
     if which == "remaining":  # what people have not finished, and the held-out records every round is measured on
         records = [r for r in records if r.status == "open" or r.split == "holdout"]
-    done = store.predicted_ids(session, project_id=project.id, model=model)
+    done = store.predicted_ids(session, project_id=project.id, model=model, since=since)
     todo = [r for r in records if r.id not in done]
     return todo, len(records) - len(todo)
 
 
 def prelabel(session: Session, project: Project, predictor: Predictor, *, records: str = "remaining",
-             uncertainty: str = "margin", batch_size: int = 16, on_progress: Progress | None = None
-             ) -> PrelabelResult:
+             uncertainty: str = "margin", batch_size: int = 16, on_progress: Progress | None = None,
+             since: float | None = None, use: bool = True) -> PrelabelResult:
+    """Predict the records (`remaining`: open and held-out; or `all`) with `predictor`. Records this model
+    predicted already are skipped (so a pre-label run resumes), or with `since` only those it predicted since
+    then (a re-predict scores every record again, and resumes within its own job). `use`: this model
+    pre-fills the queue from now on (the lead asked for it); otherwise the predictions are kept and the
+    queue shows them only if the model is the one in use."""
     task = task_of(project)
     if not task.prelabels:
         raise ServiceError(400, f"a {project.task} project has no pre-labels: people judge the answers it holds",
                            "task")
     if uncertainty not in UNCERTAINTY:
         raise ServiceError(400, f"uncertainty '{uncertainty}' is not one of {', '.join(UNCERTAINTY)}", "uncertainty")
-    todo, skipped = _targets(session, project, records, predictor.name)
+    todo, skipped = _targets(session, project, records, predictor.name, since)
+    if use and project.prefill_model != predictor.name:
+        use_model(session, project, predictor.name)
+    if on_progress:
+        on_progress(0, len(todo))
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
         rows = task.predict(project, predictor, batch, UNCERTAINTY[uncertainty])
-        measures = [row.pop("uncertainty") for row in rows]
         store.add_predictions(session, project_id=project.id, rows=rows)
-        for record, row, measure in zip(batch, rows, measures):
-            _mark(session, project, record, predictor.name, row, measure)
+        for record, row in zip(batch, rows):
+            _mark(session, project, record, predictor.name, row)
         session.commit()
         if on_progress:
             on_progress(start + len(batch), len(todo))
     return PrelabelResult(predictor.name, len(todo), skipped)
 
 
-def _mark(session: Session, project: Project, record: Record, model: str, row: dict[str, Any],
-          uncertainty: float) -> None:
-    """Put the newest prediction on the record (for sorting and filtering) and recheck disagreement."""
+def _mark(session: Session, project: Project, record: Record, model: str, row: dict[str, Any]) -> None:
+    """Recheck whether models disagree; and put the prediction on the record (for sorting and filtering, and
+    what people are shown) when its model pre-fills the queue."""
     others = {p.model: p.label for p in store.predictions_of(session, record_id=record.id) if p.model != model}
-    record.pred_model, record.pred_label, record.confidence = model, row["label"], row["confidence"]
-    record.uncertainty = uncertainty
     record.models_disagree = any(label is not None and label != row["label"] for label in others.values())
-    if record.annotations:
+    if project.prefill_model in (None, model):
+        project.prefill_model = model
+        record.pred_model, record.pred_label, record.confidence = model, row["label"], row["confidence"]
+        record.uncertainty = row["uncertainty"]
+    if record.annotations or record.answer_source:
         refresh_record(session, project, record)
+
+
+def use_model(session: Session, project: Project, model: str | None) -> None:
+    """Let `model`'s newest predictions pre-fill the queue (and order it); records it never predicted show no
+    prediction. Does not commit."""
+    project.prefill_model = model
+    latest = {p.record_id: p for p in store.latest_predictions(session, project_id=project.id, model=model)} \
+        if model else {}
+    for record in store.all_records(session, project_id=project.id):
+        p = latest.get(record.id)
+        record.pred_model = p.model if p else None
+        record.pred_label = p.label if p else None
+        record.confidence = p.confidence if p else None
+        record.uncertainty = (p.uncertainty or 0.0) if p else 0.0
+        if record.annotations or record.answer_source:
+            refresh_record(session, project, record)

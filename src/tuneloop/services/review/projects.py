@@ -220,6 +220,24 @@ def _label_set(labels: list[str] | None, items: list[tuple[int, Item]], source: 
     return labels
 
 
+def update_project(session: Session, project: Project, *, prefill_model: str | None = None,
+                   hide_predictions: bool | None = None) -> Project:
+    """Change a project's settings: which model's predictions pre-fill the queue (one that predicted in this
+    project), and whether people see predictions at all. Commits."""
+    from tuneloop.services.review.prelabel import use_model
+
+    if prefill_model is not None and prefill_model != project.prefill_model:
+        known = store.prediction_models(session, project_id=project.id)
+        if prefill_model not in known:
+            raise ServiceError(400, f"prefill_model '{prefill_model}' has not predicted in project '{project.name}'; "
+                                    f"models that have: {', '.join(known) or 'none yet'}", "prefill_model")
+        use_model(session, project, prefill_model)
+    if hide_predictions is not None:
+        project.hide_predictions = hide_predictions
+    session.commit()
+    return project
+
+
 def get_project(session: Session, ref: str) -> Project:
     project = store.find_project(session, ref=ref)
     if project is None:

@@ -18,8 +18,14 @@ from tuneloop.store.tables import Annotation, Project, Record, User
 ORDERS = tuple(store.QUEUE_ORDERS)
 
 
-def _latest_prediction(session: Session, record: Record) -> dict[str, Any] | None:
-    predictions = store.predictions_of(session, record_id=record.id)
+def shown_prediction(session: Session, project: Project, record: Record) -> dict[str, Any] | None:
+    """The prediction people see on a record: the newest of the model that pre-fills the queue. None on a
+    held-out record (its labels measure models: a pre-label would anchor them), and in a project that hides
+    predictions, unless the model's answer is what people work on (a draft to correct)."""
+    task = task_of(project)
+    if (record.split == "holdout" or project.hide_predictions) and not task.draft_from_model:
+        return None
+    predictions = [p for p in store.predictions_of(session, record_id=record.id) if p.model == project.prefill_model]
     if not predictions:
         return None
     prediction = predictions[-1]
@@ -31,7 +37,7 @@ def _latest_prediction(session: Session, record: Record) -> dict[str, Any] | Non
 def record_view(session: Session, project: Project, record: Record, user: User | None = None) -> dict[str, Any]:
     """Everything a person needs to annotate one record: what every record shows, and what its task type adds
     (the prompt, the draft to correct, the two answers in this person's order)."""
-    prediction = _latest_prediction(session, record)
+    prediction = shown_prediction(session, project, record)
     view: dict[str, Any] = {"id": record.id, "text": record.text, "split": record.split, "status": record.status,
                             "annotations": record.annotations, "source": record.source,
                             "source_index": record.source_index, "prediction": prediction}
@@ -56,7 +62,7 @@ def normalise_value(session: Session, project: Project, record: Record, user: Us
     """Check an answer against the project's task type, as this person was shown the record; ServiceError
     naming the field when it does not fit."""
     task = task_of(project)
-    shown = task.view(record, _latest_prediction(session, record), user)
+    shown = task.view(record, shown_prediction(session, project, record), user)
     return task.normalise(value, Shown(project, record, user, shown))
 
 

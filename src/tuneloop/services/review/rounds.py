@@ -84,36 +84,71 @@ def holdout_accuracy(session: Session, project: Project, model: str) -> tuple[fl
 
 
 def record_round(session: Session, project: Project, model: str, *, labels_used: int, seconds: float,
-                 job: Job | None = None) -> Round:
+                 job: Job | None = None, predicted: int | None = None, take_over: bool = True) -> Round:
     """Keep one round of the loop: the model, how many reviewed examples trained it, its accuracy and macro-F1
-    on the held-out records, how long the round took, and the job it ran for. Every way a round happens (a
-    re-predict job, the CLI, the simulated loop) records it here, so rounds compare. The job's result is
-    written in the same transaction as the round, so a restarted job finds its round instead of adding one.
-    Commits."""
+    on the held-out records, how many records it scored, how long the round took, and the job it ran for. Every
+    way a round happens (a re-predict job, the CLI, the simulated loop) records it here, so rounds compare. The
+    job's result is written in the same transaction as the round, so a restarted job finds its round instead of
+    adding one. With `take_over`, the round's model pre-fills the queue from now on unless it scores below the
+    model that does (on the held-out records); the round keeps which model it replaced. Commits."""
     accuracy, macro_f1, _ = holdout_accuracy(session, project, model)
+    in_use, replaced = project.prefill_model, None
+    if take_over and in_use != model:
+        before = holdout_accuracy(session, project, in_use)[0] if in_use else None
+        if accuracy is None or before is None or accuracy >= before:
+            prelabel.use_model(session, project, model)
+            replaced = in_use
     row = store.add_round(session, project_id=project.id, model=model, labels_used=labels_used, accuracy=accuracy,
-                          macro_f1=macro_f1, seconds=seconds, job_id=job.id if job is not None else None)
+                          macro_f1=macro_f1, seconds=seconds, job_id=job.id if job is not None else None,
+                          predicted=predicted, replaced=replaced)
     if job is not None:
         session.flush()
-        job.result = {"round": row.number, "accuracy": row.accuracy, "labels_used": row.labels_used}
+        job.result = {"round": row.number, "accuracy": row.accuracy, "labels_used": row.labels_used,
+                      "predicted": predicted, "in_use": project.prefill_model}
     session.commit()
     return row
+
+
+def round_view(row: Round, project: Project, rounds: list[Round]) -> dict[str, Any]:
+    """A round as the API, the CLI and the project page show it; `below` names the model that kept the queue
+    when this round's model scored under it."""
+    scores = {r.model: r.accuracy for r in rounds}
+    in_use = project.prefill_model
+    below = None
+    if row.model != in_use and in_use is not None and row.accuracy is not None and \
+            scores.get(in_use) is not None and row.accuracy < scores[in_use]:  # type: ignore[operator]
+        below = {"model": in_use, "accuracy": scores[in_use]}
+    return {"round": row.number, "model": row.model, "labels_used": row.labels_used, "accuracy": row.accuracy,
+            "macro_f1": row.macro_f1, "seconds": row.seconds, "predicted": row.predicted, "replaced": row.replaced,
+            "in_use": row.model == in_use, "below": below, "created_at": row.created_at}
+
+
+def rounds_view(session: Session, project: Project) -> list[dict[str, Any]]:
+    rounds = store.list_rounds(session, project_id=project.id)
+    return [round_view(r, project, rounds) for r in rounds]
 
 
 def repredict(session: Session, settings: Settings, project: Project, model: str,
               on_progress: Callable[[int, int], None] | None = None, ref: str | None = None,
               job: Job | None = None) -> Round:
-    """Pre-label the remaining and held-out records with `model`, then record the round. `ref`: what to load,
-    when the caller resolved `model` already (the API does, by its own rules). `job`: the re-predict job this
-    runs for; its result is written in the same transaction as the round, so a restarted job records the round
-    once (records it already predicted are skipped: predictions are kept per record and model)."""
+    """Score the remaining and held-out records again with `model` (even a model the project has used before:
+    every record gets a new prediction), then record the round. `ref`: what to load, when the caller resolved
+    `model` already (the API does, by its own rules). `job`: the re-predict job this runs for; a restarted job
+    skips the records it predicted already and records the round once (its result is written with the round).
+    A 409, and no round, when there is nothing to predict."""
     if job is not None and job.result and "round" in job.result:
         return store.get_round(session, project_id=project.id, number=job.result["round"])
     started = time.time()
+    since = job.created_at if job is not None else started
+    if not any(r.status == "open" or r.split == "holdout" for r in store.all_records(session, project_id=project.id)):
+        raise ServiceError(409, f"project '{project.name}' has no open or held-out records to re-predict; no round "
+                                "was recorded", "project", "nothing_to_predict")
     predictor = prelabel.LocalModel(ref or serving_ref(session, model), settings, name=model)
-    prelabel.prelabel(session, project, predictor, records="remaining", on_progress=on_progress)
+    prelabel.prelabel(session, project, predictor, records="remaining", on_progress=on_progress, since=since,
+                      use=False)
+    predicted = len(store.predicted_ids(session, project_id=project.id, model=model, since=since))
     return record_round(session, project, model, labels_used=_labels_used(session, project, model),
-                        seconds=time.time() - started, job=job)
+                        seconds=time.time() - started, job=job, predicted=predicted)
 
 
 # ---------------------------------------------------------------------- re-predicting as a job

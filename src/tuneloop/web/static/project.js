@@ -40,9 +40,24 @@ async function load() {
     ? lineChart(series, { yLabel: "labels so far", xFormat: when }) : '<p class="muted">No labels yet.</p>';
   document.getElementById("agreement").innerHTML = agreementHtml(p.agreement);
   document.getElementById("models").innerHTML = modelsHtml(p.models);
-  document.getElementById("rounds").innerHTML = p.rounds.length ? `<table class="grid" data-testid="rounds"><thead><tr><th>round</th><th>labels used</th><th>model</th><th>accuracy</th><th>macro-F1</th><th>time</th></tr></thead><tbody>` +
-    p.rounds.map((r) => `<tr><td>${r.round}</td><td>${r.labels_used}</td><td>${esc(r.model.split("/").slice(-1)[0])}</td><td>${fmt(r.accuracy)}</td><td>${fmt(r.macro_f1)}</td><td>${r.seconds ? Math.round(r.seconds) + " s" : "–"}</td></tr>`).join("") + "</tbody></table>"
-    : '<p class="muted">No rounds yet: <code>tuneloop review loop</code> trains on reviewed records, re-predicts and measures.</p>';
+  const short = (m) => esc(String(m).split("/").slice(-1)[0]);
+  document.getElementById("rounds").innerHTML = p.rounds.length ? `<table class="grid" data-testid="rounds"><thead><tr><th>round</th><th>labels used</th><th>model</th><th>records scored</th><th>accuracy</th><th>macro-F1</th><th>time</th><th>queue</th></tr></thead><tbody>` +
+    p.rounds.map((r) => `<tr data-round="${r.round}"><td>${r.round}</td><td>${r.labels_used}</td><td>${short(r.model)}</td><td>${r.predicted ?? "–"}</td><td>${fmt(r.accuracy)}</td><td>${fmt(r.macro_f1)}</td><td>${r.seconds ? Math.round(r.seconds) + " s" : "–"}</td>` +
+      `<td>${r.in_use ? "pre-fills it" : r.below ? `below ${short(r.below.model)}` : ""}</td></tr>`).join("") + "</tbody></table>"
+    : '<p class="muted">No rounds yet: train on the reviewed records, then re-predict with the new model.</p>';
+  const last = p.rounds[p.rounds.length - 1], warning = document.getElementById("round-warning");
+  warning.hidden = !(last && last.below);
+  if (last && last.below) {
+    warning.innerHTML = `Round ${last.round}'s model <b>${short(last.model)}</b> scores ${fmt(last.accuracy)} on the held-out records, ` +
+      `below ${fmt(last.below.accuracy)} of <b>${short(last.below.model)}</b>, which keeps pre-filling the queue.` +
+      (el.dataset.role === "admin" ? ` <button type="button" data-prefill="${esc(last.model)}">Use ${short(last.model)} anyway</button>` : "");
+  }
+  const settings = document.getElementById("settings");
+  if (settings && document.activeElement.form !== settings) {
+    settings.prefill_model.innerHTML = (p.prefill_model ? "" : '<option value="">none yet</option>') +
+      p.prediction_models.map((m) => `<option value="${esc(m)}"${m === p.prefill_model ? " selected" : ""}>${short(m)}</option>`).join("");
+    settings.hide_predictions.checked = p.hide_predictions;
+  }
   document.getElementById("rounds-chart").innerHTML = p.rounds.length > 1
     ? lineChart([{ name: "accuracy", points: p.rounds.map((r) => [r.labels_used, r.accuracy || 0]) }], { yLabel: "accuracy", xLabel: "labels used" }) : "";
   if (document.getElementById("jobs")) document.getElementById("jobs").innerHTML = jobsHtml(p.jobs);
@@ -75,6 +90,19 @@ function jobsHtml(jobs) {
       `<td>${j.fine_tuned_model ? `<button type="button" data-use="${esc(j.fine_tuned_model)}">Use to re-predict</button>` : ""}</td></tr>`).join("") + "</tbody></table>";
 }
 
+async function changeSettings(body) {
+  await post(`/api/projects/${encodeURIComponent(name)}`, body, "PATCH");
+  load();
+}
+if (document.getElementById("settings")) {
+  const settings = document.getElementById("settings");
+  settings.prefill_model.addEventListener("change", () => changeSettings({ prefill_model: settings.prefill_model.value }));
+  settings.hide_predictions.addEventListener("change", () => changeSettings({ hide_predictions: settings.hide_predictions.checked }));
+}
+document.getElementById("round-warning").addEventListener("click", (e) => {
+  if (e.target.dataset.prefill) changeSettings({ prefill_model: e.target.dataset.prefill });
+});
+
 let running = false;
 async function loadTasks() {
   const box = document.getElementById("tasks");
@@ -84,13 +112,13 @@ async function loadTasks() {
   running = data.some((t) => !t.finished);  // queued or running, as the server says
   box.innerHTML = data.slice(0, 3).map((t) => `<p data-status="${t.status}">${esc(t.kind)} ${esc(t.status)}: ` +
     `<progress max="${t.total || 1}" value="${t.done}"></progress> ${t.done}${t.total ? ` / ${t.total}` : ""} records` +
-    (t.result ? ` · round ${t.result.round}, accuracy ${fmt(t.result.accuracy)}` : "") + (t.error ? ` <span class="error">${esc(t.error)}</span>` : "") + "</p>").join("");
+    (t.result ? ` · scored ${t.result.predicted ?? "?"} records · round ${t.result.round}, accuracy ${fmt(t.result.accuracy)}` : "") + (t.error ? ` <span class="error">${esc(t.error)}</span>` : "") + "</p>").join("");
   if (wasRunning && !running) load();
 }
 
-async function post(path, body) {
+async function post(path, body, method = "POST") {
   const message = document.getElementById("loop-message");
-  try { return await api(path, { method: "POST", body }); } catch (e) { message.textContent = e.message; return null; }
+  try { return await api(path, { method, body }); } catch (e) { if (message) message.textContent = e.message; return null; }
 }
 
 const trainForm = document.getElementById("train");

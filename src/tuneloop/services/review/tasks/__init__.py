@@ -80,6 +80,9 @@ class TaskType(ABC):
     """The export "train on reviewed data" fine-tunes on; None when this type's data trains nothing here."""
     not_trainable: ClassVar[str] = "this project's reviewed data trains nothing here yet"
     """Why not, when `train_as` is None."""
+    draft_from_model: ClassVar[bool] = False
+    """What people work on is a model's answer (a draft to correct): it is shown even on held-out records and
+    in projects that hide predictions (there it is material, not a pre-label that anchors a choice)."""
     prelabels: ClassVar[bool] = False
     """A model can pre-label the records (`predict`); otherwise people judge what the records hold."""
 

@@ -21,6 +21,7 @@ class Response(TaskType):
     name = "response"
     title = "correct the model's draft answer"
     widget = "edit"
+    draft_from_model = True
     exports = ("sft", "dpo")
     train_as = "sft"
     prelabels = True
@@ -29,7 +30,7 @@ class Response(TaskType):
         return prompt_and_answer(item, self.name)
 
     def view(self, record: Record, prediction: dict[str, Any] | None, user: User | None) -> dict[str, Any]:
-        """The draft to correct: the newest model's answer, else the data's own."""
+        """The draft to correct: the answer of the model that pre-fills the queue, else the data's own."""
         drafted = prediction and prediction.get("text")
         return {"prompt": record.data.get("prompt", []),
                 "draft": prediction["text"] if drafted else (record.data.get("answer") or ""),

@@ -5,7 +5,8 @@ a model's label as the accepting person's own (`value.from_model`): those become
 Records gain `answer_source` (people, majority, tie, adjudicated, model), worked out again from their
 annotations: a record whose people split evenly had one of their labels picked, and now has none (`tie`); a
 record with only an accepted model label is `accepted` and its answer is the model's. Projects gain
-`prefill_model` (the model of their newest predictions) and `hide_predictions`.
+`prefill_model` (the model of their newest predictions) and `hide_predictions`; predictions keep their
+`uncertainty`; rounds keep how many records they `predicted` and which model they `replaced` in the queue.
 
 Revision ID: 0006
 Revises: 0005
@@ -47,6 +48,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("model", sa.String(500), nullable=True))
     with op.batch_alter_table("records") as batch:
         batch.add_column(sa.Column("answer_source", sa.String(12), nullable=True))
+    with op.batch_alter_table("predictions") as batch:
+        batch.add_column(sa.Column("uncertainty", sa.Float, nullable=True))
+    with op.batch_alter_table("rounds") as batch:
+        batch.add_column(sa.Column("predicted", sa.Integer, nullable=True))
+        batch.add_column(sa.Column("replaced", sa.String(500), nullable=True))
     with op.batch_alter_table("projects") as batch:
         batch.add_column(sa.Column("prefill_model", sa.String(500), nullable=True))
         batch.add_column(sa.Column("hide_predictions", sa.Boolean, nullable=False, server_default=sa.false()))
@@ -86,6 +92,7 @@ def downgrade() -> None:
     # Never by copying a table (SQLite's batch default for a dropped column): the copy would lose the triggers
     # and break the rows that point at it. SQLite 3.35 and later drop a column in place.
     for table, columns in (("projects", ("hide_predictions", "prefill_model")), ("records", ("answer_source",)),
+                           ("rounds", ("replaced", "predicted")), ("predictions", ("uncertainty",)),
                            ("annotations", ("model", "source"))):
         with op.batch_alter_table(table, recreate="never") as batch:
             for column in columns:
