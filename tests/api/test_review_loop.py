@@ -10,9 +10,10 @@ from openai import OpenAI
 
 from tests.api.test_openai_flow import wait_for
 from tests.conftest import chat_rows, labelled_rows, live_server, write_jsonl
+from tuneloop.store.tables import Job
 
 
-def test_train_on_reviewed_then_repredict_records_a_round(tmp_path_factory, tiny_chat_model):
+def test_train_on_reviewed_then_repredict_records_a_round(tmp_path_factory, tiny_chat_model, tiny_encoder):
     from tuneloop.services.auth import create_user
     from tuneloop.services.review import projects, queue
 
@@ -60,6 +61,30 @@ def test_train_on_reviewed_then_repredict_records_a_round(tmp_path_factory, tiny
         [round_] = api.get("/api/projects/tickets").json()["rounds"]
         assert round_["round"] == 1 and round_["labels_used"] == 18 and 0 <= round_["accuracy"] <= 1
         assert round_["model"] == finished.fine_tuned_model
+
+        # a classifier head on an encoder (defect: "is an encoder; fine-tuning jobs train chat models")
+        head = api.post("/api/projects/tickets/train", json={"model": str(tiny_encoder), "epochs": 2})
+        assert head.status_code == 200, head.text
+        trained = wait_for(client, head.json()["id"], {"succeeded", "failed"})
+        assert trained.status == "succeeded", trained.error
+        with server["app"].state.sessions() as session:
+            recipe = session.get(Job, trained.id).recipe
+        assert (recipe["method"], recipe["classifier"]) == ("classify", "auto")
+        assert api.post("/api/projects/tickets/repredict", json={"model": trained.fine_tuned_model}).status_code == 200
+        deadline = time.time() + 120
+        while not (current := api.get("/api/projects/tickets/tasks").json()["data"][0])["finished"]:
+            assert time.time() < deadline, current
+            time.sleep(0.3)
+        assert current["status"] == "succeeded" and current["result"]["predicted"] == 6, current
+        second = api.get("/api/projects/tickets").json()["rounds"][1]
+        assert second["model"] == trained.fine_tuned_model and second["predicted"] == 6
+        chat = api.post("/v1/chat/completions", json={"model": trained.fine_tuned_model,
+                                                      "messages": [{"role": "user", "content": "hi"}]})
+        assert chat.status_code == 404 and chat.json()["error"]["param"] == "model", chat.text  # no 500
+        assert "is an encoder; it cannot generate text" in chat.json()["error"]["message"]
+        wrong = api.post("/api/projects/tickets/train", json={"model": str(tiny_encoder), "classifier": "generative"})
+        assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "classifier"
+        assert "is an encoder: it cannot answer with a label" in wrong.json()["error"]["message"]
 
         missing = api.post("/api/projects/tickets/repredict", json={"model": "ft:nope:tuneloop::ftjob-x"})
         assert missing.status_code == 404 and "no model 'ft:nope" in missing.json()["error"]["message"]

@@ -362,9 +362,19 @@ def test_admin_trains_on_reviewed_data_and_repredicts_from_the_project_page(revi
         admin = store.user_by_name(session, username="admin")
         open_ids = [r.id for r in store.all_records(session, project_id=project.id) if r.status == "open"]
         queue.bulk_accept(session, project, admin, open_ids[:6])
+    expect(page.get_by_test_id("train-model")).to_have_value("minilm-l6")  # defect: encoders were refused
+    expect(page.get_by_test_id("train-classifier")).to_have_value("auto")
     page.click("#train button[type=submit]")
     expect(page.get_by_test_id("loop-message")).to_contain_text("a worker trains it")
     expect(page.locator("#jobs")).to_contain_text("validating_files")  # no worker runs in this test server
+    from tuneloop.services.review import rounds
+    from tuneloop.worker.jobs import job_recipe
+
+    with review_server["app"].state.sessions() as session:
+        [job] = rounds.project_jobs(session, store.find_project(session, ref="tickets"))
+        recipe = job_recipe(session, review_server["settings"], job)
+        assert (recipe.model, recipe.method, recipe.classifier) == ("minilm-l6", "classify", "auto")
+        assert recipe.hyperparameters.epochs is None  # the method's defaults
     page.get_by_test_id("repredict-model").fill(str(tiny_chat_model))
     page.click("#repredict button[type=submit]")
     expect(page.locator('#tasks p[data-status="queued"]')).to_be_visible()  # a job on the worker queue

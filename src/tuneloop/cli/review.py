@@ -215,15 +215,19 @@ def prelabel_cmd(
 @handle_errors
 def train_cmd(
     project: Annotated[str, typer.Argument(help="Project name or id.")],
-    model: Annotated[str, typer.Option(help="The base model to fine-tune.")] = "smollm2-135m-instruct",
-    epochs: Annotated[int, typer.Option(help="Passes over the reviewed data.")] = 1,
+    model: Annotated[str, typer.Option(help="The base model: a chat model, or for classification an encoder "
+                                            "such as minilm-l6.")] = "smollm2-135m-instruct",
+    classifier: Annotated[str, typer.Option(help="Classification: head (a classifier layer), generative (the "
+                                                 "chat model answers with the label), or auto.")] = "auto",
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the reviewed data (default: the method's).")
+                      ] = None,
 ) -> None:
     """Queue a fine-tuning job on the reviewed records; a worker (`tuneloop serve` or `tuneloop worker`) runs it."""
     from tuneloop.services.review import projects, rounds
 
     with open_sessions()() as session:
         job = rounds.train_on_reviewed(session, settings(), projects.get_project(session, project), model=model,
-                                       epochs=epochs, any_path=True)
+                                       epochs=epochs, classifier=classifier, any_path=True)
         examples = (job.job_metadata or {}).get("examples")
     console.print(f"queued {job.id} ({job.status}) on {examples} reviewed examples; a worker trains it.\n"
                   f"when it succeeds: tuneloop review repredict {project} --model <its fine_tuned_model>",

@@ -15,7 +15,7 @@ from tuneloop.config.recipe import AdapterType, Recipe, RecipeError, parse_recip
 from tuneloop.config.settings import Settings
 from tuneloop.engine.methods import method_for
 from tuneloop.models.loading import model_dir
-from tuneloop.models.registry import ModelError, resolve
+from tuneloop.models.registry import ModelError, ModelSpec, resolve
 from tuneloop.services import ServiceError
 from tuneloop.services.files import require_file
 from tuneloop.services.models import api_base_model
@@ -136,9 +136,11 @@ def _method(request: JobCreate) -> tuple[dict[str, Any], dict[str, Any]]:
     return {"type": "supervised", "supervised": {"hyperparameters": stored}}, given
 
 
-def check_model(settings: Settings, model: str, *, any_path: bool = False) -> None:
+def check_model(settings: Settings, model: str, *, any_path: bool = False, encoders: bool = False) -> ModelSpec:
     """A base model a job can train, ready on this machine (workers never download); a 400 naming `model`.
-    Over the API only what `api_base_model` allows; `any_path`: the CLI's callers, which may name any folder."""
+    Over the API only what `api_base_model` allows; `any_path`: the CLI's callers, which may name any folder.
+    `encoders`: the job trains a classifier head, which an encoder can take (fine-tuning jobs train chat
+    models)."""
     if any_path:
         try:
             spec = resolve(model)
@@ -146,13 +148,14 @@ def check_model(settings: Settings, model: str, *, any_path: bool = False) -> No
             raise ServiceError(400, str(e), "model", "model_not_found") from None
     else:
         spec = api_base_model(settings, model)
-    if spec.kind == "encoder":
+    if spec.kind == "encoder" and not encoders:
         raise ServiceError(400, f"model '{model}' is an encoder; fine-tuning jobs train chat models", "model")
     if spec.source == "hub":
         try:
             model_dir(spec, settings.model_copy(update={"offline": True}))
         except ModelError as e:
             raise ServiceError(400, str(e), "model", "model_not_found") from None
+    return spec
 
 
 def request_recipe(request: JobCreate) -> Recipe:

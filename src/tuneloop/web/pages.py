@@ -145,7 +145,8 @@ def _member_project(session: Any, user: User, ref: str) -> Any:
 @router.get("/projects/{ref}", response_model=None)
 def project_page(request: Request, session: SessionDep, ref: str) -> HTMLResponse:
     user = _user(request, session)
-    return render(request, "project.html", user, project=_member_project(session, user, ref))
+    project = _member_project(session, user, ref)
+    return render(request, "project.html", user, project=project, task=task_of(project))
 
 
 @router.get("/projects/{ref}/queue", response_model=None)

@@ -86,8 +86,12 @@ class MemberIn(BaseModel):
 
 
 class TrainIn(BaseModel):
-    model: str = "smollm2-135m-instruct"
-    epochs: int = Field(1, ge=1, le=50)
+    model: str = Field("smollm2-135m-instruct", description="A base model: a chat model, or for a classification "
+                       "project an encoder such as minilm-l6 (a classifier head on it)")
+    classifier: Literal["auto", "head", "generative"] = Field(
+        "auto", description="Classification projects: a head on the model, or the chat model answering with the "
+                            "label; auto: head for encoders, generative for chat models")
+    epochs: int | None = Field(None, ge=1, le=50, description="Default: the training method's")
 
 
 class RepredictIn(BaseModel):
@@ -313,7 +317,8 @@ def train(session: SessionDep, settings: SettingsDep, actor: ActorDep, ref: str,
     """A fine-tuning job on the reviewed records (any worker runs it)."""
     _admin(actor)
     project = _project(session, actor, ref)
-    return _job_public(rounds.train_on_reviewed(session, settings, project, model=body.model, epochs=body.epochs))
+    return _job_public(rounds.train_on_reviewed(session, settings, project, model=body.model, epochs=body.epochs,
+                                                classifier=body.classifier))
 
 
 @router.post("/projects/{ref}/repredict")

@@ -30,14 +30,27 @@ from tuneloop.store.tables import Job, Project, Round
 from tuneloop.worker.kinds import register as register_kind
 
 def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
-                      model: str = "smollm2-135m-instruct", epochs: int = 1, any_path: bool = False) -> Job:
-    """A fine-tuning job (run by any worker) on the project's current export. `any_path`: the CLI may name any
-    model folder; over the API, only what `job_service.check_model` allows."""
+                      model: str = "smollm2-135m-instruct", epochs: int | None = None, classifier: str = "auto",
+                      any_path: bool = False) -> Job:
+    """A fine-tuning job (run by any worker) on the project's current export. A classification project trains
+    a classifier (the classify method): a head on an encoder such as minilm-l6 or on a decoder, or a chat model
+    answering with the label (`classifier`: auto picks head for encoders, generative for chat models). Other
+    types fine-tune a chat model on their `train_as` export. `epochs`: None leaves it to the method's defaults.
+    `any_path`: the CLI may name any model folder; over the API, only what `job_service.check_model` allows."""
     task = task_of(project)
-    kind = task.train_as
-    if kind is None:
+    if task.classifier_export is None and task.train_as is None:
         raise ServiceError(400, task.not_trainable, "task")
-    job_service.check_model(settings, model, any_path=any_path)
+    if classifier not in ("auto", "head", "generative"):
+        raise ServiceError(400, f"classifier '{classifier}' is not one of auto, head, generative", "classifier")
+    if task.classifier_export is None and classifier == "head":
+        raise ServiceError(400, f"a {task.name} project trains a chat model on its {task.train_as} export, not a "
+                                "classifier head", "classifier")
+    spec = job_service.check_model(settings, model, any_path=any_path, encoders=task.classifier_export is not None)
+    if spec.kind == "encoder" and classifier == "generative":
+        raise ServiceError(400, f"model '{model}' is an encoder: it cannot answer with a label; train a classifier "
+                                "head on it (classifier: head or auto)", "classifier")
+    kind = task.classifier_export or task.train_as
+    assert kind is not None
     rows = export.export_rows(session, project, kind)
     if not rows:
         raise ServiceError(409, f"project '{project.name}' has no reviewed records to train on yet", "project",
@@ -49,9 +62,10 @@ def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
     file = file_service.save_upload(session, settings, stream=io.BytesIO(body),
                                     filename=f"{project.name}-reviewed.jsonl", purpose="fine-tune")
     suffix = re.sub(r"[^A-Za-z0-9-]+", "-", project.name)[:40].strip("-") or None
-    recipe = parse_recipe({"model": model, "method": "sft", "data": {"train": file.id}, "seed": 0,
-                           "hyperparameters": {"epochs": epochs}, "checkpoints": {"each_epoch": True, "keep_last": 3},
-                           "evaluation": {"each_epoch": False}})
+    method = {"method": "classify", "classifier": classifier} if task.classifier_export else {"method": "sft"}
+    recipe = parse_recipe({"model": model, **method, "data": {"train": file.id}, "seed": 0,
+                           "hyperparameters": {"epochs": epochs} if epochs else {},
+                           "checkpoints": {"each_epoch": True, "keep_last": 3}, "evaluation": {"each_epoch": False}})
     return job_service.create_train_job(session, recipe, suffix=suffix,
                                         metadata={"project": project.id, "examples": str(len(rows))})
 

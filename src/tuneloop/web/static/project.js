@@ -126,7 +126,10 @@ if (trainForm) {
   trainForm.addEventListener("submit", async (e) => {
     e.preventDefault();
     const form = new FormData(trainForm);
-    const job = await post(`/api/projects/${encodeURIComponent(name)}/train`, { model: form.get("model"), epochs: Number(form.get("epochs")) });
+    const body = { model: form.get("model") };
+    if (form.get("epochs")) body.epochs = Number(form.get("epochs"));
+    if (form.get("classifier")) body.classifier = form.get("classifier");
+    const job = await post(`/api/projects/${encodeURIComponent(name)}/train`, body);
     if (job) { document.getElementById("loop-message").textContent = `Created ${job.id} on ${job.examples} reviewed examples; a worker trains it.`; load(); }
   });
   const repredictForm = document.getElementById("repredict");

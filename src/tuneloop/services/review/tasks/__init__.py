@@ -76,6 +76,9 @@ class TaskType(ABC):
     """Records keep the people's answer as a list of labels (`human_labels`), not one (`human_label`)."""
     exports: ClassVar[tuple[str, ...]] = ()
     """The training data the reviewed records export as (the first is what rounds count when nothing trains)."""
+    classifier_export: ClassVar[str | None] = None
+    """The export a classifier trains on ("train on reviewed data" with the classify method: a head on an
+    encoder or a decoder, or a chat model answering with the label); None: this type trains through `train_as`."""
     train_as: ClassVar[str | None] = None
     """The export "train on reviewed data" fine-tunes on; None when this type's data trains nothing here."""
     not_trainable: ClassVar[str] = "this project's reviewed data trains nothing here yet"

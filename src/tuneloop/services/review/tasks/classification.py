@@ -25,6 +25,7 @@ class Classification(TaskType):
     takes_labels = True
     label_answers = True
     exports = ("classify", "chat", "sft")
+    classifier_export = "classify"
     train_as = "chat"
     prelabels = True
 

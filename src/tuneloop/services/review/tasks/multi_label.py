@@ -22,6 +22,7 @@ class MultiLabel(Classification):
     widget = "labels"
     multi_label_of = "classification"
     label_lists = True
+    classifier_export = None  # the classify method learns one label per text: a chat model learns the list
 
     def normalise(self, value: dict[str, Any], shown: Shown) -> dict[str, Any]:
         allowed = shown.project.labels
