@@ -556,3 +556,53 @@ def test_a_repredict_with_nothing_to_predict_records_no_round(env, tiny_chat_mod
     with pytest.raises(ServiceError, match="no open or held-out records to re-predict; no round was recorded"):
         rounds.repredict(session, env["settings"], project, str(tiny_chat_model))
     assert store.list_rounds(session, project_id=project.id) == []
+
+
+def test_a_tie_goes_to_adjudication_and_exports_only_when_settled(env):
+    """Defect: a 1-1 tie was exported as one of the two labels, with no flag. Now it has no answer, export
+    leaves it out and says so (unless the lead asks for every annotation), and a reviewer adjudicates it; the
+    people's labels stay, and agreement still counts them."""
+    from tuneloop.services.review import adjudication
+
+    session, ann, bob, cat, rev = (env["session"], *(env["people"][n] for n in ("ann", "bob", "cat", "rev")))
+    project = make(env, rows=labelled_rows(3), overlap=2)
+    tie, majority, agreed = store.all_records(session, project_id=project.id)
+    for record, labels in ((tie, ("billing", "shipping")), (agreed, ("technical", "technical"))):
+        for person, label in zip((ann, bob), labels):
+            queue.submit(session, project, person, record.id, {"label": label})
+    project.overlap = 3
+    for person, label in zip((ann, bob, cat), ("billing", "billing", "shipping")):
+        queue.submit(session, project, person, majority.id, {"label": label})
+    project.overlap = 2
+    session.commit()
+    assert [(r.answer_source, r.human_label) for r in (tie, majority, agreed)] == [
+        ("tie", None), ("majority", "billing"), ("people", "technical")]
+    report = export.export_report(session, project, "classify")
+    assert report.rows == [{"text": agreed.text, "label": "technical"}]
+    assert report.left_out == {"people tied (not adjudicated)": 1, "people disagree (not adjudicated)": 1}
+    majority_rows = export.export_rows(session, project, "classify", policy="majority")
+    assert sorted(r["label"] for r in majority_rows) == ["billing", "technical"]  # the tie is still left out
+    everything = export.export_rows(session, project, "classify", policy="annotations")
+    assert [(a["annotator"], a["answer"]["label"]) for a in everything[0]["annotations"]] == [
+        ("ann", "billing"), ("bob", "shipping")]
+    with pytest.raises(ServiceError, match="'ann' is an annotator"):
+        adjudication.next_disputed(session, project, ann)
+    first = adjudication.next_disputed(session, project, rev)
+    assert first["id"] == tie.id and [(a["user"], a["labels"]) for a in first["answers"]] == [
+        ("ann", ["billing"]), ("bob", ["shipping"])]
+    assert adjudication.next_disputed(session, project, rev, after=tie.id)["id"] == majority.id
+    with pytest.raises(ServiceError, match="has no disagreement to adjudicate"):
+        adjudication.adjudicate(session, project, rev, agreed.id, {"label": "billing"})
+    with pytest.raises(ServiceError, match="value.label: 'refund' is not one of"):
+        adjudication.adjudicate(session, project, rev, tie.id, {"label": "refund"})
+    adjudication.adjudicate(session, project, rev, tie.id, {"label": "shipping"})
+    adjudication.adjudicate(session, project, rev, tie.id, {"label": "billing"})  # changed their mind
+    session.refresh(tie)
+    assert (tie.answer_source, tie.human_label, tie.status) == ("adjudicated", "billing", "accepted")
+    assert adjudication.counts(session, project) == {"to_adjudicate": 1, "ties": 0, "adjudicated": 1}
+    assert [a.status for a in store.annotations_of(session, record_ids=[tie.id]) if a.source == "adjudication"] == [
+        "withdrawn", "submitted"]
+    assert {"ann", "bob"} <= {u for pair in quality.agreement(session, project)["kappa_pairs"] for u in pair["people"]}
+    rows = export.export_rows(session, project, "classify")
+    assert {r["text"]: r["label"] for r in rows} == {tie.text: "billing", agreed.text: "technical"}
+    assert store.human_labels(session, project_id=project.id)[tie.id] == ["billing"]  # it measures models too

@@ -506,3 +506,77 @@ def test_a_round_below_the_model_in_use_warns_and_held_out_records_show_no_predi
     expect(page.get_by_test_id("hide-predictions")).not_to_be_checked()
     annotator.reload()
     expect(annotator.get_by_test_id("prelabel")).to_have_count(1)
+
+
+def test_a_reviewer_adjudicates_a_tie_by_keyboard_and_the_export_says_what_it_left_out(review_server, login, tmp_path):
+    """Defect 3: a 1-1 tie was exported as one person's label. The export now leaves it out and says so;
+    a reviewer settles it on the adjudication page with the keys; then it exports with the chosen label."""
+    from tests.conftest import labelled_rows, write_jsonl
+    from tuneloop.services.review import projects, queue
+    from tuneloop.store import review as store
+
+    with review_server["app"].state.sessions() as session:
+        project = projects.create_project(session, review_server["settings"], name="ties", task="classification",
+                                          data=str(write_jsonl(tmp_path / "t.jsonl", labelled_rows(3))), overlap=2)
+        for name in ("ann", "rev"):
+            projects.add_member(session, project, name)
+        ann, other = (store.user_by_name(session, username=n) for n in ("ann", "other"))
+        tie, agreed, _ = store.all_records(session, project_id=project.id)
+        for record, labels in ((tie, ("billing", "shipping")), (agreed, ("technical", "technical"))):
+            for person, label in zip((ann, other), labels):
+                queue.submit(session, project, person, record.id, {"label": label})
+    page = login("rev")
+    page.goto(review_server["base"] + "/projects/ties")
+    expect(page.get_by_test_id("export-summary")).to_have_text(
+        "1 examples; left out: 1 people tied (not adjudicated), 1 still open")
+    page.get_by_test_id("export-policy").select_option("annotations")
+    expect(page.get_by_test_id("export-summary")).to_have_text("2 examples; left out: 1 still open")
+    page.get_by_test_id("export-policy").select_option("final")
+    page.get_by_test_id("export-split").select_option("holdout")
+    expect(page.get_by_test_id("export-summary")).to_have_text("0 examples; left out: 3 in the pool split")
+    page.get_by_test_id("export-split").select_option("pool")
+    expect(page.get_by_test_id("adjudication-link")).to_have_text("Adjudicate (1, of which 1 ties)")
+    page.get_by_test_id("adjudication-link").click()
+    expect(page.get_by_test_id("record-text")).to_have_text(tie.text)
+    expect(page.get_by_test_id("people-answers").locator("li")).to_have_text(["ann: billing", "other: shipping"])
+    expect(page.get_by_test_id("queue-counters")).to_have_text("1 to adjudicate (1 ties) · 0 adjudicated")
+    expect(page.locator("#answer button.selected")).to_have_count(0)  # nothing chosen for the adjudicator
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("queue-empty")).to_be_visible()
+    expect(page.get_by_test_id("queue-counters")).to_have_text("0 to adjudicate (0 ties) · 1 adjudicated")
+    with review_server["app"].state.sessions() as session:
+        record = store.get_record(session, project_id=store.find_project(session, ref="ties").id, record_id=tie.id)
+        assert (record.answer_source, record.human_label) == ("adjudicated", "shipping")
+        assert [a.source for a in store.annotations_of(session, record_ids=[tie.id])] == ["person", "person",
+                                                                                         "adjudication"]
+    page.goto(review_server["base"] + "/projects/ties")
+    expect(page.get_by_test_id("export-summary")).to_have_text("2 examples; left out: 1 still open")
+    annotator = login("ann")
+    annotator.goto(review_server["base"] + "/projects/ties/adjudicate")
+    expect(annotator.locator("body")).to_contain_text("'ann' is an annotator")
+    expect(annotator.get_by_test_id("export-summary")).to_have_count(0)
+
+
+def test_two_tabs_of_one_annotator_move_on_instead_of_sticking(review_server, login, tmp_path):
+    """Defect: two tabs got the same record; the second tab's submit was refused and the tab stayed stuck."""
+    from tests.conftest import labelled_rows, write_jsonl
+    from tuneloop.services.review import projects
+
+    with review_server["app"].state.sessions() as session:
+        project = projects.create_project(session, review_server["settings"], name="tabs", task="classification",
+                                          data=str(write_jsonl(tmp_path / "t.jsonl", labelled_rows(3))))
+        projects.add_member(session, project, "ann")
+    first = login("ann")
+    second = first.context.new_page()
+    for tab in (first, second):
+        tab.goto(review_server["base"] + "/projects/tabs/queue?order=id")
+        expect(tab.get_by_test_id("record-text")).to_have_text(labelled_rows(3)[0]["text"])  # the same record
+    record_id = first.locator("#record").get_attribute("data-record-id")
+    first.keyboard.press("1")
+    first.keyboard.press("Enter")
+    expect(first.locator("#record")).not_to_have_attribute("data-record-id", record_id)
+    second.keyboard.press("1")
+    second.keyboard.press("Enter")
+    expect(second.locator("#banner")).to_contain_text(f"Record #{record_id} was settled meanwhile")
+    expect(second.locator("#record")).not_to_have_attribute("data-record-id", record_id)

@@ -154,7 +154,20 @@ def queue_page(request: Request, session: SessionDep, ref: str, order: str = "un
     user = _user(request, session)
     project = _member_project(session, user, ref)
     return render(request, "queue.html", user, project=project, task=task_of(project), order=order,
-                  orders=queue.ORDERS)
+                  orders=queue.ORDERS, mode="label")
+
+
+@router.get("/projects/{ref}/adjudicate", response_model=None)
+def adjudicate_page(request: Request, session: SessionDep, ref: str) -> HTMLResponse:
+    """The queue page, for reviewers, over the records whose people disagree."""
+    user = _user(request, session)
+    project = _member_project(session, user, ref)
+    try:
+        require_reviewer(user)
+    except ServiceError as e:
+        raise PageError(user, e) from None
+    return render(request, "queue.html", user, project=project, task=task_of(project), order="id", orders=[],
+                  mode="adjudicate")
 
 
 @router.get("/projects/{ref}/table", response_model=None)

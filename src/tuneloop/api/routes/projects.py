@@ -16,7 +16,7 @@ from tuneloop.services import ServiceError
 from tuneloop.services import files as file_service
 from tuneloop.services.auth import (MIN_PASSWORD, USERNAME, check_project_access, create_user, require_admin,
                                     require_reviewer)
-from tuneloop.services.review import export, projects, quality, queue, rounds
+from tuneloop.services.review import adjudication, export, projects, quality, queue, rounds
 from tuneloop.services.review.projects import PROJECT_NAME
 from tuneloop.services.review.tasks import check_task, project_tasks
 from tuneloop.store import review as store
@@ -164,6 +164,7 @@ def get_project(session: SessionDep, actor: ActorDep, ref: str) -> dict:
     return {**projects.summary(session, project), "agreement": quality.agreement(session, project),
             "models": quality.model_vs_human(session, project),
             "disagreements": quality.disagreement_counts(session, project),
+            "adjudication": adjudication.counts(session, project),
             "members": [u.username for u in store.members(session, project_id=project.id)],
             "jobs": [_job_public(j) for j in rounds.project_jobs(session, project)],
             "rounds": rounds.rounds_view(session, project),
@@ -230,6 +231,24 @@ def undo(session: SessionDep, actor: ActorDep, ref: str) -> dict:
     project = _project(session, actor, ref)
     record = queue.undo(session, project, actor.person())
     return {"record": record, "counts": _counts(session, project, actor)}
+
+
+@router.get("/projects/{ref}/adjudication/next")
+def next_to_adjudicate(session: SessionDep, actor: ActorDep, ref: str,
+                       after: int = Query(0, ge=0, description="Pass over records up to this id (skipped ones)")) -> dict:
+    """Reviewers and admins: the next settled record whose people disagree, with each person's answer."""
+    project = _project(session, actor, ref)
+    return {"record": adjudication.next_disputed(session, project, actor.person(), after),
+            "counts": adjudication.counts(session, project)}
+
+
+@router.post("/projects/{ref}/records/{record_id}/adjudicate")
+def adjudicate(session: SessionDep, actor: ActorDep, ref: str, record_id: int, body: AnnotationIn) -> dict:
+    """Reviewers and admins set the final answer of a record people disagree on; their answers stay."""
+    project = _project(session, actor, ref)
+    annotation = adjudication.adjudicate(session, project, actor.person(), record_id, body.value)
+    return {"id": annotation.id, "record_id": record_id, "value": annotation.value,
+            "counts": adjudication.counts(session, project)}
 
 
 @router.get("/projects/{ref}/records")

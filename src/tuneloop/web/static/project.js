@@ -62,6 +62,8 @@ async function load() {
     ? lineChart([{ name: "accuracy", points: p.rounds.map((r) => [r.labels_used, r.accuracy || 0]) }], { yLabel: "accuracy", xLabel: "labels used" }) : "";
   if (document.getElementById("jobs")) document.getElementById("jobs").innerHTML = jobsHtml(p.jobs);
   document.getElementById("disagreement-link").textContent = `Disagreement queue (${p.disagreements.people_or_model || 0})`;
+  const adjudicate = document.getElementById("adjudication-link");
+  if (adjudicate) adjudicate.textContent = `Adjudicate (${p.adjudication.to_adjudicate}, of which ${p.adjudication.ties} ties)`;
   const as = document.querySelector("#export select[name=as]");
   if (as && !as.options.length) {
     as.innerHTML = p.exports.map((k) => `<option>${esc(k)}</option>`).join("");

@@ -4,6 +4,8 @@
 
 const root = document.getElementById("queue");
 const project = root.dataset.project, order = root.dataset.order;
+const adjudicating = root.dataset.mode === "adjudicate";  // reviewers settle records whose people disagree
+let after = 0;  // adjudication: records up to this id were skipped
 const labels = JSON.parse(root.dataset.labels || "[]"), multi = root.dataset.multi === "true";
 const base = `/api/projects/${encodeURIComponent(project)}`;
 let record = null, selected = new Set(), focus = 0;
@@ -77,9 +79,19 @@ const options = () => widget.choices();
 
 function showCounts(c) {
   if (!c) return;
-  document.getElementById("queue-counters").textContent =
-    `You: ${c.mine} done, ${c.skipped} skipped · project: ${c.done} of ${c.records} done, ${c.open} open`;
-  document.getElementById("queue-counters").dataset.mine = c.mine;
+  const box = document.getElementById("queue-counters");
+  if (adjudicating) {
+    box.textContent = `${c.to_adjudicate} to adjudicate (${c.ties} ties) · ${c.adjudicated} adjudicated`;
+    return;
+  }
+  box.textContent = `You: ${c.mine} done, ${c.skipped} skipped · project: ${c.done} of ${c.records} done, ${c.open} open`;
+  box.dataset.mine = c.mine;
+}
+
+function showAnswers() {
+  const list = document.getElementById("people-answers");
+  if (!list) return;
+  list.innerHTML = record ? record.answers.map((a) => `<li><b>${esc(a.user)}</b>: ${esc(a.labels.join(", ") || "(no label)")}</li>`).join("") : "";
 }
 
 function banner(text) {
@@ -125,7 +137,7 @@ function render(previous) {
     (prediction && prediction.label ? ` · model says <b data-testid="prelabel">${esc(prediction.label)}</b> (${fmt(prediction.confidence, 2)})` : "") + "</p>";
   banner(record.rejected ? `A reviewer rejected your earlier answer: ${record.rejected.comment}` : "");
   selected = new Set();
-  widget.render(box, answer, meta, prediction, previous);
+  widget.render(box, answer, meta, adjudicating ? null : prediction, previous);
   answer.querySelectorAll("[data-label]").forEach((el) => el.addEventListener("click", () => choose(el.dataset.label)));
   paint();
   box.focus();
@@ -154,35 +166,47 @@ function act(fn) {
   return chain;
 }
 
-const load = () => act(async () => {
-  const data = await api(`${base}/next?order=${encodeURIComponent(order)}`);
+const nextUrl = () => (adjudicating ? `${base}/adjudication/next?after=${after}` : `${base}/next?order=${encodeURIComponent(order)}`);
+
+async function fetchNext() {
+  const data = await api(nextUrl());
   record = data.record;
   showCounts(data.counts);
   render();
-});
+  showAnswers();
+}
+
+const load = () => act(fetchNext);
 
 const submit = () => act(async () => {
   if (!record) return;
   if (!widget.free && !selected.size) { banner("Pick an answer first (1–9), or skip with S."); return; }
-  const data = await api(`${base}/records/${record.id}/annotations`, { method: "POST", body: { value: widget.value() } });
+  const path = adjudicating ? `${base}/records/${record.id}/adjudicate` : `${base}/records/${record.id}/annotations`;
+  try {
+    await api(path, { method: "POST", body: { value: widget.value() } });
+  } catch (e) {
+    if (e.status !== 409) throw e;
+    // settled meanwhile (another tab, another person): say so and move on rather than stay on it
+    const gone = record.id;
+    await fetchNext();
+    banner(`Record #${gone} was settled meanwhile (${e.message}); here is the next one.`);
+    return;
+  }
   banner("");
-  showCounts(data.counts);
-  const next = await api(`${base}/next?order=${encodeURIComponent(order)}`);
-  record = next.record;
-  render();
+  await fetchNext();
 });
 
 const skip = () => act(async () => {
   if (!record) return;
+  if (adjudicating) { after = record.id; banner(""); await fetchNext(); return; }
   const data = await api(`${base}/records/${record.id}/skip`, { method: "POST" });
   showCounts(data.counts);
   banner("");
-  const next = await api(`${base}/next?order=${encodeURIComponent(order)}`);
-  record = next.record;
-  render();
+  await fetchNext();
 });
 
 const undo = () => act(async () => {
+  if (adjudicating) return;
   const data = await api(`${base}/undo`, { method: "POST" });
   record = data.record;
   showCounts(data.counts);
@@ -190,9 +214,9 @@ const undo = () => act(async () => {
   banner(`Undone: record #${record.id} is back; your earlier answer is selected.`);
 });
 
-document.getElementById("submit").addEventListener("click", submit);
+document.getElementById("submit").addEventListener("click", (e) => { if (e.detail <= 1) submit(); });  // a double-click submits once
 document.getElementById("skip").addEventListener("click", skip);
-document.getElementById("undo").addEventListener("click", undo);
+if (document.getElementById("undo")) document.getElementById("undo").addEventListener("click", undo);
 
 document.addEventListener("keydown", (e) => {
   const typing = ["TEXTAREA", "INPUT", "SELECT"].includes(document.activeElement.tagName);
