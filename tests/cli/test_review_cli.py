@@ -38,7 +38,9 @@ def test_projects_people_prelabels_and_export(tmp_path, tiny_chat_model):
     shown = json.loads(invoke("review", "show", "topics", "--json").output)
     assert shown["summary"]["records"] == 12 and shown["summary"]["holdout"] == 3
     assert shown["models"] == []  # nobody labelled anything yet, so no model is compared with people
-    assert invoke("review", "export", "topics", "--as", "classify").output == ""
+    exported = invoke("review", "export", "topics", "--as", "classify")
+    assert exported.stdout == "" and "0 examples (pool, final); left out: 3 in the holdout split, 9 still open" \
+        in exported.stderr
 
     bad = invoke("review", "export", "topics", "--as", "dpo", ok=False)
     assert bad.exit_code == 2 and "exports as classify, chat, sft, not 'dpo'" in bad.text

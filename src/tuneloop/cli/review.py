@@ -215,8 +215,9 @@ def prelabel_cmd(
 @handle_errors
 def train_cmd(
     project: Annotated[str, typer.Argument(help="Project name or id.")],
-    model: Annotated[str, typer.Option(help="The base model: a chat model, or for classification an encoder "
-                                            "such as minilm-l6.")] = "smollm2-135m-instruct",
+    model: Annotated[Optional[str], typer.Option(help="The base model: a chat model, or for classification an "
+                                                      "encoder (default: minilm-l6 for classification, "
+                                                      "smollm2-135m-instruct otherwise).")] = None,
     classifier: Annotated[str, typer.Option(help="Classification: head (a classifier layer), generative (the "
                                                  "chat model answers with the label), or auto.")] = "auto",
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the reviewed data (default: the method's).")
@@ -287,18 +288,22 @@ def export_cmd(
                                                   "preference); reward (rating).")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL file (default: stdout).")] = None,
     split: Annotated[str, typer.Option(help="pool (for training), holdout, or all.")] = "pool",
+    policy: Annotated[str, typer.Option(help="final (disagreements left out until adjudicated), majority (ties "
+                                             "left out), or annotations (every answer, with its annotator).")
+                      ] = "final",
 ) -> None:
-    """Reviewed records as training data (JSONL)."""
+    """Settled records as training data (JSONL); says what it left out, and why."""
     from tuneloop.services.review import export, projects
 
     with open_sessions()() as session:
-        rows = export.export_rows(session, projects.get_project(session, project), as_, split)
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        report = export.export_report(session, projects.get_project(session, project), as_, split, policy)
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in report.rows)
     if output is None:
         sys.stdout.write(text)
     else:
         output.write_text(text, encoding="utf-8")
-        err_console.print(f"wrote {len(rows)} examples to {output}")
+    err_console.print(f"{'wrote ' if output else ''}{report.summary()}{f' to {output}' if output else ''}",
+                      highlight=False)
 
 
 @app.command("loop")

@@ -86,8 +86,9 @@ class MemberIn(BaseModel):
 
 
 class TrainIn(BaseModel):
-    model: str = Field("smollm2-135m-instruct", description="A base model: a chat model, or for a classification "
-                       "project an encoder such as minilm-l6 (a classifier head on it)")
+    model: str | None = Field(None, min_length=1, description="A base model: a chat model, or for a "
+                              "classification project an encoder (a classifier head on it). Default: minilm-l6 "
+                              "for classification, smollm2-135m-instruct otherwise")
     classifier: Literal["auto", "head", "generative"] = Field(
         "auto", description="Classification projects: a head on the model, or the chat model answering with the "
                             "label; auto: head for encoders, generative for chat models")

@@ -30,14 +30,17 @@ from tuneloop.store.tables import Job, Project, Round
 from tuneloop.worker.kinds import register as register_kind
 
 def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
-                      model: str = "smollm2-135m-instruct", epochs: int | None = None, classifier: str = "auto",
+                      model: str | None = None, epochs: int | None = None, classifier: str = "auto",
                       any_path: bool = False) -> Job:
     """A fine-tuning job (run by any worker) on the project's current export. A classification project trains
     a classifier (the classify method): a head on an encoder such as minilm-l6 or on a decoder, or a chat model
     answering with the label (`classifier`: auto picks head for encoders, generative for chat models). Other
     types fine-tune a chat model on their `train_as` export. `epochs`: None leaves it to the method's defaults.
-    `any_path`: the CLI may name any model folder; over the API, only what `job_service.check_model` allows."""
+    `any_path`: the CLI may name any model folder; over the API, only what `job_service.check_model` allows.
+    `model` None: minilm-l6 for a classifier, smollm2-135m-instruct otherwise."""
     task = task_of(project)
+    model = model or ("minilm-l6" if task.classifier_export and classifier != "generative" else
+                      "smollm2-135m-instruct")
     if task.classifier_export is None and task.train_as is None:
         raise ServiceError(400, task.not_trainable, "task")
     if classifier not in ("auto", "head", "generative"):
