@@ -107,7 +107,7 @@ def test_records_keep_their_source_and_version(env):
 def test_labels_come_from_the_data_or_the_option(env):
     project = make(env)
     assert project.labels == ["billing", "shipping", "technical"]
-    other = make(env, name="q", labels=["a", "b"])
+    other = make(env, name="q", labels=["a", "b"], rows=[{"text": f"text {i}"} for i in range(3)])
     assert other.labels == ["a", "b"]
     with pytest.raises(ServiceError, match="labels repeat"):
         make(env, name="r", labels=["a", "a"])
@@ -606,3 +606,24 @@ def test_a_tie_goes_to_adjudication_and_exports_only_when_settled(env):
     rows = export.export_rows(session, project, "classify")
     assert {r["text"]: r["label"] for r in rows} == {tie.text: "billing", agreed.text: "technical"}
     assert store.human_labels(session, project_id=project.id)[tie.id] == ["billing"]  # it measures models too
+
+
+def test_records_labelled_outside_the_given_labels_are_counted_and_the_lead_decides(env):
+    """Defect: `--labels billing,shipping` took a file whose records carried other labels, silently."""
+    rows = labelled_rows(6) + [{"text": "a refund please", "label": "refund"}, {"text": "another", "label": "refund"}]
+    path = write_jsonl(env["data"] / "outside.jsonl", rows)
+    with pytest.raises(ServiceError, match=r"outside\.jsonl@[0-9a-f]{12}: 4 record\(s\) carry labels outside the "
+                                           r"label set billing, shipping: technical \(2\), refund \(2\)\. Add those "
+                                           r"labels to the set, or leave those records out") as e:
+        projects.create_project(env["session"], env["settings"], name="x", task="classification", data=str(path),
+                                labels=["billing", "shipping"])
+    assert (e.value.param, e.value.code) == ("labels", "unknown_labels")
+    assert store.find_project(env["session"], ref="x") is None  # nothing stored
+    added = projects.create_project(env["session"], env["settings"], name="added", task="classification",
+                                    data=str(path), labels=["billing", "shipping"], unknown_labels="add")
+    assert added.labels == ["billing", "shipping", "refund", "technical"]
+    assert len(store.all_records(env["session"], project_id=added.id)) == 8
+    dropped = projects.create_project(env["session"], env["settings"], name="dropped", task="classification",
+                                      data=str(path), labels=["billing", "shipping"], unknown_labels="drop")
+    assert dropped.labels == ["billing", "shipping"]
+    assert len(store.all_records(env["session"], project_id=dropped.id)) == 4

@@ -289,8 +289,16 @@ def test_an_annotator_cannot_see_admin_pages_or_other_projects(review_server, lo
     status = page.evaluate("async () => (await fetch('/api/projects/tickets/undo', {method: 'POST'})).status")
     assert status == 403
     assert page.goto(review_server["base"] + "/projects/tickets/records/1").status == 403  # others' answers
+    expect(page.get_by_test_id("error-message")).to_contain_text(
+        "a record's annotations and their history are for reviewers and admins")
     rows = page.evaluate("async () => (await (await fetch('/api/projects/tickets/records?limit=500')).json()).data")
     assert {w["user"] for row in rows for w in row["work"]} == {"ann"} and all(r["human_label"] is None for r in rows)
+    assert not any(r["disagreement"] or r["answer_source"] for r in rows)
+    page.goto(review_server["base"] + "/projects/tickets/table")
+    expect(page.get_by_test_id("total")).to_contain_text("records")
+    expect(page.locator("#records tbody a")).to_have_count(0)  # no links to pages they may not see
+    expect(page.locator("#records .disagree")).to_have_count(0)
+    assert page.request.get(review_server["base"] + "/api/projects/tickets/export?as=classify").status == 403
 
 
 def test_cookie_writes_need_the_csrf_token_and_reviewers_only_read_the_openai_routes(review_server, login):
@@ -402,11 +410,17 @@ def test_admin_creates_a_project_by_uploading_a_file(review_server, login, tmp_p
     page.set_input_files("#new-project input[name=file]", str(broken))
     page.click("#new-project button[type=submit]")
     expect(page.locator("#project-message")).to_contain_text("broken.jsonl: 1 problem(s): line 2")
-    good = write_jsonl(tmp_path / "requests.jsonl", [{"text": f"request {i}"} for i in range(5)])
+    good = write_jsonl(tmp_path / "requests.jsonl", [{"text": f"request {i}"} for i in range(5)] +
+                       [{"text": "refund me", "label": "refund"}])
     page.set_input_files("#new-project input[name=file]", str(good))
     page.fill("#new-project input[name=labels]", "billing,shipping")
     page.fill("#new-project input[name=members]", "ann")
     page.click("#new-project button[type=submit]")
+    # a record labelled outside the set: counted and named, and the lead chooses (no CLI flags in the words)
+    expect(page.get_by_test_id("project-message")).to_contain_text(
+        "1 record(s) carry labels outside the label set billing, shipping: refund (1)")
+    expect(page.get_by_test_id("project-message")).not_to_contain_text("--")
+    page.get_by_test_id("drop-records").click()
     page.wait_for_url(review_server["base"] + "/projects/uploaded")
     expect(page.get_by_test_id("count-records")).to_have_text("5")
     from tuneloop.store import review as store
@@ -580,3 +594,78 @@ def test_two_tabs_of_one_annotator_move_on_instead_of_sticking(review_server, lo
     second.keyboard.press("Enter")
     expect(second.locator("#banner")).to_contain_text(f"Record #{record_id} was settled meanwhile")
     expect(second.locator("#record")).not_to_have_attribute("data-record-id", record_id)
+
+
+def test_counters_tell_done_partly_done_and_not_started_apart(review_server, login, tmp_path):
+    """Defect: with 2 annotations per record the counters showed 0 done after 11 submissions."""
+    from tests.conftest import labelled_rows, write_jsonl
+    from tuneloop.services.review import projects
+
+    with review_server["app"].state.sessions() as session:
+        project = projects.create_project(session, review_server["settings"], name="pairs", task="classification",
+                                          data=str(write_jsonl(tmp_path / "p.jsonl", labelled_rows(3))), overlap=2)
+        projects.add_member(session, project, "ann")
+    page = login("ann")
+    page.goto(review_server["base"] + "/projects/pairs/queue?order=id")
+    expect(page.get_by_test_id("queue-counters")).to_contain_text("0 of 3 done, 0 partly done, 3 not started")
+    for _ in range(2):
+        shown = page.locator("#record").get_attribute("data-record-id")
+        page.keyboard.press("1")
+        page.keyboard.press("Enter")
+        expect(page.locator("#record")).not_to_have_attribute("data-record-id", shown)
+    expect(page.get_by_test_id("queue-counters")).to_contain_text("0 of 3 done, 2 partly done, 1 not started")
+    page.goto(review_server["base"] + "/projects/pairs")
+    expect(page.get_by_test_id("count-partly")).to_have_text("2")
+    expect(page.get_by_test_id("count-done")).to_have_text("0")
+
+
+def test_guidelines_keys_history_and_chart_colours_read_well(review_server, login, tmp_path):
+    """Smaller defects: guidelines were not Markdown; labels 10 and beyond showed key badges that cannot be
+    typed; the history showed Unix times and escaped JSON; a label's colour differed between charts."""
+    from tests.conftest import write_jsonl
+    from tuneloop.services.review import projects
+
+    labels = [f"l{i}" for i in range(1, 12)]
+    with review_server["app"].state.sessions() as session:
+        project = projects.create_project(
+            session, review_server["settings"], name="polish", task="classification", labels=labels,
+            data=str(write_jsonl(tmp_path / "p.jsonl", [{"text": f"text {i}"} for i in range(4)])),
+            guidelines="**Bold** rule\n\n- one\n- two\n\n<script>alert(1)</script>")
+        for name in ("ann", "rev"):
+            projects.add_member(session, project, name)
+    page = login("ann")
+    page.goto(review_server["base"] + "/projects/polish/queue?order=id")
+    expect(page.locator("#answer button")).to_have_count(11)
+    expect(page.locator("#answer kbd")).to_have_count(9)
+    guidelines = page.get_by_test_id("guidelines")
+    expect(guidelines.locator("strong")).to_have_text("Bold")
+    expect(guidelines.locator("li")).to_have_count(2)
+    expect(guidelines.locator("script")).to_have_count(0)
+    expect(guidelines).to_contain_text("<script>alert(1)</script>")  # shown as text
+    for key in ("2", "1", "1"):  # l2 once, l1 twice
+        first = page.locator("#record").get_attribute("data-record-id")
+        page.keyboard.press(key)
+        page.keyboard.press("Enter")
+        expect(page.locator("#record")).not_to_have_attribute("data-record-id", first)
+    from tuneloop.store import review as store
+
+    with review_server["app"].state.sessions() as session:
+        first_id = store.all_records(session, project_id=store.find_project(session, ref="polish").id)[0].id
+    reviewer = login("rev")
+    reviewer.goto(review_server["base"] + f"/projects/polish/records/{first_id}")
+    history = reviewer.locator("#history tbody tr").first
+    expect(history).to_contain_text("label: l2")
+    expect(history).not_to_contain_text("{")
+    assert not re.fullmatch(r"\d+(\.\d+)?", history.locator("td.when").inner_text())
+    admin = login("admin")
+    colours = []
+    for _ in range(2):
+        admin.goto(review_server["base"] + "/projects/polish")
+        bar = admin.locator('#distribution [data-bar="l1"]')
+        legend = admin.locator('#timeline [data-series="l1"]')
+        expect(bar).to_have_count(1)
+        fill = bar.get_attribute("fill")
+        assert fill in legend.get_attribute("style")
+        colours.append((fill, admin.locator("#distribution [data-bar]").evaluate_all(
+            "bars => bars.map(b => b.dataset.bar)")))
+    assert colours[0] == colours[1] and colours[0][1] == ["l1", "l2"]  # the label set's order, not the counts'

@@ -85,6 +85,8 @@ def create_cmd(
     overlap: Annotated[int, typer.Option(help="Annotations needed per record.")] = 1,
     holdout: Annotated[float, typer.Option(help="Fraction held out to measure each round's model.")] = 0.0,
     member: Annotated[Optional[list[str]], typer.Option(help="Username to add (repeatable).")] = None,
+    unknown_labels: Annotated[str, typer.Option(help="Records labelled outside --labels: refuse the data, add "
+                                                     "their labels, or drop those records.")] = "refuse",
 ) -> None:
     """Create a review project from a data file or dataset version."""
     from tuneloop.services.review import projects
@@ -95,7 +97,8 @@ def create_cmd(
     with open_sessions()() as session:
         project = projects.create_project(session, settings(), name=name, task=task, data=data,
                                           labels=labels.split(",") if labels else None, multi_label=multi_label,
-                                          guidelines=text, overlap=overlap, holdout=holdout)
+                                          guidelines=text, overlap=overlap, holdout=holdout,
+                                          unknown_labels=unknown_labels)
         for username in member or []:
             projects.add_member(session, project, username)
         info = projects.summary(session, project)
@@ -170,7 +173,8 @@ def _print_rounds(rounds: list[dict]) -> None:
     for r in rounds:
         queue = "pre-fills it" if r.get("in_use") else (
             f"below {Path(r['below']['model']).name} ({_fmt(r['below']['accuracy'])})" if r.get("below") else "")
-        table.add_row(str(r["round"]), str(r["labels_used"]), _fmt(r["accuracy"]), _fmt(r["macro_f1"]),
+        used = "-" if r["labels_used"] is None else str(r["labels_used"])
+        table.add_row(str(r["round"]), used, _fmt(r["accuracy"]), _fmt(r["macro_f1"]),
                       f"{r['seconds']:.0f}" if r["seconds"] is not None else "-", Path(r["model"]).name, queue)
     console.print(table)
 
@@ -254,7 +258,9 @@ def repredict_cmd(
             row = rounds.repredict(session, settings(), found, model,
                                    lambda done, total: progress.update(task, completed=done, total=total))
         view = next(v for v in rounds.rounds_view(session, found) if v["round"] == row.number)
-    console.print(f"round {row.number}: {row.labels_used} labels, accuracy on held-out records "
+    used = "labels used unknown (trained outside the project)" if row.labels_used is None else \
+        f"{row.labels_used} labels"
+    console.print(f"round {row.number}: {used}, accuracy on held-out records "
                   f"{_fmt(row.accuracy)} ({row.predicted} records scored, {row.seconds:.0f} s)", highlight=False)
     if view["below"]:
         console.print(f"[yellow]below {view['below']['model']} ({_fmt(view['below']['accuracy'])}), which keeps "

@@ -101,13 +101,18 @@ def get_record(session: Session, *, project_id: str, record_id: int) -> Record |
 
 
 def count_records(session: Session, *, project_id: str) -> dict[str, int]:
-    rows = session.execute(select(Record.split, Record.status, func.count()).where(Record.project_id == project_id)
-                           .group_by(Record.split, Record.status))
+    """Records per status, per split and status, in all (`total`), and `partly`: open records that have some
+    of the answers they need."""
+    answered = Record.annotations > 0
+    rows = session.execute(select(Record.split, Record.status, answered, func.count())
+                           .where(Record.project_id == project_id).group_by(Record.split, Record.status, answered))
     counts: Counter[str] = Counter()
-    for split, status, n in rows:
+    for split, status, some, n in rows:
         counts[status] += n
         counts[f"{split}:{status}"] += n
         counts["total"] += n
+        if status == "open" and some:
+            counts["partly"] += n
     return dict(counts)
 
 
@@ -436,7 +441,7 @@ def prediction_models(session: Session, *, project_id: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- rounds
-def add_round(session: Session, *, project_id: str, model: str, labels_used: int, accuracy: float | None,
+def add_round(session: Session, *, project_id: str, model: str, labels_used: int | None, accuracy: float | None,
               macro_f1: float | None, seconds: float | None, job_id: str | None = None, predicted: int | None = None,
               replaced: str | None = None) -> Round:
     number = (session.scalar(select(func.max(Round.number)).where(Round.project_id == project_id)) or 0) + 1

@@ -254,7 +254,8 @@ class Round(Base):
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"), index=True)
     number: Mapped[int] = mapped_column(Integer)
     model: Mapped[str] = mapped_column(String(500))
-    labels_used: Mapped[int] = mapped_column(Integer)
+    labels_used: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Reviewed examples the round's model trained on; None for a model trained outside the project."""
     accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
     macro_f1: Mapped[float | None] = mapped_column(Float, nullable=True)
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)

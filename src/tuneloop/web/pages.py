@@ -14,6 +14,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 
 from tuneloop.web.session import SessionDep, SettingsDep, csrf_token, session_user
 from tuneloop.services import ServiceError, catalog
@@ -27,6 +29,39 @@ HERE = Path(__file__).parent
 STATIC = HERE / "static"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["tojson_attr"] = lambda value: json.dumps(value)
+
+
+def _when(at: float | None) -> str:
+    """A stored Unix time as people read it (UTC; the page turns it into local time)."""
+    return "" if at is None else time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+def _readable(value: Any) -> str:
+    """An answer or a history snapshot as words: `label: billing · comment: fine`, lists joined, long text cut."""
+    if value is None:
+        return ""
+    if not isinstance(value, dict):
+        return str(value)
+    parts = []
+    for key, item in value.items():
+        if item is None or item == "" or key in ("diff",):
+            continue
+        if isinstance(item, dict):
+            item = _readable(item)
+        elif isinstance(item, list):
+            item = ", ".join(str(x) for x in item)
+        text = str(item)
+        parts.append(f"{key}: {text if len(text) <= 200 else text[:197] + '...'}")
+    return " · ".join(parts)
+
+
+_MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False})
+"""Guidelines are Markdown; raw HTML in them is shown as text and unsafe links (javascript:) are dropped."""
+
+
+templates.env.filters["markdown"] = lambda text: Markup(_MARKDOWN.render(text or ""))
+templates.env.filters["when"] = _when
+templates.env.filters["readable"] = _readable
 
 router = APIRouter(include_in_schema=False)
 
@@ -184,7 +219,9 @@ def record_page(request: Request, session: SessionDep, ref: str, record_id: int)
     user = _user(request, session)
     project = _member_project(session, user, ref)
     try:
-        require_reviewer(user)
+        if user.role == "annotator":
+            raise ServiceError(403, "a record's annotations and their history are for reviewers and admins",
+                               None, "forbidden")
         detail = queue.record_detail(session, project, record_id)
     except ServiceError as e:
         raise PageError(user, e) from None

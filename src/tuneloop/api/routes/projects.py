@@ -66,6 +66,9 @@ class ProjectCreate(BaseModel):
     overlap: int = Field(1, ge=1, le=20)
     holdout: float = Field(0.0, ge=0, lt=1)
     members: list[Username] = Field(default_factory=list)
+    unknown_labels: Literal["refuse", "add", "drop"] = Field(
+        "refuse", description="Records labelled outside the given labels: refuse the data (a 400 that counts them), "
+                              "add their labels to the set, or drop those records")
 
 
 class AnnotationIn(BaseModel):
@@ -131,6 +134,7 @@ def create_project(session: SessionDep, settings: SettingsDep, actor: ActorDep, 
     _admin(actor)
     project = projects.create_project(session, settings, name=body.name, task=body.task, data=body.data,
                                       labels=body.labels, multi_label=body.multi_label, guidelines=body.guidelines,
+                                      unknown_labels=body.unknown_labels,
                                       overlap=body.overlap, holdout=body.holdout, client=True)
     for username in body.members:
         projects.add_member(session, project, username)
@@ -144,6 +148,7 @@ def create_project_from_upload(
     task: TaskName = Form("classification"),
     labels: str = Form(""), multi_label: bool = Form(False), guidelines: str = Form(""),
     overlap: int = Form(1, ge=1, le=20), holdout: float = Form(0.0, ge=0, lt=1), members: str = Form(""),
+    unknown_labels: Literal["refuse", "add", "drop"] = Form("refuse"),
 ) -> dict:
     """A project from an uploaded file (the UI's form): kept like POST /v1/files, then read by its file id."""
     _admin(actor)
@@ -152,7 +157,7 @@ def create_project_from_upload(
     project = projects.create_project(
         session, settings, name=name, task=task, data=stored.id, client=True,
         labels=[x for x in labels.split(",") if x.strip()] or None, multi_label=multi_label, guidelines=guidelines,
-        overlap=overlap, holdout=holdout)
+        overlap=overlap, holdout=holdout, unknown_labels=unknown_labels)
     for username in (m.strip() for m in members.split(",")):
         if username:
             projects.add_member(session, project, username)
@@ -206,7 +211,7 @@ def next_record(session: SessionDep, actor: ActorDep, ref: str,
 def _counts(session: Any, project: Project, actor: Actor) -> dict[str, int]:
     summary = projects.counters(session, project)
     mine = summary["people"].get(actor.user.username, {}) if actor.user else {}
-    return {"open": summary["open"], "done": summary["annotated"] + summary["accepted"],
+    return {"open": summary["open"], "partly": summary["partly"], "done": summary["annotated"] + summary["accepted"],
             "records": summary["records"], "mine": mine.get("submitted", 0) + mine.get("accepted", 0),
             "skipped": mine.get("skipped", 0)}
 
@@ -273,7 +278,8 @@ def table(session: SessionDep, actor: ActorDep, ref: str, status: str | None = N
     if actor.user is not None and actor.user.role == "annotator":  # others' answers would bias theirs
         for row in page["data"]:
             row["work"] = [w for w in row["work"] if w["user"] == actor.user.username]
-            row["human_label"] = row["human_labels"] = None
+            row["human_label"] = row["human_labels"] = row["answer_source"] = None
+            row["disagreement"] = False
     return page
 
 

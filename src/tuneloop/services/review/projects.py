@@ -167,11 +167,20 @@ def record_row(task: TaskType, line: int, item: Item, source: str) -> dict[str, 
     return {"source": source, "source_index": line, "data": {"original": item["original"], **data}, "text": text}
 
 
+UNKNOWN_LABELS = ("refuse", "add", "drop")
+
+
 def create_project(session: Session, settings: Settings, *, name: str, task: str, data: str,
                    labels: list[str] | None = None, multi_label: bool = False, guidelines: str = "",
-                   overlap: int = 1, holdout: float = 0.0, seed: int = 0, client: bool = False) -> Project:
+                   overlap: int = 1, holdout: float = 0.0, seed: int = 0, client: bool = False,
+                   unknown_labels: str = "refuse") -> Project:
     """A project with the records of `data`: any file or a dataset version, or with `client` (an API client's
-    request) only what read_client_source allows. Nothing is stored on error."""
+    request) only what read_client_source allows. Records labelled outside a given label set are refused
+    (counted, with the labels), unless `unknown_labels` adds those labels to the set or drops those records.
+    Nothing is stored on error."""
+    if unknown_labels not in UNKNOWN_LABELS:
+        raise ServiceError(400, f"unknown_labels '{unknown_labels}' is not one of {', '.join(UNKNOWN_LABELS)}",
+                           "unknown_labels")
     try:
         check_task(task)
     except ValueError as e:
@@ -188,7 +197,10 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
         raise ServiceError(400, f"holdout {holdout}: give the held-out fraction, from 0 to below 1", "holdout")
     source, items = read_client_source(session, settings, data) if client else read_source(settings, data)
     if task_type.takes_labels:
+        given = bool(labels)
         labels = _label_set(labels, items, source)
+        if given:
+            labels, items = _outside_the_set(labels, items, source, unknown_labels)
     rows = [record_row(task_type, line, item, source) for line, item in items]
     rng = random.Random(seed)
     held = set(rng.sample(range(len(rows)), int(round(len(rows) * holdout))))
@@ -202,15 +214,33 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
     return project
 
 
+def _outside_the_set(labels: list[str], items: list[tuple[int, Item]], source: str,
+                     policy: str) -> tuple[list[str], list[tuple[int, Item]]]:
+    """The label set and the records, once the records labelled outside the set are dealt with: refused (a 400
+    that counts them and names the labels), their labels added to the set, or the records left out."""
+    outside = Counter(label for _, item in items for label in item.get("labels", []) if label not in labels)
+    if not outside:
+        return labels, items
+    records = sum(any(label in outside for label in item.get("labels", [])) for _, item in items)
+    if policy == "add":
+        return [*labels, *sorted(outside)], items
+    if policy == "drop":
+        return labels, [(line, item) for line, item in items if not any(l in outside for l in item.get("labels", []))]
+    named = ", ".join(f"{label} ({n})" for label, n in outside.most_common(10))
+    raise ServiceError(400, f"{source}: {records} record(s) carry labels outside the label set "
+                            f"{', '.join(labels)}: {named}. Add those labels to the set, or leave those records out",
+                       "labels", "unknown_labels")
+
+
 def _label_set(labels: list[str] | None, items: list[tuple[int, Item]], source: str) -> list[str]:
     found = sorted({label for _, item in items for label in item.get("labels", [])})
     if not labels:
         if not found:
-            raise ServiceError(400, f"{source} has no labels to take the label set from; give the labels "
-                                    "(--labels a,b,c)", "labels")
+            raise ServiceError(400, f"{source} has no labels to take the label set from; give the project's "
+                                    "labels", "labels")
         if len(found) < 2:
-            raise ServiceError(400, f"{source} uses only the label '{found[0]}'; give the whole label set "
-                                    "(--labels a,b,c)", "labels")
+            raise ServiceError(400, f"{source} uses only the label '{found[0]}'; give the whole label set",
+                               "labels")
         return found
     labels = [label.strip() for label in labels if label.strip()]
     if len(set(labels)) != len(labels):
@@ -273,7 +303,7 @@ def counters(session: Session, project: Project) -> dict[str, Any]:
             "exports": list(task.exports), "prefill_model": project.prefill_model,
             "hide_predictions": project.hide_predictions,
             "multi_label": project.multi_label, "overlap": project.overlap, "guidelines": project.guidelines,
-            "records": counts.get("total", 0), "open": counts.get("open", 0),
+            "records": counts.get("total", 0), "open": counts.get("open", 0), "partly": counts.get("partly", 0),
             "annotated": counts.get("annotated", 0), "accepted": counts.get("accepted", 0),
             "holdout": sum(n for k, n in counts.items() if k.startswith("holdout:")),
             "people": {name: dict(by_status) for name, by_status in sorted(people.items())}}

@@ -225,7 +225,8 @@ def record_detail(session: Session, project: Project, record_id: int) -> dict[st
     record = _record(session, project, record_id)
     users = {u.id: u.username for u in store.list_users(session)}
     annotations = [{"id": a.id, "user": users.get(a.user_id, a.user_id), "value": a.value, "status": a.status,
-                    "review_comment": a.review_comment, "created_at": a.created_at}
+                    "source": a.source, "model": a.model, "review_comment": a.review_comment,
+                    "created_at": a.created_at}
                    for a in store.annotations_of(session, record_ids=[record.id])]
     predictions = [{"model": p.model, "label": p.label, "confidence": p.confidence, "text": p.answer.get("text"),
                     "probabilities": p.probabilities, "created_at": p.created_at}

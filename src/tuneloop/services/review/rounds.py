@@ -78,13 +78,13 @@ def project_jobs(session: Session, project: Project) -> list[Job]:
     return [job for job in jobs if (job.job_metadata or {}).get("project") == project.id]
 
 
-def _labels_used(session: Session, project: Project, model: str) -> int:
-    """The examples the model was trained on, when a job of this project trained it; else what is reviewed."""
+def _labels_used(session: Session, project: Project, model: str) -> int | None:
+    """The examples the model was trained on, when a job of this project trained it; None (unknown) for a
+    model trained elsewhere."""
     for job in project_jobs(session, project):
         if job.fine_tuned_model and model.startswith(job.fine_tuned_model):
             return int((job.job_metadata or {}).get("examples", 0))
-    task = task_of(project)
-    return len(export.export_rows(session, project, task.train_as or task.exports[0]))
+    return None
 
 
 def holdout_accuracy(session: Session, project: Project, model: str) -> tuple[float | None, float | None, int]:
@@ -100,7 +100,7 @@ def holdout_accuracy(session: Session, project: Project, model: str) -> tuple[fl
     return accuracy, macro_f1, len(pairs)
 
 
-def record_round(session: Session, project: Project, model: str, *, labels_used: int, seconds: float,
+def record_round(session: Session, project: Project, model: str, *, labels_used: int | None, seconds: float,
                  job: Job | None = None, predicted: int | None = None, take_over: bool = True) -> Round:
     """Keep one round of the loop: the model, how many reviewed examples trained it, its accuracy and macro-F1
     on the held-out records, how many records it scored, how long the round took, and the job it ran for. Every

@@ -25,7 +25,7 @@ function esc(text) {
 
 const PALETTE = ["#2f5bea", "#e4572e", "#17a398", "#f3a712", "#8e44ad", "#6b7280", "#c2185b", "#2e7d32", "#0288d1"];
 
-// Line chart: series = [{name, points: [[x, y], ...]}]. Returns an SVG string.
+// Line chart: series = [{name, points: [[x, y], ...], color?}]. Returns an SVG string.
 function lineChart(series, { width = 900, height = 240, yLabel = "", xLabel = "", xFormat = (x) => x, fromZero = true } = {}) {
   const all = series.flatMap((s) => s.points);
   if (!all.length) return '<p class="muted">No data yet.</p>';
@@ -43,23 +43,24 @@ function lineChart(series, { width = 900, height = 240, yLabel = "", xLabel = ""
   }
   svg += `<text x="${pad.l}" y="${height - 6}">${esc(xFormat(x0))}</text><text x="${width - pad.r}" y="${height - 6}" text-anchor="end">${esc(xFormat(x1))} ${esc(xLabel)}</text>`;
   series.forEach((s, i) => {
+    const color = s.color || PALETTE[i % PALETTE.length];
     const d = s.points.map((p, j) => `${j ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join("");
-    svg += `<path d="${d}" fill="none" stroke="${PALETTE[i % PALETTE.length]}" stroke-width="2"/>`;
-    if (s.points.length < 30) s.points.forEach((p) => { svg += `<circle cx="${sx(p[0])}" cy="${sy(p[1])}" r="3" fill="${PALETTE[i % PALETTE.length]}"/>`; });
-    svg += `<text x="${width - pad.r - (series.length - i) * 110}" y="12" style="fill:${PALETTE[i % PALETTE.length]}">■ ${esc(s.name)}</text>`;
+    svg += `<path d="${d}" fill="none" stroke="${color}" stroke-width="2"/>`;
+    if (s.points.length < 30) s.points.forEach((p) => { svg += `<circle cx="${sx(p[0])}" cy="${sy(p[1])}" r="3" fill="${color}"/>`; });
+    svg += `<text x="${width - pad.r - (series.length - i) * 110}" y="12" style="fill:${color}" data-series="${esc(s.name)}">■ ${esc(s.name)}</text>`;
   });
   return svg + `<text x="4" y="12">${esc(yLabel)}</text></svg>`;
 }
 
-// Horizontal bars: items = [[label, value], ...].
-function barChart(items, { width = 520 } = {}) {
+// Horizontal bars: items = [[label, value], ...]; colorOf(label) keeps a label's colour the same in every chart.
+function barChart(items, { width = 520, colorOf = null } = {}) {
   if (!items.length) return '<p class="muted">No labels yet.</p>';
   const row = 24, left = 130, max = Math.max(...items.map((i) => i[1])) || 1;
   let svg = `<svg viewBox="0 0 ${width} ${items.length * row + 8}" role="img">`;
   items.forEach(([label, value], i) => {
     const w = ((width - left - 50) * value) / max;
     svg += `<text x="${left - 8}" y="${i * row + 17}" text-anchor="end">${esc(label)}</text>` +
-      `<rect x="${left}" y="${i * row + 4}" width="${w}" height="${row - 8}" rx="3" fill="${PALETTE[i % PALETTE.length]}"/>` +
+      `<rect x="${left}" y="${i * row + 4}" width="${w}" height="${row - 8}" rx="3" fill="${colorOf ? colorOf(label) : PALETTE[i % PALETTE.length]}" data-bar="${esc(label)}"/>` +
       `<text x="${left + w + 6}" y="${i * row + 17}">${value}</text>`;
   });
   return svg + "</svg>";

@@ -27,14 +27,21 @@ async function load() {
   const p = await api(`/api/projects/${encodeURIComponent(name)}`);
   const stat = (label, value, id) => `<div class="stat"><b data-testid="${id}">${value}</b>${label}</div>`;
   document.getElementById("counters").innerHTML = stat("records", p.records, "count-records") + stat("open", p.open, "count-open") +
+    stat("partly done (open)", p.partly, "count-partly") + stat("done", p.annotated + p.accepted, "count-done") +
     stat("annotated", p.annotated, "count-annotated") + stat("accepted", p.accepted, "count-accepted") +
     stat("held out", p.holdout, "count-holdout") + stat("disagreements", (p.disagreements.people_or_model || 0), "count-disagreements");
   const statuses = ["submitted", "skipped", "accepted", "rejected", "withdrawn"];
   document.getElementById("people").innerHTML = `<thead><tr><th>person</th>${statuses.map((s) => `<th>${s}</th>`).join("")}</tr></thead><tbody>` +
     Object.entries(p.people).map(([who, c]) => `<tr data-person="${esc(who)}"><td>${esc(who)}</td>${statuses.map((s) => `<td>${c[s] || 0}</td>`).join("")}</tr>`).join("") + "</tbody>";
-  document.getElementById("distribution").innerHTML = barChart(Object.entries(p.label_distribution));
-  const keys = [...new Set(p.timeline.flatMap((d) => Object.keys(d).filter((k) => k !== "at")))];
-  const series = keys.map((k) => ({ name: k, points: p.timeline.map((d) => [d.at, d[k] || 0]) }));
+  // one colour and one order per label, in every chart and on every load: the project's label set, else sorted
+  const order = p.labels.length ? p.labels : Object.keys(p.label_distribution).sort();
+  const rank = (label) => (order.indexOf(label) >= 0 ? order.indexOf(label) : order.length);
+  const colorOf = (label) => PALETTE[rank(label) % PALETTE.length];
+  const byLabel = (a, b) => rank(a) - rank(b) || String(a).localeCompare(String(b));
+  document.getElementById("distribution").innerHTML = barChart(
+    Object.entries(p.label_distribution).sort((a, b) => byLabel(a[0], b[0])), { colorOf });
+  const keys = [...new Set(p.timeline.flatMap((d) => Object.keys(d).filter((k) => k !== "at")))].sort(byLabel);
+  const series = keys.map((k) => ({ name: k, color: colorOf(k), points: p.timeline.map((d) => [d.at, d[k] || 0]) }));
   const when = (t) => new Date(t * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
   document.getElementById("timeline").innerHTML = p.timeline.length
     ? lineChart(series, { yLabel: "labels so far", xFormat: when }) : '<p class="muted">No labels yet.</p>';
@@ -42,7 +49,7 @@ async function load() {
   document.getElementById("models").innerHTML = modelsHtml(p.models);
   const short = (m) => esc(String(m).split("/").slice(-1)[0]);
   document.getElementById("rounds").innerHTML = p.rounds.length ? `<table class="grid" data-testid="rounds"><thead><tr><th>round</th><th>labels used</th><th>model</th><th>records scored</th><th>accuracy</th><th>macro-F1</th><th>time</th><th>queue</th></tr></thead><tbody>` +
-    p.rounds.map((r) => `<tr data-round="${r.round}"><td>${r.round}</td><td>${r.labels_used}</td><td>${short(r.model)}</td><td>${r.predicted ?? "–"}</td><td>${fmt(r.accuracy)}</td><td>${fmt(r.macro_f1)}</td><td>${r.seconds ? Math.round(r.seconds) + " s" : "–"}</td>` +
+    p.rounds.map((r) => `<tr data-round="${r.round}"><td>${r.round}</td><td>${r.labels_used ?? '<span class="muted" title="trained outside this project">–</span>'}</td><td>${short(r.model)}</td><td>${r.predicted ?? "–"}</td><td>${fmt(r.accuracy)}</td><td>${fmt(r.macro_f1)}</td><td>${r.seconds ? Math.round(r.seconds) + " s" : "–"}</td>` +
       `<td>${r.in_use ? "pre-fills it" : r.below ? `below ${short(r.below.model)}` : ""}</td></tr>`).join("") + "</tbody></table>"
     : '<p class="muted">No rounds yet: train on the reviewed records, then re-predict with the new model.</p>';
   const last = p.rounds[p.rounds.length - 1], warning = document.getElementById("round-warning");
@@ -59,7 +66,7 @@ async function load() {
     settings.hide_predictions.checked = p.hide_predictions;
   }
   document.getElementById("rounds-chart").innerHTML = p.rounds.length > 1
-    ? lineChart([{ name: "accuracy", points: p.rounds.map((r) => [r.labels_used, r.accuracy || 0]) }], { yLabel: "accuracy", xLabel: "labels used" }) : "";
+    ? lineChart([{ name: "accuracy", points: p.rounds.map((r) => [r.round, r.accuracy || 0]) }], { yLabel: "accuracy on held-out records", xLabel: "round" }) : "";
   if (document.getElementById("jobs")) document.getElementById("jobs").innerHTML = jobsHtml(p.jobs);
   document.getElementById("disagreement-link").textContent = `Disagreement queue (${p.disagreements.people_or_model || 0})`;
   const adjudicate = document.getElementById("adjudication-link");

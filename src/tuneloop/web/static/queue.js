@@ -26,7 +26,8 @@ const WIDGETS = {
       focus = Math.max(0, labels.indexOf(start[0]));
       answer.innerHTML = `<div class="labels" role="listbox">${labels.map((l, i) => {
         const p = prediction && prediction.probabilities ? prediction.probabilities[l] : null;
-        return `<button type="button" data-label="${esc(l)}" data-key="${i + 1}"><kbd>${i + 1}</kbd> ${esc(l)}${p !== null && p !== undefined ? `<span class="prob">${Math.round(p * 100)}%</span>` : ""}</button>`;
+        const key = i < 9 ? `<kbd>${i + 1}</kbd> ` : "";  // keys 1-9 only; the rest by arrows or a click
+        return `<button type="button" data-label="${esc(l)}"${i < 9 ? ` data-key="${i + 1}"` : ""}>${key}${esc(l)}${p !== null && p !== undefined ? `<span class="prob">${Math.round(p * 100)}%</span>` : ""}</button>`;
       }).join("")}</div>`;
     },
     value: () => (multi ? { labels: [...selected] } : { label: [...selected][0] }),
@@ -84,7 +85,8 @@ function showCounts(c) {
     box.textContent = `${c.to_adjudicate} to adjudicate (${c.ties} ties) · ${c.adjudicated} adjudicated`;
     return;
   }
-  box.textContent = `You: ${c.mine} done, ${c.skipped} skipped · project: ${c.done} of ${c.records} done, ${c.open} open`;
+  box.textContent = `You: ${c.mine} done, ${c.skipped} skipped · project: ${c.done} of ${c.records} done, ` +
+    `${c.partly} partly done, ${c.open - c.partly} not started`;
   box.dataset.mine = c.mine;
 }
 

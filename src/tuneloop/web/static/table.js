@@ -41,7 +41,7 @@ async function load() {
   document.getElementById("next").disabled = offset + limit >= total;
   document.querySelector("#records tbody").innerHTML = data.data.map((r) => `<tr data-id="${r.id}">
     <td><input type="checkbox" class="pick" value="${r.id}"></td>
-    <td><a href="/projects/${encodeURIComponent(project)}/records/${r.id}">${r.id}</a></td>
+    <td>${role === "annotator" ? r.id : `<a href="/projects/${encodeURIComponent(project)}/records/${r.id}">${r.id}</a>`}</td>
     <td>${esc(r.text)}</td>
     <td>${r.status}${r.split === "holdout" ? " · held out" : ""}</td>
     <td>${esc(r.human_label ?? (r.human_labels || []).join(", "))}${SOURCES[r.answer_source] ? ` <span class="tag" data-testid="answer-source">${SOURCES[r.answer_source]}</span>` : ""}${r.disagreement && role !== "annotator" ? ' <span class="tag disagree">disagree</span>' : ""}</td>

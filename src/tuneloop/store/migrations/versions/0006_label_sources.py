@@ -6,7 +6,8 @@ Records gain `answer_source` (people, majority, tie, adjudicated, model), worked
 annotations: a record whose people split evenly had one of their labels picked, and now has none (`tie`); a
 record with only an accepted model label is `accepted` and its answer is the model's. Projects gain
 `prefill_model` (the model of their newest predictions) and `hide_predictions`; predictions keep their
-`uncertainty`; rounds keep how many records they `predicted` and which model they `replaced` in the queue.
+`uncertainty`; rounds keep how many records they `predicted` and which model they `replaced` in the queue,
+and `labels_used` may be unknown (a model trained outside the project).
 
 Revision ID: 0006
 Revises: 0005
@@ -53,6 +54,7 @@ def upgrade() -> None:
     with op.batch_alter_table("rounds") as batch:
         batch.add_column(sa.Column("predicted", sa.Integer, nullable=True))
         batch.add_column(sa.Column("replaced", sa.String(500), nullable=True))
+        batch.alter_column("labels_used", existing_type=sa.Integer, nullable=True)
     with op.batch_alter_table("projects") as batch:
         batch.add_column(sa.Column("prefill_model", sa.String(500), nullable=True))
         batch.add_column(sa.Column("hide_predictions", sa.Boolean, nullable=False, server_default=sa.false()))
@@ -91,8 +93,13 @@ def upgrade() -> None:
 def downgrade() -> None:
     # Never by copying a table (SQLite's batch default for a dropped column): the copy would lose the triggers
     # and break the rows that point at it. SQLite 3.35 and later drop a column in place.
+    op.execute("UPDATE rounds SET labels_used = 0 WHERE labels_used IS NULL")
+    with op.batch_alter_table("rounds") as batch:  # no triggers on rounds: SQLite may copy it
+        batch.alter_column("labels_used", existing_type=sa.Integer, nullable=False)
+        batch.drop_column("replaced")
+        batch.drop_column("predicted")
     for table, columns in (("projects", ("hide_predictions", "prefill_model")), ("records", ("answer_source",)),
-                           ("rounds", ("replaced", "predicted")), ("predictions", ("uncertainty",)),
+                           ("predictions", ("uncertainty",)),
                            ("annotations", ("model", "source"))):
         with op.batch_alter_table(table, recreate="never") as batch:
             for column in columns:
