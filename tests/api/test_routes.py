@@ -30,6 +30,8 @@ PROJECT_RULES: dict[tuple[str, str], list[str]] = {
     ("GET", "/api/projects/{ref}"): [OUTSIDER],
     ("PATCH", "/api/projects/{ref}"): [REVIEWER, ANNOTATOR],
     ("POST", "/api/projects/{ref}/members"): [REVIEWER, ANNOTATOR],
+    ("DELETE", "/api/projects/{ref}/members/{username}"): [REVIEWER, ANNOTATOR],
+    ("PATCH", "/api/users/{username}"): [REVIEWER, ANNOTATOR],
     ("GET", "/api/projects/{ref}/next"): [OUTSIDER],
     ("POST", "/api/projects/{ref}/records/{record_id}/annotations"): [OUTSIDER],
     ("POST", "/api/projects/{ref}/records/{record_id}/skip"): [OUTSIDER],
@@ -63,6 +65,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {  # valid requests, so that wha
     ("POST", "/api/projects/upload"): {"files": {"file": ("q.jsonl", b'{"text": "a"}\n')}, "data": {"name": "q"}},
     ("POST", "/api/projects/{ref}/members"): {"json": {"username": "out"}},
     ("PATCH", "/api/projects/{ref}"): {"json": {"hide_predictions": False}},
+    ("PATCH", "/api/users/{username}"): {"json": {"role": "annotator"}},
     ("POST", "/api/projects/{ref}/records/{record_id}/annotations"): {"json": {"value": {"label": "billing"}}},
     ("POST", "/api/projects/{ref}/annotations/{annotation_id}/review"): {"json": {"accept": True}},
     ("POST", "/api/projects/{ref}/bulk-accept"): {"json": {"record_ids": [1]}},
@@ -73,8 +76,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {  # valid requests, so that wha
     ("GET", "/api/projects/{ref}/export"): {"params": {"as": "classify"}},
     ("GET", "/api/projects/{ref}/export/summary"): {"params": {"as": "classify"}},
 }
-PARAMS = {"ref": "p", "record_id": "1", "annotation_id": "1", "file_id": "file-none", "job_id": "ftjob-none",
-          "model_id": "smollm2-135m-instruct", "run_id": "run-none"}
+PARAMS = {"ref": "p", "username": "out", "record_id": "1", "annotation_id": "1", "file_id": "file-none",
+          "job_id": "ftjob-none", "model_id": "smollm2-135m-instruct", "run_id": "run-none"}
 
 
 def forbidden_for(method: str, path: str) -> list[str]:

@@ -627,3 +627,45 @@ def test_records_labelled_outside_the_given_labels_are_counted_and_the_lead_deci
                                       data=str(path), labels=["billing", "shipping"], unknown_labels="drop")
     assert dropped.labels == ["billing", "shipping"]
     assert len(store.all_records(env["session"], project_id=dropped.id)) == 4
+
+
+def test_a_lead_edits_a_project_and_its_people_after_creation(env):
+    from tuneloop.services.auth import update_user
+
+    session, ann, bob, rev = (env["session"], *(env["people"][n] for n in ("ann", "bob", "rev")))
+    project = make(env, rows=labelled_rows(3), overlap=1)
+    first = queue.next_record(session, project, ann, "id")
+    queue.submit(session, project, ann, first["id"], {"label": "billing"})
+    with pytest.raises(ServiceError, match=r"labels: people used billing \(1 answers\); a label in use cannot be "
+                                           "removed"):
+        projects.update_project(session, project, labels=["shipping", "technical"], guidelines="changed")
+    assert project.guidelines == "" and project.labels == ["billing", "shipping", "technical"]  # nothing changed
+    projects.update_project(session, project, labels=["technical", "billing", "shipping", "refund"],
+                            guidelines="# New", overlap=2)
+    record = store.get_record(session, project_id=project.id, record_id=first["id"])
+    assert (project.labels[-1], project.guidelines, record.status) == ("refund", "# New", "open")  # needs one more
+    with pytest.raises(ServiceError, match="overlap 0"):
+        projects.update_project(session, project, overlap=0)
+    projects.add_member(session, project, "bob")
+    held = queue.next_record(session, project, bob, "id")
+    projects.remove_member(session, project, "bob")
+    assert not store.is_member(session, project_id=project.id, user_id=bob.id)
+    assert not store.holds(session, record_id=held["id"], user_id=bob.id, now=time.time())
+    with pytest.raises(ServiceError, match="'bob' is not a member"):
+        projects.remove_member(session, project, "bob")
+
+    admin = store.create_user(session, username="boss", password_hash="x", role="admin")
+    session.commit()
+    with pytest.raises(ServiceError, match="'boss' is the only admin"):
+        update_user(session, "boss", role="annotator")
+    with pytest.raises(ServiceError, match="you cannot disable your own account"):
+        update_user(session, "ann", disabled=True, by=ann)
+    update_user(session, "rev", role="admin")
+    update_user(session, "boss", role="reviewer", by=rev)
+    assert admin.role == "reviewer"
+    update_user(session, "ann", password="a-new-password", disabled=True, by=rev)
+    assert authenticate(session, username="ann", password="a-new-password") is None  # disabled
+    update_user(session, "ann", disabled=False, by=rev)
+    assert authenticate(session, username="ann", password="a-new-password").id == ann.id
+    with pytest.raises(ServiceError, match="at least 8"):
+        update_user(session, "ann", password="short")

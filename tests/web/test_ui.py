@@ -137,6 +137,12 @@ def test_table_filters_and_bulk_accept(review_server, login):
     page.check("input[name=descending]")
     page.click("#filters button[type=submit]")
     expect(page.locator("#records tbody tr").first).to_have_attribute("data-id", "24")
+    # the view is in the address: a reload (or the link, shared) shows the same filters and sort
+    assert re.search(r"status=open.*sort=id.*descending=true", page.url), page.url
+    page.reload()
+    expect(page.locator("select[name=status]")).to_have_value("open")
+    expect(page.locator("input[name=descending]")).to_be_checked()
+    expect(page.locator("#records tbody tr").first).to_have_attribute("data-id", "24")
     open_before = int(page.get_by_test_id("total").inner_text().split()[0])
     page.locator('#records tr[data-id="24"] .pick').check()
     page.locator('#records tr[data-id="23"] .pick').check()
@@ -669,3 +675,61 @@ def test_guidelines_keys_history_and_chart_colours_read_well(review_server, logi
         colours.append((fill, admin.locator("#distribution [data-bar]").evaluate_all(
             "bars => bars.map(b => b.dataset.bar)")))
     assert colours[0] == colours[1] and colours[0][1] == ["l1", "l2"]  # the label set's order, not the counts'
+
+
+def test_an_admin_runs_projects_and_people_from_the_ui(review_server, login, browser, tmp_path):
+    """Project administration in the UI: guidelines, labels, overlap and members after creation; roles, new
+    passwords and disabled accounts on the users page."""
+    from tests.conftest import labelled_rows, write_jsonl
+    from tuneloop.services.auth import create_user
+    from tuneloop.services.review import projects
+    from tuneloop.store import review as store
+
+    with review_server["app"].state.sessions() as session:
+        projects.create_project(session, review_server["settings"], name="admin-me", task="classification",
+                                data=str(write_jsonl(tmp_path / "a.jsonl", labelled_rows(3))))
+        create_user(session, username="zoe", password="zoe-password-1", role="annotator")
+    page = login("admin")
+    page.goto(review_server["base"] + "/projects/admin-me")
+    page.click("#admin-box summary")
+    settings = page.get_by_test_id("project-settings")
+    settings.locator("textarea[name=guidelines]").fill("Pick **one** team.")
+    settings.locator("input[name=labels]").fill("billing,shipping,technical,refund")
+    settings.locator("input[name=overlap]").fill("2")
+    settings.locator("button[type=submit]").click()
+    expect(page.get_by_test_id("settings-message")).to_have_text("Saved.")
+    page.get_by_test_id("add-member-name").select_option("zoe")
+    page.click("#add-member button[type=submit]")
+    expect(page.get_by_test_id("members")).to_contain_text("zoe")
+    settings.locator("input[name=labels]").fill("billing,shipping")
+    settings.locator("button[type=submit]").click()  # nobody used technical yet: this would drop it
+    expect(page.get_by_test_id("settings-message")).to_have_text("Saved.")
+    with review_server["app"].state.sessions() as session:
+        project = store.find_project(session, ref="admin-me")
+        assert (project.guidelines, project.labels, project.overlap) == ("Pick **one** team.", ["billing", "shipping"], 2)
+    page.reload()
+    expect(page.get_by_test_id("guidelines").locator("strong")).to_have_text("one")
+
+    page.goto(review_server["base"] + "/admin/users")
+    page.get_by_test_id("role-zoe").select_option("reviewer")
+    expect(page.get_by_test_id("users-message")).to_have_text("zoe is now reviewer.")
+    page.once("dialog", lambda dialog: dialog.accept("zoe-new-password"))
+    page.get_by_test_id("password-zoe").click()
+    expect(page.get_by_test_id("users-message")).to_have_text("zoe has a new password.")
+    page.get_by_test_id("role-admin").select_option("annotator")  # the only admin
+    expect(page.get_by_test_id("users-message")).to_contain_text("'admin' is the only admin")
+    expect(page.get_by_test_id("role-admin")).to_have_value("admin")  # put back as it was
+    context = browser.new_context()
+    zoe = context.new_page()
+    zoe.goto(review_server["base"] + "/login")
+    zoe.fill("input[name=username]", "zoe")
+    zoe.fill("input[name=password]", "zoe-new-password")
+    zoe.click("button[type=submit]")
+    zoe.wait_for_url(review_server["base"] + "/")
+    expect(zoe.locator("#projects")).to_contain_text("admin-me")
+    page.goto(review_server["base"] + "/admin/users")
+    page.get_by_test_id("disabled-zoe").check()
+    expect(page.get_by_test_id("users-message")).to_have_text("zoe is disabled.")
+    zoe.goto(review_server["base"] + "/projects/admin-me")
+    assert "/login" in zoe.url  # a disabled account's session ends
+    context.close()

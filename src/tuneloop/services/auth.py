@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -28,6 +29,35 @@ def create_user(session: Session, *, username: str, password: str, role: str) ->
     if store.user_by_name(session, username=username) is not None:
         raise ServiceError(409, f"there is already a user '{username}'", "username", "user_exists")
     user = store.create_user(session, username=username, password_hash=_hasher.hash(password), role=role)
+    session.commit()
+    return user
+
+
+def update_user(session: Session, username: str, *, role: str | None = None, password: str | None = None,
+                disabled: bool | None = None, by: User | None = None) -> User:
+    """An admin changes a person's role, sets a new password, or disables or enables the account. The last
+    enabled admin keeps the role and the account (someone must be able to administer), and `by` (the admin
+    acting) cannot disable themselves. Commits."""
+    user = store.user_by_name(session, username=username)
+    if user is None:
+        raise ServiceError(404, f"no user '{username}'", "username", "user_not_found")
+    if role is not None and role not in ROLES:
+        raise ServiceError(400, f"role '{role}' is not one of {', '.join(ROLES)}", "role")
+    if password is not None and len(password) < MIN_PASSWORD:
+        raise ServiceError(400, f"the password must have at least {MIN_PASSWORD} characters", "password")
+    admins = [u for u in store.list_users(session) if u.role == "admin" and u.disabled_at is None]
+    last_admin = user.role == "admin" and user.disabled_at is None and len(admins) == 1
+    if last_admin and ((role is not None and role != "admin") or disabled):
+        raise ServiceError(409, f"'{username}' is the only admin; make someone else admin first", "username",
+                           "last_admin")
+    if disabled and by is not None and by.id == user.id:
+        raise ServiceError(409, "you cannot disable your own account", "disabled", "own_account")
+    if role is not None:
+        user.role = role
+    if password is not None:
+        user.password_hash = _hasher.hash(password)
+    if disabled is not None:
+        user.disabled_at = (user.disabled_at or time.time()) if disabled else None
     session.commit()
     return user
 

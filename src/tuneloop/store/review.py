@@ -71,6 +71,18 @@ def add_member(session: Session, *, project_id: str, user_id: str) -> None:
         session.add(ProjectMember(project_id=project_id, user_id=user_id))
 
 
+def remove_member(session: Session, *, project_id: str, user_id: str) -> bool:
+    """Their answers stay; only their access goes. False when they were not a member."""
+    member = session.get(ProjectMember, (project_id, user_id))
+    if member is None:
+        return False
+    session.delete(member)
+    session.execute(delete(Assignment).where(Assignment.user_id == user_id,
+                                             Assignment.record_id.in_(select(Record.id).where(
+                                                 Record.project_id == project_id))))
+    return True
+
+
 def is_member(session: Session, *, project_id: str, user_id: str) -> bool:
     return session.get(ProjectMember, (project_id, user_id)) is not None
 

@@ -15,7 +15,7 @@ from tuneloop.api.deps import Actor, ActorDep, SessionDep, SettingsDep
 from tuneloop.services import ServiceError
 from tuneloop.services import files as file_service
 from tuneloop.services.auth import (MIN_PASSWORD, USERNAME, check_project_access, create_user, require_admin,
-                                    require_reviewer)
+                                    require_reviewer, update_user)
 from tuneloop.services.review import adjudication, export, projects, quality, queue, rounds
 from tuneloop.services.review.projects import PROJECT_NAME
 from tuneloop.services.review.tasks import check_task, project_tasks
@@ -119,8 +119,27 @@ def add_user(session: SessionDep, actor: ActorDep, body: UserCreate) -> dict:
 @router.get("/users")
 def list_users(session: SessionDep, actor: ActorDep) -> dict:
     _admin(actor)
-    return {"object": "list", "data": [{"id": u.id, "username": u.username, "role": u.role}
-                                       for u in store.list_users(session)]}
+    return {"object": "list", "data": [_user_public(u) for u in store.list_users(session)]}
+
+
+def _user_public(user: Any) -> dict:
+    return {"id": user.id, "username": user.username, "role": user.role, "disabled": user.disabled_at is not None}
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["admin", "reviewer", "annotator"] | None = None
+    password: str | None = Field(None, min_length=MIN_PASSWORD, description="A new password")
+    disabled: bool | None = Field(None, description="A disabled account cannot log in; its work stays")
+
+
+@router.patch("/users/{username}")
+def update_user_route(session: SessionDep, actor: ActorDep, username: str, body: UserUpdate) -> dict:
+    """Admins change a person's role, set a new password, or disable the account."""
+    _admin(actor)
+    user = update_user(session, username, role=body.role, password=body.password, disabled=body.disabled,
+                       by=actor.user)
+    return _user_public(user)
 
 
 @router.get("/projects")
@@ -182,6 +201,9 @@ class ProjectUpdate(BaseModel):
     prefill_model: str | None = Field(None, min_length=1, description="The model whose predictions pre-fill the "
                                       "queue: one of the project's prediction_models")
     hide_predictions: bool | None = Field(None, description="People never see a model's answer")
+    guidelines: str | None = Field(None, max_length=100_000, description="Markdown")
+    labels: list[Label] | None = Field(None, min_length=2, description="Add or reorder; a label in use stays")
+    overlap: int | None = Field(None, ge=1, le=20)
 
 
 @router.patch("/projects/{ref}")
@@ -189,8 +211,17 @@ def update_project(session: SessionDep, actor: ActorDep, ref: str, body: Project
     """Admins change a project's settings."""
     _admin(actor)
     project = projects.update_project(session, _project(session, actor, ref), prefill_model=body.prefill_model,
-                                      hide_predictions=body.hide_predictions)
+                                      hide_predictions=body.hide_predictions, guidelines=body.guidelines,
+                                      labels=body.labels, overlap=body.overlap)
     return projects.counters(session, project)
+
+
+@router.delete("/projects/{ref}/members/{username}")
+def remove_member(session: SessionDep, actor: ActorDep, ref: str, username: str) -> dict:
+    """Admins take a person off a project; their answers stay."""
+    _admin(actor)
+    projects.remove_member(session, _project(session, actor, ref), username)
+    return {"username": username, "removed": True}
 
 
 @router.post("/projects/{ref}/members")

@@ -251,21 +251,59 @@ def _label_set(labels: list[str] | None, items: list[tuple[int, Item]], source: 
 
 
 def update_project(session: Session, project: Project, *, prefill_model: str | None = None,
-                   hide_predictions: bool | None = None) -> Project:
+                   hide_predictions: bool | None = None, guidelines: str | None = None,
+                   labels: list[str] | None = None, overlap: int | None = None) -> Project:
     """Change a project's settings: which model's predictions pre-fill the queue (one that predicted in this
-    project), and whether people see predictions at all. Commits."""
+    project), whether people see predictions, the guidelines, the label set (labels may be added or
+    reordered; one that people used cannot go), and the overlap (every record's status follows). Checks
+    everything before it changes anything. Commits."""
     from tuneloop.services.review.prelabel import use_model
+    from tuneloop.services.review.queue import refresh_record
 
+    task = task_of(project)
     if prefill_model is not None and prefill_model != project.prefill_model:
         known = store.prediction_models(session, project_id=project.id)
         if prefill_model not in known:
             raise ServiceError(400, f"prefill_model '{prefill_model}' has not predicted in project '{project.name}'; "
                                     f"models that have: {', '.join(known) or 'none yet'}", "prefill_model")
+    if labels is not None:
+        if not task.takes_labels:
+            raise ServiceError(400, f"a {project.task} project has no label set", "labels")
+        labels = [label.strip() for label in labels if label.strip()]
+        if len(set(labels)) != len(labels) or len(labels) < 2:
+            raise ServiceError(400, "labels: give at least two labels, each once", "labels")
+        used = Counter(label for a in store.project_annotations(session, project_id=project.id)
+                       for label in task.labels_of(a.value))
+        gone = {label: n for label, n in used.items() if label not in labels}
+        if gone:
+            named = ", ".join(f"{label} ({n} answers)" for label, n in sorted(gone.items()))
+            raise ServiceError(409, f"labels: people used {named}; a label in use cannot be removed", "labels",
+                               "label_in_use")
+    if overlap is not None and not 1 <= overlap <= 20:
+        raise ServiceError(400, f"overlap {overlap}: each record needs between 1 and 20 annotations", "overlap")
+    if prefill_model is not None and prefill_model != project.prefill_model:
         use_model(session, project, prefill_model)
     if hide_predictions is not None:
         project.hide_predictions = hide_predictions
+    if guidelines is not None:
+        project.guidelines = guidelines
+    if labels is not None:
+        project.labels = labels
+    if overlap is not None and overlap != project.overlap:
+        project.overlap = overlap
+        for record in store.all_records(session, project_id=project.id):
+            refresh_record(session, project, record)
     session.commit()
     return project
+
+
+def remove_member(session: Session, project: Project, username: str) -> None:
+    """Take a person off a project: their answers stay, the records they held go back to the queue."""
+    user = store.user_by_name(session, username=username)
+    if user is None or not store.remove_member(session, project_id=project.id, user_id=user.id):
+        raise ServiceError(404, f"'{username}' is not a member of project '{project.name}'", "username",
+                           "not_a_member")
+    session.commit()
 
 
 def get_project(session: Session, ref: str) -> Project:
@@ -285,7 +323,7 @@ def visible_projects(session: Session, user: User | None) -> list[Project]:
 def add_member(session: Session, project: Project, username: str) -> User:
     user = store.user_by_name(session, username=username)
     if user is None:
-        raise ServiceError(404, f"no user '{username}' (create one with `tuneloop users create`)", "username",
+        raise ServiceError(404, f"no user '{username}'; an admin creates people on the users page", "username",
                            "user_not_found")
     store.add_member(session, project_id=project.id, user_id=user.id)
     session.commit()

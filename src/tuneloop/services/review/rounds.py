@@ -157,9 +157,13 @@ def repredict(session: Session, settings: Settings, project: Project, model: str
         return store.get_round(session, project_id=project.id, number=job.result["round"])
     started = time.time()
     since = job.created_at if job is not None else started
-    if not any(r.status == "open" or r.split == "holdout" for r in store.all_records(session, project_id=project.id)):
+    remaining = [r for r in store.all_records(session, project_id=project.id) if r.status == "open" or r.split == "holdout"]
+    if not remaining:
         raise ServiceError(409, f"project '{project.name}' has no open or held-out records to re-predict; no round "
                                 "was recorded", "project", "nothing_to_predict")
+    if on_progress:  # the total is known before the model loads (which can take a while)
+        on_progress(len(store.predicted_ids(session, project_id=project.id, model=model, since=since) &
+                        {r.id for r in remaining}), len(remaining))
     predictor = prelabel.LocalModel(ref or serving_ref(session, model), settings, name=model)
     prelabel.prelabel(session, project, predictor, records="remaining", on_progress=on_progress, since=since,
                       use=False)

@@ -12,7 +12,7 @@ function agreementHtml(a) {
 }
 
 function modelsHtml(models) {
-  if (!models.length) return '<p class="muted">No predictions on labelled records yet (<code>tuneloop review prelabel</code>).</p>';
+  if (!models.length) return '<p class="muted">No model has predicted on records people labelled yet: re-predict with a model below.</p>';
   return models.map((m) => {
     const head = m.labels.map((l) => `<th>${esc(l)}</th>`).join("");
     const rows = m.confusion.map((row, i) => `<tr><th>${esc(m.labels[i])}</th>${row.slice(0, m.labels.length).map((n) => `<td>${n || ""}</td>`).join("")}</tr>`).join("");
@@ -111,6 +111,44 @@ if (document.getElementById("settings")) {
 document.getElementById("round-warning").addEventListener("click", (e) => {
   if (e.target.dataset.prefill) changeSettings({ prefill_model: e.target.dataset.prefill });
 });
+
+// Admins: settings, and who works on the project.
+const settingsForm = document.getElementById("project-settings");
+if (settingsForm) {
+  settingsForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const form = new FormData(settingsForm), body = { guidelines: form.get("guidelines"), overlap: Number(form.get("overlap")) };
+    if (form.has("labels")) body.labels = form.get("labels").split(",").map((l) => l.trim()).filter(Boolean);
+    const message = document.getElementById("settings-message");
+    message.textContent = "Saving…";
+    try {
+      await api(`/api/projects/${encodeURIComponent(name)}`, { method: "PATCH", body });
+      message.textContent = "Saved.";
+      load();
+    } catch (err) { message.textContent = err.message; }
+  });
+  document.getElementById("add-member").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const username = new FormData(e.target).get("username");
+    try { await api(`/api/projects/${encodeURIComponent(name)}/members`, { method: "POST", body: { username } }); }
+    catch (err) { document.getElementById("settings-message").textContent = err.message; }
+    loadMembers();
+  });
+  document.getElementById("members").addEventListener("click", async (e) => {
+    if (!e.target.dataset.remove) return;
+    await api(`/api/projects/${encodeURIComponent(name)}/members/${encodeURIComponent(e.target.dataset.remove)}`, { method: "DELETE" });
+    loadMembers();
+  });
+  loadMembers();
+}
+
+async function loadMembers() {
+  const [p, users] = await Promise.all([api(`/api/projects/${encodeURIComponent(name)}`), api("/api/users")]);
+  document.getElementById("members").innerHTML = p.members.map((m) =>
+    `<li data-member="${esc(m)}">${esc(m)} <button type="button" class="link" data-remove="${esc(m)}">remove</button></li>`).join("") || '<li class="muted">nobody yet</li>';
+  const others = users.data.filter((u) => !p.members.includes(u.username) && !u.disabled && u.role !== "admin");
+  document.querySelector("#add-member select").innerHTML = others.map((u) => `<option value="${esc(u.username)}">${esc(u.username)} (${esc(u.role)})</option>`).join("");
+}
 
 let running = false;
 async function loadTasks() {

@@ -33,7 +33,13 @@ function workHtml(row) {
 const SOURCES = { model: "model's label", tie: "tie", majority: "majority", adjudicated: "adjudicated" };
 
 async function load() {
-  const data = await api(`${base}/records?${query()}`);
+  const params = query();
+  // the view lives in the address: a reload, a bookmark or a link shows the same filters, sort and page
+  const shown = new URLSearchParams(params);
+  if (shown.get("offset") === "0") shown.delete("offset");
+  shown.delete("limit");
+  history.replaceState(null, "", `${location.pathname}${shown.toString() ? `?${shown}` : ""}`);
+  const data = await api(`${base}/records?${params}`);
   total = data.total;
   document.getElementById("total").textContent = `${total} records`;
   document.getElementById("page").textContent = total ? `${offset + 1}–${Math.min(offset + limit, total)}` : "";
@@ -50,10 +56,11 @@ async function load() {
     <td>${workHtml(r)}</td></tr>`).join("");
 }
 
-// filters can come in the address (the project page links to ?disagreement=true)
+// filters, sort and page come from the address (the project page links to ?disagreement=true)
 for (const [k, v] of new URLSearchParams(location.search)) {
   const field = form.elements.namedItem(k);
-  if (field && field.type === "checkbox") field.checked = v === "true";
+  if (k === "offset") offset = Math.max(0, Number(v) || 0);
+  else if (field && field.type === "checkbox") field.checked = v === "true";
   else if (field) field.value = v;
 }
 
