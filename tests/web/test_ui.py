@@ -509,21 +509,22 @@ def test_a_round_below_the_model_in_use_warns_and_held_out_records_show_no_predi
     annotator.keyboard.press("Enter")
     expect(annotator.get_by_test_id("record-text")).not_to_have_text(held.text)
     expect(annotator.get_by_test_id("prelabel")).to_have_text(gold[annotator.get_by_test_id("record-text").inner_text()])
-    warning.get_by_role("button", name="Use bad-model anyway").click()
+    with page.expect_response(lambda r: r.request.method == "PATCH"):
+        warning.get_by_role("button", name="Use bad-model anyway").click()
     expect(page.get_by_test_id("prefill-model")).to_have_value("bad-model")
     expect(warning).to_be_hidden()
     annotator.reload()
     text = annotator.get_by_test_id("record-text").inner_text()
     expect(annotator.get_by_test_id("prelabel")).not_to_have_text(gold[text])  # bad-model's label now
     expect(annotator.locator('#answer button.selected')).to_have_count(1)
-    page.get_by_test_id("hide-predictions").check()
-    expect(page.get_by_test_id("hide-predictions")).to_be_checked()
+    with page.expect_response(lambda r: r.request.method == "PATCH"):
+        page.get_by_test_id("hide-predictions").check()
     annotator.reload()
     expect(annotator.get_by_test_id("record-text")).to_have_text(text)
     expect(annotator.get_by_test_id("prelabel")).to_have_count(0)
     expect(annotator.locator('#answer button.selected')).to_have_count(0)  # nothing chosen for them
-    page.get_by_test_id("hide-predictions").uncheck()
-    expect(page.get_by_test_id("hide-predictions")).not_to_be_checked()
+    with page.expect_response(lambda r: r.request.method == "PATCH"):
+        page.get_by_test_id("hide-predictions").uncheck()
     annotator.reload()
     expect(annotator.get_by_test_id("prelabel")).to_have_count(1)
 
