@@ -42,6 +42,7 @@ PROJECT_RULES: dict[tuple[str, str], list[str]] = {
     ("GET", "/api/projects/{ref}/records/{record_id}"): [ANNOTATOR, OUTSIDER],
     ("POST", "/api/projects/{ref}/annotations/{annotation_id}/review"): [ANNOTATOR],
     ("POST", "/api/projects/{ref}/bulk-accept"): [ANNOTATOR, OUTSIDER],
+    ("POST", "/api/projects/{ref}/gold"): [ANNOTATOR, OUTSIDER],
     ("GET", "/api/projects/{ref}/export"): [ANNOTATOR, OUTSIDER],  # everyone's answers
     ("GET", "/api/projects/{ref}/export/summary"): [ANNOTATOR, OUTSIDER],
     ("POST", "/api/projects/{ref}/train"): [REVIEWER, ANNOTATOR],
@@ -69,6 +70,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {  # valid requests, so that wha
     ("POST", "/api/projects/{ref}/records/{record_id}/annotations"): {"json": {"value": {"label": "billing"}}},
     ("POST", "/api/projects/{ref}/annotations/{annotation_id}/review"): {"json": {"accept": True}},
     ("POST", "/api/projects/{ref}/bulk-accept"): {"json": {"record_ids": [1]}},
+    ("POST", "/api/projects/{ref}/gold"): {"json": {"record_ids": [1]}},
     ("POST", "/api/projects/{ref}/records/{record_id}/adjudicate"): {"json": {"value": {"label": "billing"}}},
     ("POST", "/api/projects/{ref}/train"): {"json": {}},
     ("POST", "/api/projects/{ref}/repredict"): {"json": {"model": "smollm2-135m-instruct"}},

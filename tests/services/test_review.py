@@ -669,3 +669,43 @@ def test_a_lead_edits_a_project_and_its_people_after_creation(env):
     assert authenticate(session, username="ann", password="a-new-password").id == ann.id
     with pytest.raises(ServiceError, match="at least 8"):
         update_user(session, "ann", password="short")
+
+
+def test_gold_questions_are_mixed_in_at_the_rate_and_flag_a_careless_person(env):
+    from tuneloop.services.review import gold
+
+    session, ann, bob, rev = (env["session"], *(env["people"][n] for n in ("ann", "bob", "rev")))
+    rows = labelled_rows(10)
+    truth = {row["text"]: row["label"] for row in rows}
+    project = make(env, rows=rows, gold=0.3, gold_rate=0.5)
+    golden = {r.id for r in store.all_records(session, project_id=project.id, split="gold")}
+    assert len(golden) == 3 and all(r.gold == {"label": truth[r.text]}
+                                    for r in store.all_records(session, project_id=project.id, split="gold"))
+    counters = projects.counters(session, project)
+    assert (counters["records"], counters["gold"], counters["open"]) == (7, 3, 7)
+    handed = []
+    for _ in range(6):  # ann answers the work right and every gold question wrong
+        view = queue.next_record(session, project, ann, "id")
+        assert view["split"] == "pool" and view["prediction"] is None or view["id"] not in golden
+        handed.append(view["id"] in golden)
+        wrong = next(label for label in project.labels if label != truth[view["text"]])
+        queue.submit(session, project, ann, view["id"], {"label": wrong if view["id"] in golden else truth[view["text"]]})
+    assert handed == [False, True, False, True, False, True]  # every second record, at a rate of 0.5
+    for record_id in golden:  # bob answers them all right: a gold question never fills up
+        record = store.get_record(session, project_id=project.id, record_id=record_id)
+        queue.submit(session, project, bob, record_id, {"label": truth[record.text]})
+        assert record.status == "open" and record.answer_source is None
+    report = gold.gold_report(session, project)
+    assert [(p["user"], p["answered"], p["correct"], p["flagged"]) for p in report["people"]] == [
+        ("ann", 3, 0, True), ("bob", 3, 3, False)]
+    assert export.export_report(session, project, "classify").left_out["gold questions"] == 3
+    assert quality.agreement(session, project)["kappa_pairs"] == []  # gold answers are not agreement
+    settled = next(r for r in store.all_records(session, project_id=project.id)
+                   if r.split == "pool" and r.status == "annotated")
+    result = gold.mark_gold(session, project, rev, [settled.id, next(iter(golden))])
+    assert result == {"gold": 1, "left": {"gold already": 1}, "rate": 0.5}
+    assert [p["answered"] for p in gold.gold_report(session, project)["people"]] == [3, 3]  # ann's earlier
+    with pytest.raises(ServiceError, match="'ann' is an annotator"):                 # answer measures nobody
+        gold.mark_gold(session, project, ann, [settled.id])
+    with pytest.raises(ServiceError, match="gold 0.9: 9 gold questions need labelled records"):
+        make(env, name="nogold", rows=[{"text": f"t{i}"} for i in range(10)], labels=["a", "b"], gold=0.9)

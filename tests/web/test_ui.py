@@ -734,3 +734,36 @@ def test_an_admin_runs_projects_and_people_from_the_ui(review_server, login, bro
     zoe.goto(review_server["base"] + "/projects/admin-me")
     assert "/login" in zoe.url  # a disabled account's session ends
     context.close()
+
+
+def test_gold_questions_reach_annotators_unmarked_and_the_lead_sees_their_accuracy(review_server, login, tmp_path):
+    from tests.conftest import labelled_rows, write_jsonl
+    from tuneloop.services.review import gold, projects
+    from tuneloop.store import review as store
+
+    with review_server["app"].state.sessions() as session:
+        project = projects.create_project(session, review_server["settings"], name="golden", task="classification",
+                                          data=str(write_jsonl(tmp_path / "g.jsonl", labelled_rows(9))), gold=0.34,
+                                          gold_rate=0.5)
+        for name in ("ann", "rev"):
+            projects.add_member(session, project, name)
+    page = login("ann")
+    page.goto(review_server["base"] + "/projects/golden/queue?order=id")
+    for _ in range(6):
+        shown = page.locator("#record").get_attribute("data-record-id")
+        expect(page.locator("#record")).not_to_contain_text("gold")
+        page.keyboard.press("1")
+        page.keyboard.press("Enter")
+        expect(page.locator("#record")).not_to_have_attribute("data-record-id", shown)
+    rows = page.evaluate("async () => (await (await fetch('/api/projects/golden/records?limit=500')).json()).data")
+    assert {r["split"] for r in rows} == {"pool"}  # an annotator cannot tell which were gold
+    lead = login("rev")
+    lead.goto(review_server["base"] + "/projects/golden")
+    with review_server["app"].state.sessions() as session:
+        [report] = gold.gold_report(session, store.find_project(session, ref="golden"))["people"]
+    assert report["answered"] == 3
+    row = lead.locator('#gold tr[data-person="ann"]')
+    expect(row).to_contain_text(f"{report['answered']}{report['correct']}{report['accuracy']:.2f}")
+    expect(lead.get_by_test_id("gold-flag")).to_have_count(1 if report["flagged"] else 0)
+    lead.goto(review_server["base"] + "/projects/golden/table?split=gold")
+    expect(lead.get_by_test_id("total")).to_have_text("3 records")

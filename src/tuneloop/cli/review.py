@@ -87,6 +87,8 @@ def create_cmd(
     member: Annotated[Optional[list[str]], typer.Option(help="Username to add (repeatable).")] = None,
     unknown_labels: Annotated[str, typer.Option(help="Records labelled outside --labels: refuse the data, add "
                                                      "their labels, or drop those records.")] = "refuse",
+    gold: Annotated[float, typer.Option(help="Fraction of the labelled records kept as gold questions.")] = 0.0,
+    gold_rate: Annotated[float, typer.Option(help="Share of each person's records that are gold questions.")] = 0.1,
 ) -> None:
     """Create a review project from a data file or dataset version."""
     from tuneloop.services.review import projects
@@ -98,7 +100,7 @@ def create_cmd(
         project = projects.create_project(session, settings(), name=name, task=task, data=data,
                                           labels=labels.split(",") if labels else None, multi_label=multi_label,
                                           guidelines=text, overlap=overlap, holdout=holdout,
-                                          unknown_labels=unknown_labels)
+                                          unknown_labels=unknown_labels, gold=gold, gold_rate=gold_rate)
         for username in member or []:
             projects.add_member(session, project, username)
         info = projects.summary(session, project)
@@ -141,14 +143,15 @@ def list_cmd() -> None:
 @handle_errors
 def show_cmd(project: Annotated[str, typer.Argument(help="Project name or id.")],
              as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Progress, agreement among people, each model's agreement with people, and the rounds."""
-    from tuneloop.services.review import projects, quality, rounds
+    """Progress, agreement among people, accuracy on gold questions, each model's agreement with people, and the
+    rounds."""
+    from tuneloop.services.review import gold, projects, quality, rounds
 
     with open_sessions()() as session:
         found = projects.get_project(session, project)
         info = {"summary": projects.summary(session, found), "agreement": quality.agreement(session, found),
                 "models": quality.model_vs_human(session, found),
-                "rounds": rounds.rounds_view(session, found)}
+                "rounds": rounds.rounds_view(session, found), "gold": gold.gold_report(session, found)}
     if as_json:
         print_json(info)
         return
@@ -160,6 +163,10 @@ def show_cmd(project: Annotated[str, typer.Argument(help="Project name or id.")]
     for pair in info["agreement"]["kappa_pairs"]:
         console.print(f"Cohen's kappa {' / '.join(pair['people'])}: {_fmt(pair['value'])} on {pair['records']} "
                       "records", highlight=False)
+    for person in info["gold"]["people"]:
+        flag = " [red]below the threshold[/]" if person["flagged"] else ""
+        console.print(f"gold questions, {person['user']}: {person['correct']} of {person['answered']} right "
+                      f"({person['accuracy']:.2f}){flag}", highlight=False)
     for model in info["models"]:
         console.print(f"model {model['model']}: accuracy {model['accuracy']:.3f}, kappa "
                       f"{_fmt(model['kappa']['value'])} on {model['records']} records", highlight=False)
@@ -275,13 +282,19 @@ def set_cmd(
     prefill_model: Annotated[Optional[str], typer.Option(help="The model whose predictions pre-fill the queue.")] = None,
     hide_predictions: Annotated[Optional[bool], typer.Option("--hide-predictions/--show-predictions",
                                                              help="Whether people see a model's answer.")] = None,
+    overlap: Annotated[Optional[int], typer.Option(help="Annotations needed per record.")] = None,
+    gold_rate: Annotated[Optional[float], typer.Option(help="Share of each person's records that are gold "
+                                                            "questions.")] = None,
+    gold_threshold: Annotated[Optional[float], typer.Option(help="Gold accuracy below which a person is flagged.")
+                              ] = None,
 ) -> None:
     """Change a project's settings."""
     from tuneloop.services.review import projects
 
     with open_sessions()() as session:
         found = projects.update_project(session, projects.get_project(session, project), prefill_model=prefill_model,
-                                        hide_predictions=hide_predictions)
+                                        hide_predictions=hide_predictions, overlap=overlap, gold_rate=gold_rate,
+                                        gold_threshold=gold_threshold)
         console.print(f"{found.name}: pre-filled by {found.prefill_model or 'no model'}; predictions "
                       f"{'hidden' if found.hide_predictions else 'shown'} (never on held-out records)", highlight=False)
 

@@ -120,6 +120,9 @@ def count_records(session: Session, *, project_id: str) -> dict[str, int]:
                            .where(Record.project_id == project_id).group_by(Record.split, Record.status, answered))
     counts: Counter[str] = Counter()
     for split, status, some, n in rows:
+        if split == "gold":  # questions with known answers: never done, never part of the work
+            counts["gold"] += n
+            continue
         counts[status] += n
         counts[f"{split}:{status}"] += n
         counts["total"] += n
@@ -277,6 +280,12 @@ def claim_next(session: Session, *, project: Project, user_id: str, order: str, 
     held = active_assignment(session, project_id=project.id, user_id=user_id, now=now)
     if held is not None:
         return held
+    if project.gold_rate > 0 and _gold_due(session, project, user_id):
+        gold = (select(Record).where(Record.project_id == project.id, Record.split == "gold", ~_mine(user_id))
+                .order_by(Record.random_key, Record.id).limit(1))
+        record = session.scalar(gold)
+        if record is not None and take(session, project=project, record_id=record.id, user_id=user_id, now=now):
+            return record
     for split in ("holdout", "pool"):
         query = (select(Record).where(Record.project_id == project.id, Record.split == split, Record.status == "open",
                                       ~_mine(user_id), has_room)
@@ -291,6 +300,27 @@ def claim_next(session: Session, *, project: Project, user_id: str, order: str, 
     return None
 
 
+def _gold_due(session: Session, project: Project, user_id: str) -> bool:
+    """A gold question is due when fewer than `gold_rate` of the records this person answered (counting the
+    next one) were gold: at 0.2, the 5th, the 10th, ... record they get is one."""
+    rows = session.execute(select(Record.split == "gold", func.count()).join(Annotation, Annotation.record_id == Record.id)
+                           .where(Record.project_id == project.id, Annotation.user_id == user_id,
+                                  Annotation.status.in_(HOLDS), Annotation.source == "person")
+                           .group_by(Record.split == "gold")).all()
+    done = {bool(gold): n for gold, n in rows}
+    answered_gold = done.get(True, 0)
+    return answered_gold < int((done.get(False, 0) + answered_gold + 1) * project.gold_rate + 1e-9)
+
+
+def gold_answers(session: Session, *, project_id: str) -> list[tuple[str, dict[str, Any], dict[str, Any], float]]:
+    """(person's id, their answer, the known answer, when they answered) of every answer to a gold question."""
+    return [tuple(row) for row in session.execute(  # type: ignore[misc]
+        select(Annotation.user_id, Annotation.value, Record.gold, Annotation.created_at)
+        .join(Record, Record.id == Annotation.record_id)
+        .where(Record.project_id == project_id, Record.split == "gold", Annotation.source == "person",
+               Annotation.status.in_(COUNTED)).order_by(Annotation.id))]
+
+
 def take(session: Session, *, project: Project, record_id: int, user_id: str, now: float,
          drop_others: bool = False) -> bool:
     """Hold a record if it has room: its annotations plus other people's live holds stay below the overlap.
@@ -298,11 +328,12 @@ def take(session: Session, *, project: Project, record_id: int, user_id: str, no
     the first statement here is a write, so it reads only after taking the lock). Commits the hold, or rolls
     back everything pending and returns False."""
     session.execute(delete(Assignment).where(Assignment.record_id == record_id, Assignment.expires_at <= now))
-    row = session.execute(select(Record.annotations, Record.status).where(Record.id == record_id)
+    row = session.execute(select(Record.annotations, Record.status, Record.split).where(Record.id == record_id)
                           .with_for_update()).one()
     holders = session.scalar(select(func.count()).select_from(Assignment).where(
         Assignment.record_id == record_id, Assignment.user_id != user_id, Assignment.expires_at > now)) or 0
-    if row.status != "open" or row.annotations + holders >= project.overlap:
+    full = row.annotations + holders >= project.overlap and row.split != "gold"  # everyone answers a gold question
+    if row.status != "open" or full:
         session.rollback()
         return False
     if drop_others:
@@ -394,7 +425,9 @@ def recount(session: Session, *, record: Record, overlap: int) -> list[Annotatio
     counted = annotations_of(session, record_ids=[record.id], statuses=COUNTED)
     people = [a for a in counted if a.source == "person"]
     record.annotations = len(people)
-    if any(a.source != "person" for a in counted):
+    if record.split == "gold":  # a gold question stays open to everyone
+        record.status = "open"
+    elif any(a.source != "person" for a in counted):
         record.status = "accepted"
     elif record.annotations < overlap:
         record.status = "open"

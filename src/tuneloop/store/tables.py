@@ -132,6 +132,10 @@ class Project(Base):
     well as it takes over). None: no model has predicted yet."""
     hide_predictions: Mapped[bool] = mapped_column(Boolean, default=False)
     """People never see a model's answer in this project (held-out records never show one anyway)."""
+    gold_rate: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    """The share of the records handed to a person that are gold questions (0: none)."""
+    gold_threshold: Mapped[float] = mapped_column(Float, default=0.8, server_default="0.8")
+    """A person whose accuracy on gold questions falls below this is flagged."""
     created_at: Mapped[float] = mapped_column(Float, default=now)
 
 
@@ -153,7 +157,10 @@ class Record(Base):
     text: Mapped[str] = mapped_column(Text)
     """What people read first (the text, or the last user message); searched by the table view."""
     split: Mapped[str] = mapped_column(String(10), default="pool")
-    """pool (to review) or holdout (people label it to measure each round's model)."""
+    """pool (to review), holdout (people label it to measure each round's model), or gold (a question with a
+    known answer, `gold`, that measures people)."""
+    gold: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    """The known answer of a gold question, as the task type stores answers ({"label": ...})."""
     status: Mapped[str] = mapped_column(String(12), default="open")
     """open, annotated (enough annotations), accepted (a reviewer accepted it)."""
     annotations: Mapped[int] = mapped_column(Integer, default=0)

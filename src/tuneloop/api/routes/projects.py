@@ -16,7 +16,7 @@ from tuneloop.services import ServiceError
 from tuneloop.services import files as file_service
 from tuneloop.services.auth import (MIN_PASSWORD, USERNAME, check_project_access, create_user, require_admin,
                                     require_reviewer, update_user)
-from tuneloop.services.review import adjudication, export, projects, quality, queue, rounds
+from tuneloop.services.review import adjudication, export, gold, projects, quality, queue, rounds
 from tuneloop.services.review.projects import PROJECT_NAME
 from tuneloop.services.review.tasks import check_task, project_tasks
 from tuneloop.store import review as store
@@ -69,6 +69,8 @@ class ProjectCreate(BaseModel):
     unknown_labels: Literal["refuse", "add", "drop"] = Field(
         "refuse", description="Records labelled outside the given labels: refuse the data (a 400 that counts them), "
                               "add their labels to the set, or drop those records")
+    gold: float = Field(0.0, ge=0, lt=1, description="Fraction of the labelled records kept as gold questions")
+    gold_rate: float = Field(0.1, ge=0, le=0.5, description="Share of each person's records that are gold questions")
 
 
 class AnnotationIn(BaseModel):
@@ -153,7 +155,7 @@ def create_project(session: SessionDep, settings: SettingsDep, actor: ActorDep, 
     _admin(actor)
     project = projects.create_project(session, settings, name=body.name, task=body.task, data=body.data,
                                       labels=body.labels, multi_label=body.multi_label, guidelines=body.guidelines,
-                                      unknown_labels=body.unknown_labels,
+                                      unknown_labels=body.unknown_labels, gold=body.gold, gold_rate=body.gold_rate,
                                       overlap=body.overlap, holdout=body.holdout, client=True)
     for username in body.members:
         projects.add_member(session, project, username)
@@ -167,7 +169,8 @@ def create_project_from_upload(
     task: TaskName = Form("classification"),
     labels: str = Form(""), multi_label: bool = Form(False), guidelines: str = Form(""),
     overlap: int = Form(1, ge=1, le=20), holdout: float = Form(0.0, ge=0, lt=1), members: str = Form(""),
-    unknown_labels: Literal["refuse", "add", "drop"] = Form("refuse"),
+    unknown_labels: Literal["refuse", "add", "drop"] = Form("refuse"), gold: float = Form(0.0, ge=0, lt=1),
+    gold_rate: float = Form(0.1, ge=0, le=0.5),
 ) -> dict:
     """A project from an uploaded file (the UI's form): kept like POST /v1/files, then read by its file id."""
     _admin(actor)
@@ -176,7 +179,7 @@ def create_project_from_upload(
     project = projects.create_project(
         session, settings, name=name, task=task, data=stored.id, client=True,
         labels=[x for x in labels.split(",") if x.strip()] or None, multi_label=multi_label, guidelines=guidelines,
-        overlap=overlap, holdout=holdout, unknown_labels=unknown_labels)
+        overlap=overlap, holdout=holdout, unknown_labels=unknown_labels, gold=gold, gold_rate=gold_rate)
     for username in (m.strip() for m in members.split(",")):
         if username:
             projects.add_member(session, project, username)
@@ -190,6 +193,7 @@ def get_project(session: SessionDep, actor: ActorDep, ref: str) -> dict:
             "models": quality.model_vs_human(session, project),
             "disagreements": quality.disagreement_counts(session, project),
             "adjudication": adjudication.counts(session, project),
+            "gold_questions": gold.gold_report(session, project),
             "members": [u.username for u in store.members(session, project_id=project.id)],
             "jobs": [_job_public(j) for j in rounds.project_jobs(session, project)],
             "rounds": rounds.rounds_view(session, project),
@@ -204,6 +208,10 @@ class ProjectUpdate(BaseModel):
     guidelines: str | None = Field(None, max_length=100_000, description="Markdown")
     labels: list[Label] | None = Field(None, min_length=2, description="Add or reorder; a label in use stays")
     overlap: int | None = Field(None, ge=1, le=20)
+    gold_rate: float | None = Field(None, ge=0, le=0.5, description="Share of each person's records that are gold "
+                                    "questions")
+    gold_threshold: float | None = Field(None, ge=0, le=1, description="Accuracy on gold questions below which a "
+                                         "person is flagged")
 
 
 @router.patch("/projects/{ref}")
@@ -212,7 +220,8 @@ def update_project(session: SessionDep, actor: ActorDep, ref: str, body: Project
     _admin(actor)
     project = projects.update_project(session, _project(session, actor, ref), prefill_model=body.prefill_model,
                                       hide_predictions=body.hide_predictions, guidelines=body.guidelines,
-                                      labels=body.labels, overlap=body.overlap)
+                                      labels=body.labels, overlap=body.overlap, gold_rate=body.gold_rate,
+                                      gold_threshold=body.gold_threshold)
     return projects.counters(session, project)
 
 
@@ -295,6 +304,9 @@ def table(session: SessionDep, actor: ActorDep, ref: str, status: str | None = N
           split: str | None = None, sort: str = "id", descending: bool = False,
           offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> dict:
     project = _project(session, actor, ref)
+    reader_is_annotator = actor.user is not None and actor.user.role == "annotator"
+    if split == "gold" and reader_is_annotator:
+        raise ServiceError(403, "which records are gold questions is for reviewers and admins", "split", "forbidden")
     annotator_id = None
     if annotator:
         user = store.user_by_name(session, username=annotator)
@@ -306,8 +318,9 @@ def table(session: SessionDep, actor: ActorDep, ref: str, status: str | None = N
                              max_confidence=max_confidence, search=search or None, split=split or None, sort=sort,
                              descending=descending, offset=offset, limit=limit)
     page = queue.table(session, project, query)
-    if actor.user is not None and actor.user.role == "annotator":  # others' answers would bias theirs
+    if reader_is_annotator:  # others' answers would bias theirs; gold questions must look like any record
         for row in page["data"]:
+            row["split"] = "pool" if row["split"] == "gold" else row["split"]
             row["work"] = [w for w in row["work"] if w["user"] == actor.user.username]
             row["human_label"] = row["human_labels"] = row["answer_source"] = None
             row["disagreement"] = False
@@ -336,6 +349,13 @@ def bulk_accept(session: SessionDep, actor: ActorDep, ref: str, body: BulkAccept
     counted as a person's answer); `left` counts the records left as they were, per reason."""
     project = _project(session, actor, ref)
     return queue.bulk_accept(session, project, actor.person(), body.record_ids)
+
+
+@router.post("/projects/{ref}/gold")
+def mark_gold(session: SessionDep, actor: ActorDep, ref: str, body: BulkAccept) -> dict:
+    """Reviewers and admins turn settled records whose people agreed into gold questions (their answer is the
+    known one); `left` counts the records left as they were, per reason."""
+    return gold.mark_gold(session, _project(session, actor, ref), actor.person(), body.record_ids)
 
 
 def _export(session: SessionDep, actor: Actor, ref: str, as_: str, split: str, policy: str) -> export.Export:

@@ -63,6 +63,9 @@ def export_report(session: Session, project: Project, kind: str, split: str = "p
     users = {u.id: u.username for u in store.list_users(session)}
     rows, left = [], Counter[str]()
     for record in store.all_records(session, project_id=project.id):
+        if record.split == "gold":
+            left["gold questions"] += 1
+            continue
         if split != "all" and record.split != split:
             left[f"in the {record.split} split"] += 1
             continue

@@ -173,11 +173,18 @@ UNKNOWN_LABELS = ("refuse", "add", "drop")
 def create_project(session: Session, settings: Settings, *, name: str, task: str, data: str,
                    labels: list[str] | None = None, multi_label: bool = False, guidelines: str = "",
                    overlap: int = 1, holdout: float = 0.0, seed: int = 0, client: bool = False,
-                   unknown_labels: str = "refuse") -> Project:
+                   unknown_labels: str = "refuse", gold: float = 0.0, gold_rate: float = 0.1) -> Project:
     """A project with the records of `data`: any file or a dataset version, or with `client` (an API client's
     request) only what read_client_source allows. Records labelled outside a given label set are refused
     (counted, with the labels), unless `unknown_labels` adds those labels to the set or drops those records.
-    Nothing is stored on error."""
+    `gold`: the fraction of the labelled records kept as gold questions (their labels are the known answers),
+    handed to each person at `gold_rate`. Nothing is stored on error."""
+    if not 0.0 <= gold < 1.0 or gold + holdout >= 1.0:
+        raise ServiceError(400, f"gold {gold}: give a fraction from 0 to below 1 (with the held-out fraction, below 1)",
+                           "gold")
+    if not 0.0 <= gold_rate <= 0.5:
+        raise ServiceError(400, f"gold_rate {gold_rate}: at most half of a person's records can be gold questions",
+                           "gold_rate")
     if unknown_labels not in UNKNOWN_LABELS:
         raise ServiceError(400, f"unknown_labels '{unknown_labels}' is not one of {', '.join(UNKNOWN_LABELS)}",
                            "unknown_labels")
@@ -203,11 +210,23 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
             labels, items = _outside_the_set(labels, items, source, unknown_labels)
     rows = [record_row(task_type, line, item, source) for line, item in items]
     rng = random.Random(seed)
-    held = set(rng.sample(range(len(rows)), int(round(len(rows) * holdout))))
+    probe = Project(labels=labels or [])
+    answers = [task_type.gold_answer(probe, item.get("labels", [])) if item.get("labels") else None
+               for _, item in items]
+    can_be_gold = [i for i, answer in enumerate(answers) if answer is not None]
+    wanted = int(round(len(rows) * gold))
+    if wanted > len(can_be_gold):
+        raise ServiceError(400, f"gold {gold}: {wanted} gold questions need labelled records, and {source} has "
+                                f"{len(can_be_gold)} this project can use", "gold")
+    golden = set(rng.sample(can_be_gold, wanted))
+    rest = [i for i in range(len(rows)) if i not in golden]
+    held = set(rng.sample(rest, int(round(len(rows) * holdout))))
     for i, row in enumerate(rows):
-        row["split"] = "holdout" if i in held else "pool"
+        row["split"] = "gold" if i in golden else "holdout" if i in held else "pool"
+        row["gold"] = answers[i] if i in golden else None
     project = store.create_project(session, name=name, task=task, labels=labels or [], multi_label=multi_label,
                                    guidelines=guidelines, overlap=overlap)
+    project.gold_rate = gold_rate if golden else 0.0
     session.flush()
     store.add_records(session, project_id=project.id, rows=rows, seed=seed)
     session.commit()
@@ -252,7 +271,8 @@ def _label_set(labels: list[str] | None, items: list[tuple[int, Item]], source: 
 
 def update_project(session: Session, project: Project, *, prefill_model: str | None = None,
                    hide_predictions: bool | None = None, guidelines: str | None = None,
-                   labels: list[str] | None = None, overlap: int | None = None) -> Project:
+                   labels: list[str] | None = None, overlap: int | None = None, gold_rate: float | None = None,
+                   gold_threshold: float | None = None) -> Project:
     """Change a project's settings: which model's predictions pre-fill the queue (one that predicted in this
     project), whether people see predictions, the guidelines, the label set (labels may be added or
     reordered; one that people used cannot go), and the overlap (every record's status follows). Checks
@@ -281,8 +301,17 @@ def update_project(session: Session, project: Project, *, prefill_model: str | N
                                "label_in_use")
     if overlap is not None and not 1 <= overlap <= 20:
         raise ServiceError(400, f"overlap {overlap}: each record needs between 1 and 20 annotations", "overlap")
+    if gold_rate is not None and not 0.0 <= gold_rate <= 0.5:
+        raise ServiceError(400, f"gold_rate {gold_rate}: at most half of a person's records can be gold questions",
+                           "gold_rate")
+    if gold_threshold is not None and not 0.0 <= gold_threshold <= 1.0:
+        raise ServiceError(400, f"gold_threshold {gold_threshold}: give an accuracy from 0 to 1", "gold_threshold")
     if prefill_model is not None and prefill_model != project.prefill_model:
         use_model(session, project, prefill_model)
+    if gold_rate is not None:
+        project.gold_rate = gold_rate
+    if gold_threshold is not None:
+        project.gold_threshold = gold_threshold
     if hide_predictions is not None:
         project.hide_predictions = hide_predictions
     if guidelines is not None:
@@ -342,6 +371,7 @@ def counters(session: Session, project: Project) -> dict[str, Any]:
             "hide_predictions": project.hide_predictions,
             "multi_label": project.multi_label, "overlap": project.overlap, "guidelines": project.guidelines,
             "records": counts.get("total", 0), "open": counts.get("open", 0), "partly": counts.get("partly", 0),
+            "gold": counts.get("gold", 0), "gold_rate": project.gold_rate, "gold_threshold": project.gold_threshold,
             "annotated": counts.get("annotated", 0), "accepted": counts.get("accepted", 0),
             "holdout": sum(n for k, n in counts.items() if k.startswith("holdout:")),
             "people": {name: dict(by_status) for name, by_status in sorted(people.items())}}

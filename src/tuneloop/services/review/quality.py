@@ -20,8 +20,9 @@ def human_units(session: Session, project: Project) -> dict[int, dict[str, Hasha
     accepted, nor an adjudication)."""
     task = task_of(project)
     units: dict[int, dict[str, Hashable]] = defaultdict(dict)
+    gold = {r.id for r in store.all_records(session, project_id=project.id, split="gold")}
     for a in store.project_annotations(session, project_id=project.id):
-        answer = task.answer_of(a.value) if a.source == "person" else None
+        answer = task.answer_of(a.value) if a.source == "person" and a.record_id not in gold else None
         if answer is not None:
             units[a.record_id][a.user_id] = answer
     return units
@@ -65,3 +66,4 @@ def model_vs_human(session: Session, project: Project) -> list[dict[str, Any]]:
 
 def disagreement_counts(session: Session, project: Project) -> dict[str, int]:
     return store.disagreement_counts(session, project_id=project.id)
+

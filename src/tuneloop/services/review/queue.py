@@ -23,7 +23,7 @@ def shown_prediction(session: Session, project: Project, record: Record) -> dict
     held-out record (its labels measure models: a pre-label would anchor them), and in a project that hides
     predictions, unless the model's answer is what people work on (a draft to correct)."""
     task = task_of(project)
-    if (record.split == "holdout" or project.hide_predictions) and not task.draft_from_model:
+    if (record.split in ("holdout", "gold") or project.hide_predictions) and not task.draft_from_model:
         return None
     predictions = [p for p in store.predictions_of(session, record_id=record.id) if p.model == project.prefill_model]
     if not predictions:
@@ -38,7 +38,8 @@ def record_view(session: Session, project: Project, record: Record, user: User |
     """Everything a person needs to annotate one record: what every record shows, and what its task type adds
     (the prompt, the draft to correct, the two answers in this person's order)."""
     prediction = shown_prediction(session, project, record)
-    view: dict[str, Any] = {"id": record.id, "text": record.text, "split": record.split, "status": record.status,
+    split = "pool" if record.split == "gold" else record.split  # a gold question looks like any other record
+    view: dict[str, Any] = {"id": record.id, "text": record.text, "split": split, "status": record.status,
                             "annotations": record.annotations, "source": record.source,
                             "source_index": record.source_index, "prediction": prediction}
     view.update(task_of(project).view(record, prediction, user))
@@ -72,6 +73,10 @@ def refresh_record(session: Session, project: Project, record: Record) -> None:
     reviewer accepted), and whether people disagree with each other or with the model's prediction."""
     task = task_of(project)
     counted = store.recount(session, record=record, overlap=project.overlap)
+    if record.split == "gold":  # its answer is known; people's answers on it measure them (quality.gold_report)
+        task.keep_answer(record, None)
+        record.answer_source, record.disagreement = None, False
+        return
     people = [a for a in counted if a.source == "person"]
     ranked = Counter(answer for a in people if (answer := task.answer_of(a.value)) is not None).most_common()
     decided = [a for a in counted if a.source == "adjudication"]

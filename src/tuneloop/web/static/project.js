@@ -23,6 +23,15 @@ function modelsHtml(models) {
   }).join("");
 }
 
+function goldHtml(g) {
+  if (!g.questions) return '<p class="muted">No gold questions: keep some labelled records as gold when creating the project, or mark settled records as gold in the table.</p>';
+  const head = `<p>${g.questions} gold questions, about ${Math.round(g.rate * 100)}% of each person's records; flagged below ${fmt(g.threshold, 2)} (after ${g.min_answers} answers).</p>`;
+  if (!g.people.length) return head + '<p class="muted">Nobody has met one yet.</p>';
+  return head + `<table class="grid"><thead><tr><th>person</th><th>answered</th><th>right</th><th>accuracy</th><th></th></tr></thead><tbody>` +
+    g.people.map((p) => `<tr data-person="${esc(p.user)}"><td>${esc(p.user)}</td><td>${p.answered}</td><td>${p.correct}</td><td>${fmt(p.accuracy, 2)}</td>` +
+      `<td>${p.flagged ? '<span class="tag disagree" data-testid="gold-flag">below the threshold</span>' : ""}</td></tr>`).join("") + "</tbody></table>";
+}
+
 async function load() {
   const p = await api(`/api/projects/${encodeURIComponent(name)}`);
   const stat = (label, value, id) => `<div class="stat"><b data-testid="${id}">${value}</b>${label}</div>`;
@@ -47,6 +56,7 @@ async function load() {
     ? lineChart(series, { yLabel: "labels so far", xFormat: when }) : '<p class="muted">No labels yet.</p>';
   document.getElementById("agreement").innerHTML = agreementHtml(p.agreement);
   document.getElementById("models").innerHTML = modelsHtml(p.models);
+  document.getElementById("gold").innerHTML = goldHtml(p.gold_questions);
   const short = (m) => esc(String(m).split("/").slice(-1)[0]);
   document.getElementById("rounds").innerHTML = p.rounds.length ? `<table class="grid" data-testid="rounds"><thead><tr><th>round</th><th>labels used</th><th>model</th><th>records scored</th><th>accuracy</th><th>macro-F1</th><th>time</th><th>queue</th></tr></thead><tbody>` +
     p.rounds.map((r) => `<tr data-round="${r.round}"><td>${r.round}</td><td>${r.labels_used ?? '<span class="muted" title="trained outside this project">–</span>'}</td><td>${short(r.model)}</td><td>${r.predicted ?? "–"}</td><td>${fmt(r.accuracy)}</td><td>${fmt(r.macro_f1)}</td><td>${r.seconds ? Math.round(r.seconds) + " s" : "–"}</td>` +
@@ -117,7 +127,8 @@ const settingsForm = document.getElementById("project-settings");
 if (settingsForm) {
   settingsForm.addEventListener("submit", async (e) => {
     e.preventDefault();
-    const form = new FormData(settingsForm), body = { guidelines: form.get("guidelines"), overlap: Number(form.get("overlap")) };
+    const form = new FormData(settingsForm), body = { guidelines: form.get("guidelines"), overlap: Number(form.get("overlap")),
+      gold_rate: Number(form.get("gold_rate")), gold_threshold: Number(form.get("gold_threshold")) };
     if (form.has("labels")) body.labels = form.get("labels").split(",").map((l) => l.trim()).filter(Boolean);
     const message = document.getElementById("settings-message");
     message.textContent = "Saving…";

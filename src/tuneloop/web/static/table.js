@@ -49,7 +49,7 @@ async function load() {
     <td><input type="checkbox" class="pick" value="${r.id}"></td>
     <td>${role === "annotator" ? r.id : `<a href="/projects/${encodeURIComponent(project)}/records/${r.id}">${r.id}</a>`}</td>
     <td>${esc(r.text)}</td>
-    <td>${r.status}${r.split === "holdout" ? " · held out" : ""}</td>
+    <td>${r.status}${r.split === "holdout" ? " · held out" : r.split === "gold" ? " · gold" : ""}</td>
     <td>${esc(r.human_label ?? (r.human_labels || []).join(", "))}${SOURCES[r.answer_source] ? ` <span class="tag" data-testid="answer-source">${SOURCES[r.answer_source]}</span>` : ""}${r.disagreement && role !== "annotator" ? ' <span class="tag disagree">disagree</span>' : ""}</td>
     <td>${esc(r.pred_label ?? "")}</td>
     <td>${fmt(r.confidence, 2)}</td>
@@ -79,6 +79,18 @@ if (bulk) bulk.addEventListener("click", async () => {
     const left = Object.entries(data.left).map(([why, n]) => `${n} ${why}`).join(", ");
     document.getElementById("bulk-message").textContent =
       `Accepted the model's label on ${data.accepted} record(s)${left ? `; left as they were: ${left}` : ""}.`;
+  } catch (err) { document.getElementById("bulk-message").textContent = err.message; }
+  load();
+});
+const markGold = document.getElementById("mark-gold");
+if (markGold) markGold.addEventListener("click", async () => {
+  const ids = [...document.querySelectorAll(".pick:checked")].map((box) => Number(box.value));
+  if (!ids.length) return alert("Select rows first.");
+  try {
+    const data = await api(`${base}/gold`, { method: "POST", body: { record_ids: ids } });
+    const left = Object.entries(data.left).map(([why, n]) => `${n} ${why}`).join(", ");
+    document.getElementById("bulk-message").textContent =
+      `${data.gold} record(s) are gold questions now (about ${Math.round(data.rate * 100)}% of each person's records)${left ? `; left as they were: ${left}` : ""}.`;
   } catch (err) { document.getElementById("bulk-message").textContent = err.message; }
   load();
 });

@@ -129,6 +129,11 @@ class TaskType(ABC):
         """The answer that picks `label` (for types with `label_answers`)."""
         return {"label": label}
 
+    def gold_answer(self, project: Project, labels: Gold) -> dict[str, Any] | None:
+        """The known answer of a gold question whose labels are `labels`; None where this type has no gold
+        questions (or the labels do not make one answer)."""
+        return self.answer_with(labels[0]) if self.label_answers and len(labels) == 1 else None
+
     # ---------------------------------------------------------------- export
     @abstractmethod
     def export_row(self, project: Project, record: Record, annotations: list[Annotation],

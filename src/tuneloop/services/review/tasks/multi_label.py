@@ -51,6 +51,9 @@ class MultiLabel(Classification):
     def answer_with(self, label: str) -> dict[str, Any]:
         return {"labels": [label]}
 
+    def gold_answer(self, project: Project, labels: Gold) -> dict[str, Any] | None:
+        return {"labels": [label for label in project.labels if label in labels]} if labels else None
+
     def people_labels(self, record: Record) -> Gold | None:
         return record.human_labels
 
