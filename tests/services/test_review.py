@@ -709,3 +709,19 @@ def test_gold_questions_are_mixed_in_at_the_rate_and_flag_a_careless_person(env)
         gold.mark_gold(session, project, ann, [settled.id])
     with pytest.raises(ServiceError, match="gold 0.9: 9 gold questions need labelled records"):
         make(env, name="nogold", rows=[{"text": f"t{i}"} for i in range(10)], labels=["a", "b"], gold=0.9)
+
+
+def test_throughput_per_person_and_time_to_agreement(env):
+    session, ann, bob = env["session"], env["people"]["ann"], env["people"]["bob"]
+    project = make(env, rows=labelled_rows(4), overlap=2)
+    records = store.all_records(session, project_id=project.id)
+    # ann answers every 20 s, with a long break before the last; bob answers two records 60 s after ann
+    for at, person, record in ((0, ann, 0), (20, ann, 1), (40, ann, 2), (2000, ann, 3), (60, bob, 0), (100, bob, 1)):
+        annotation = queue.submit(session, project, person, records[record].id, {"label": "billing"})
+        annotation.created_at = 1000.0 + at
+    session.commit()
+    report = quality.throughput(session, project)
+    assert report["people"] == [
+        {"user": "ann", "records": 4, "seconds_per_record": 20.0, "records_per_hour": 180.0},  # the break is left out
+        {"user": "bob", "records": 2, "seconds_per_record": 40.0, "records_per_hour": 90.0}]
+    assert (report["time_to_agreement"], report["settled_by_several"]) == (70.0, 2)  # 60 s and 80 s

@@ -624,6 +624,9 @@ def test_counters_tell_done_partly_done_and_not_started_apart(review_server, log
     page.goto(review_server["base"] + "/projects/pairs")
     expect(page.get_by_test_id("count-partly")).to_have_text("2")
     expect(page.get_by_test_id("count-done")).to_have_text("0")
+    throughput = page.locator('#throughput tr[data-person="ann"] td')  # two answers: one gap, a pace
+    expect(throughput.nth(1)).to_have_text("2")
+    assert float(throughput.nth(2).inner_text()) >= 0 and float(throughput.nth(3).inner_text()) > 0
 
 
 def test_guidelines_keys_history_and_chart_colours_read_well(review_server, login, tmp_path):

@@ -194,6 +194,7 @@ def get_project(session: SessionDep, actor: ActorDep, ref: str) -> dict:
             "disagreements": quality.disagreement_counts(session, project),
             "adjudication": adjudication.counts(session, project),
             "gold_questions": gold.gold_report(session, project),
+            "throughput": quality.throughput(session, project),
             "members": [u.username for u in store.members(session, project_id=project.id)],
             "jobs": [_job_public(j) for j in rounds.project_jobs(session, project)],
             "rounds": rounds.rounds_view(session, project),

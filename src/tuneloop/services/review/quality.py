@@ -4,6 +4,7 @@ compared by, and how a model's labels are scored against the people's, is the ta
 from __future__ import annotations
 
 from collections import defaultdict
+from statistics import median
 from collections.abc import Hashable
 from typing import Any
 
@@ -67,3 +68,32 @@ def model_vs_human(session: Session, project: Project) -> list[dict[str, Any]]:
 def disagreement_counts(session: Session, project: Project) -> dict[str, int]:
     return store.disagreement_counts(session, project_id=project.id)
 
+
+
+BREAK_SECONDS = 600.0
+"""A gap longer than this between one person's answers is a break, not time spent on a record."""
+
+
+def throughput(session: Session, project: Project) -> dict[str, Any]:
+    """How fast the work goes: per person, the median seconds per record (the gaps between their consecutive
+    answers, breaks left out) and records per hour at that pace; for the project, the median time from a
+    record's first answer to the answer that settled it (time to agreement)."""
+    names = {u.id: u.username for u in store.list_users(session)}
+    by_person: dict[str, list[float]] = defaultdict(list)
+    by_record: dict[int, list[float]] = defaultdict(list)
+    for a in store.project_annotations(session, project_id=project.id):
+        if a.source == "person":
+            by_person[a.user_id].append(a.created_at)
+            by_record[a.record_id].append(a.created_at)
+    people = []
+    for user_id, times in sorted(by_person.items(), key=lambda item: names.get(item[0], item[0])):
+        times.sort()
+        gaps = [later - earlier for earlier, later in zip(times, times[1:]) if later - earlier <= BREAK_SECONDS]
+        pace = median(gaps) if gaps else None
+        people.append({"user": names.get(user_id, user_id), "records": len(times),
+                       "seconds_per_record": round(pace, 1) if pace is not None else None,
+                       "records_per_hour": round(3600 / pace, 1) if pace else None})
+    settled = {r.id for r in store.all_records(session, project_id=project.id) if r.status != "open"}
+    spans = [max(times) - min(times) for record_id, times in by_record.items() if record_id in settled and len(times) > 1]
+    return {"people": people, "time_to_agreement": round(median(spans), 1) if spans else None,
+            "settled_by_several": len(spans)}

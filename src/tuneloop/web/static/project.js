@@ -23,6 +23,15 @@ function modelsHtml(models) {
   }).join("");
 }
 
+function throughputHtml(t) {
+  if (!t.people.length) return '<p class="muted">No answers yet.</p>';
+  const agreement = t.time_to_agreement === null ? "–" : `${Math.round(t.time_to_agreement)} s`;
+  return `<p>Median time to agreement: <b data-testid="time-to-agreement">${agreement}</b> <span class="muted">(first answer to the one that settled the record, over ${t.settled_by_several} records)</span></p>` +
+    `<table class="grid"><thead><tr><th>person</th><th>records</th><th>seconds per record</th><th>records per hour</th></tr></thead><tbody>` +
+    t.people.map((p) => `<tr data-person="${esc(p.user)}"><td>${esc(p.user)}</td><td>${p.records}</td><td>${p.seconds_per_record ?? "–"}</td><td>${p.records_per_hour ?? "–"}</td></tr>`).join("") +
+    "</tbody></table>";
+}
+
 function goldHtml(g) {
   if (!g.questions) return '<p class="muted">No gold questions: keep some labelled records as gold when creating the project, or mark settled records as gold in the table.</p>';
   const head = `<p>${g.questions} gold questions, about ${Math.round(g.rate * 100)}% of each person's records; flagged below ${fmt(g.threshold, 2)} (after ${g.min_answers} answers).</p>`;
@@ -57,6 +66,7 @@ async function load() {
   document.getElementById("agreement").innerHTML = agreementHtml(p.agreement);
   document.getElementById("models").innerHTML = modelsHtml(p.models);
   document.getElementById("gold").innerHTML = goldHtml(p.gold_questions);
+  document.getElementById("throughput").innerHTML = throughputHtml(p.throughput);
   const short = (m) => esc(String(m).split("/").slice(-1)[0]);
   document.getElementById("rounds").innerHTML = p.rounds.length ? `<table class="grid" data-testid="rounds"><thead><tr><th>round</th><th>labels used</th><th>model</th><th>records scored</th><th>accuracy</th><th>macro-F1</th><th>time</th><th>queue</th></tr></thead><tbody>` +
     p.rounds.map((r) => `<tr data-round="${r.round}"><td>${r.round}</td><td>${r.labels_used ?? '<span class="muted" title="trained outside this project">–</span>'}</td><td>${short(r.model)}</td><td>${r.predicted ?? "–"}</td><td>${fmt(r.accuracy)}</td><td>${fmt(r.macro_f1)}</td><td>${r.seconds ? Math.round(r.seconds) + " s" : "–"}</td>` +
