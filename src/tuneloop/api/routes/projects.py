@@ -37,7 +37,14 @@ def _admin(actor: Actor) -> None:
         require_admin(actor.user)
 
 
-class UserCreate(BaseModel):
+class Body(BaseModel):
+    """A JSON request body: values must have the type the schema gives (0 is not false, "2" is not 2), as the
+    OpenAPI document promises (the fuzzer holds the server to it)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class UserCreate(Body):
     username: str = Field(pattern=USERNAME.pattern)
     password: str = Field(min_length=MIN_PASSWORD)
     role: Literal["admin", "reviewer", "annotator"] = "annotator"
@@ -53,7 +60,7 @@ TaskName = Annotated[str, AfterValidator(check_task), Field(
 document from it (a new task type module appears in both with no change here)."""
 
 
-class ProjectCreate(BaseModel):
+class ProjectCreate(Body):
     name: ProjectName
     data: str = Field(min_length=1, description="An uploaded file id (file-..., from POST /v1/files), an imported "
                                                "dataset version or name, or a file in a server folder of "
@@ -73,24 +80,24 @@ class ProjectCreate(BaseModel):
     gold_rate: float = Field(0.1, ge=0, le=0.5, description="Share of each person's records that are gold questions")
 
 
-class AnnotationIn(BaseModel):
+class AnnotationIn(Body):
     value: dict[str, Any]
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(Body):
     accept: bool
     comment: str = ""
 
 
-class BulkAccept(BaseModel):
+class BulkAccept(Body):
     record_ids: list[int] = Field(min_length=1, max_length=1000)
 
 
-class MemberIn(BaseModel):
+class MemberIn(Body):
     username: Username
 
 
-class TrainIn(BaseModel):
+class TrainIn(Body):
     model: str | None = Field(None, min_length=1, description="A base model: a chat model, or for a "
                               "classification project an encoder (a classifier head on it). Default: minilm-l6 "
                               "for classification, smollm2-135m-instruct otherwise")
@@ -100,7 +107,7 @@ class TrainIn(BaseModel):
     epochs: int | None = Field(None, ge=1, le=50, description="Default: the training method's")
 
 
-class RepredictIn(BaseModel):
+class RepredictIn(Body):
     model: str
     """A registered model, a run folder, or a fine-tuned model id (ft:...)."""
 
@@ -128,8 +135,8 @@ def _user_public(user: Any) -> dict:
     return {"id": user.id, "username": user.username, "role": user.role, "disabled": user.disabled_at is not None}
 
 
-class UserUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class UserUpdate(Body):
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["admin", "reviewer", "annotator"] | None = None
     password: str | None = Field(None, min_length=MIN_PASSWORD, description="A new password")
     disabled: bool | None = Field(None, description="A disabled account cannot log in; its work stays")
@@ -201,8 +208,8 @@ def get_project(session: SessionDep, actor: ActorDep, ref: str) -> dict:
             "prediction_models": store.prediction_models(session, project_id=project.id)}
 
 
-class ProjectUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ProjectUpdate(Body):
+    model_config = ConfigDict(extra="forbid", strict=True)
     prefill_model: str | None = Field(None, min_length=1, description="The model whose predictions pre-fill the "
                                       "queue: one of the project's prediction_models")
     hide_predictions: bool | None = Field(None, description="People never see a model's answer")
