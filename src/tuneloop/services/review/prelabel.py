@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from tuneloop.config.settings import Settings
 from tuneloop.engine.tokenize import classification_messages
 from tuneloop.evals.agreement import entropy_uncertainty, margin_uncertainty
+from tuneloop.evals.classify import has_head
 from tuneloop.services import ServiceError
 from tuneloop.services.review.queue import refresh_record
 from tuneloop.services.review.tasks import task_of
@@ -47,9 +48,12 @@ class LocalModel:
 
         self.name, self.max_tokens = name or ref, max_tokens
         self.model, self.tokenizer = load_model(ref, settings)
+        if has_head(self.model) and hasattr(self.model, "merge_and_unload"):
+            # this copy only predicts: fold the adapter into the weights (one matmul per layer, not three)
+            self.model = self.model.merge_and_unload()
 
     def classify(self, texts: Sequence[str], labels: Sequence[str]) -> list[list[float]]:
-        from tuneloop.evals.classify import has_head, predict_labels
+        from tuneloop.evals.classify import predict_labels
 
         if not has_head(self.model):
             return [probs for _, probs in predict_labels(self.model, self.tokenizer, texts, labels)]
