@@ -698,6 +698,12 @@ def test_gold_questions_are_mixed_in_at_the_rate_and_flag_a_careless_person(env)
     report = gold.gold_report(session, project)
     assert [(p["user"], p["answered"], p["correct"], p["flagged"]) for p in report["people"]] == [
         ("ann", 3, 0, True), ("bob", 3, 3, False)]
+    # undoing a wrong answer to a gold question and answering again does not change the score: the first counts
+    last = store.last_annotation(session, project_id=project.id, user_id=ann.id)
+    assert last.record_id in golden
+    again = queue.undo(session, project, ann)
+    queue.submit(session, project, ann, again["id"], {"label": truth[again["text"]]})
+    assert gold.gold_report(session, project)["people"][0]["correct"] == 0
     assert export.export_report(session, project, "classify").left_out["gold questions"] == 3
     assert quality.agreement(session, project)["kappa_pairs"] == []  # gold answers are not agreement
     settled = next(r for r in store.all_records(session, project_id=project.id)

@@ -166,6 +166,14 @@ def test_accepted_model_labels_and_ties_get_their_source(engine):
             insert("users", id=user, username=user, password_hash="x", role="annotator", created_at=1.0)
         insert("projects", id="p", name="p", task="classification", labels=["x", "y"], multi_label=False,
                guidelines="", overlap=2, created_at=1.0)
+        insert("projects", id="r", name="r", task="rating", labels=[], multi_label=False, guidelines="", overlap=2,
+               created_at=1.0)
+        insert("records", id=9, project_id="r", source="s", source_index=9, data={"original": {}}, text="rated",
+               split="pool", status="annotated", annotations=2, human_label="4", disagreement=True,
+               uncertainty=0.0, models_disagree=False, random_key=0.5, updated_at=1.0)
+        for user, rating in (("ann", 4), ("bob", 5)):  # raters who differ: averaged, not a tie to settle
+            insert("annotations", record_id=9, project_id="r", user_id=user, status="submitted", created_at=1.0,
+                   updated_at=1.0, value={"rating": rating, "label": str(rating), "comment": ""})
         answers = {1: [("lead", {"label": "x", "from_model": "m"})], 2: [("ann", {"label": "x"}), ("bob", {"label": "y"})],
                    3: [("ann", {"label": "y"}), ("bob", {"label": "y"})]}
         for record_id, given in answers.items():
@@ -188,5 +196,6 @@ def test_accepted_model_labels_and_ties_get_their_source(engine):
         assert {a.source for a in store.annotations_of(session, record_ids=[2, 3])} == {"person"}
         assert store.human_labels(session, project_id="p") == {3: ["y"]}
         assert project.prefill_model == "m" and project.hide_predictions is False
+        assert store.get_record(session, project_id="r", record_id=9).answer_source == "people"
         assert export.export_rows(session, project, "classify") == [{"text": "text 1", "label": "x"},
                                                                     {"text": "text 3", "label": "y"}]

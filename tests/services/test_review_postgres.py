@@ -61,6 +61,25 @@ def test_review_flow_on_postgres(pg, tmp_path):
             assert connection.execute(text("SELECT 1 FROM pg_indexes WHERE indexname = 'ix_records_text_trgm'")).first()
 
 
+def test_gold_questions_on_postgres(pg, tmp_path):
+    """The gold schedule and report run their grouped queries on PostgreSQL too."""
+    from tuneloop.services.review import gold
+
+    settings, engine = pg
+    with sessions(engine)() as session:
+        ann = create_user(session, username="ann", password="ann-password", role="annotator")
+        project = projects.create_project(session, settings, name="g", task="classification", gold=0.3, gold_rate=0.5,
+                                          data=str(write_jsonl(tmp_path / "g.jsonl", labelled_rows(10))))
+        handed = []
+        for _ in range(4):
+            view = queue.next_record(session, project, ann, "id")
+            record = store.get_record(session, project_id=project.id, record_id=view["id"])
+            handed.append(record.split == "gold")
+            queue.submit(session, project, ann, view["id"], {"label": "billing"})
+        assert handed == [False, True, False, True]
+        assert gold.gold_report(session, project)["people"][0]["answered"] == 2
+
+
 def test_concurrent_claims_on_postgres(pg, tmp_path):
     settings, engine = pg
     factory = sessions(engine)

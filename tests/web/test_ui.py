@@ -759,7 +759,12 @@ def test_gold_questions_reach_annotators_unmarked_and_the_lead_sees_their_accura
         page.keyboard.press("Enter")
         expect(page.locator("#record")).not_to_have_attribute("data-record-id", shown)
     rows = page.evaluate("async () => (await (await fetch('/api/projects/golden/records?limit=500')).json()).data")
-    assert {r["split"] for r in rows} == {"pool"}  # an annotator cannot tell which were gold
+    assert {r["split"] for r in rows} == {"pool"} and len(rows) == 6  # an annotator's table leaves gold out
+    for query in ("split=gold", "label=billing", "sort=annotations", "disagreement=true", "annotator=rev"):
+        status = page.evaluate(f"async () => (await fetch('/api/projects/golden/records?{query}')).status")
+        assert status == 403, query  # filters that would tell them others' answers or the gold questions
+    shown = page.evaluate("async () => (await (await fetch('/api/projects/golden')).json()).gold_questions")
+    assert shown is None  # their own gold score would tell them which answers were gold
     lead = login("rev")
     lead.goto(review_server["base"] + "/projects/golden")
     with review_server["app"].state.sessions() as session:

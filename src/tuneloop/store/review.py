@@ -172,6 +172,8 @@ class TableQuery:
     max_confidence: float | None = None
     search: str | None = None
     split: str | None = None
+    without_gold: bool = False
+    """Leave gold questions out (what an annotator's table shows)."""
     sort: str = "id"
     descending: bool = False
     offset: int = 0
@@ -218,6 +220,8 @@ def table_page(session: Session, *, project_id: str, query: TableQuery,
         conditions.append(Record.status == query.status)
     if query.split:
         conditions.append(Record.split == query.split)
+    if query.without_gold:
+        conditions.append(Record.split != "gold")
     if query.label:
         conditions.append(_holds_label(session, query.label) if label_lists else Record.human_label == query.label)
     if query.prediction:
@@ -303,22 +307,27 @@ def claim_next(session: Session, *, project: Project, user_id: str, order: str, 
 def _gold_due(session: Session, project: Project, user_id: str) -> bool:
     """A gold question is due when fewer than `gold_rate` of the records this person answered (counting the
     next one) were gold: at 0.2, the 5th, the 10th, ... record they get is one."""
-    rows = session.execute(select(Record.split == "gold", func.count()).join(Annotation, Annotation.record_id == Record.id)
+    rows = session.execute(select(Record.split, func.count()).join(Annotation, Annotation.record_id == Record.id)
                            .where(Record.project_id == project.id, Annotation.user_id == user_id,
                                   Annotation.status.in_(HOLDS), Annotation.source == "person")
-                           .group_by(Record.split == "gold")).all()
-    done = {bool(gold): n for gold, n in rows}
-    answered_gold = done.get(True, 0)
-    return answered_gold < int((done.get(False, 0) + answered_gold + 1) * project.gold_rate + 1e-9)
+                           .group_by(Record.split)).all()
+    answered_gold = sum(n for split, n in rows if split == "gold")
+    answered = sum(n for _, n in rows)
+    return answered_gold < int((answered + 1) * project.gold_rate + 1e-9)
 
 
 def gold_answers(session: Session, *, project_id: str) -> list[tuple[str, dict[str, Any], dict[str, Any], float]]:
-    """(person's id, their answer, the known answer, when they answered) of every answer to a gold question."""
+    """(person's id, their answer, the known answer, when they answered) of each person's first answer to each
+    gold question: an answer withdrawn (undone) and given again still counts as the first one."""
     return [tuple(row) for row in session.execute(  # type: ignore[misc]
         select(Annotation.user_id, Annotation.value, Record.gold, Annotation.created_at)
         .join(Record, Record.id == Annotation.record_id)
         .where(Record.project_id == project_id, Record.split == "gold", Annotation.source == "person",
-               Annotation.status.in_(COUNTED)).order_by(Annotation.id))]
+               Annotation.status.in_((*COUNTED, "withdrawn", "rejected")),
+               Annotation.id.in_(select(func.min(Annotation.id)).where(
+                   Annotation.project_id == project_id, Annotation.value != None,  # noqa: E711
+                   Annotation.status != "skipped").group_by(Annotation.record_id, Annotation.user_id)))
+        .order_by(Annotation.id))]
 
 
 def take(session: Session, *, project: Project, record_id: int, user_id: str, now: float,

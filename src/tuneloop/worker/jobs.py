@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import update
@@ -25,7 +26,8 @@ from tuneloop.store.tables import Job
 ORG = "tuneloop"
 
 
-def validate_files(session: Session, settings: Settings, job_id: str) -> Job:
+def validate_files(session: Session, settings: Settings, job_id: str,
+                   beat: Callable[[], None] | None = None) -> Job:
     """validating_files -> queued, or failed with every problem and its line (a worker calls this). Messages
     name the file as it was uploaded, never the server's content-addressed copy. A job cancelled meanwhile
     stays cancelled."""
@@ -44,12 +46,14 @@ def validate_files(session: Session, settings: Settings, job_id: str) -> Job:
             break
         stored = content_path(settings, file)
         try:
-            report = validate(Source(stored))
+            report = validate(Source(stored), on_progress=(lambda *_: beat()) if beat else None)
             problems = [p for kept in report.problems.values() for p in kept if p.severity == "error"]
             lines = "; ".join(f"{p.where or 'file'}: {p.message}" for p in problems[:20])
             problem = None if report.ok else f"{param} {file.filename} has {report.errors} error(s): {lines}"
         except DataError as e:
             problem = f"{param} {file.filename} cannot be read: {e}"
+        except Exception as e:  # noqa: BLE001  a reader's own error (a Parquet file broken half-way): the job fails
+            problem = f"{param} {file.filename} cannot be read: {type(e).__name__}: {e}"
         if problem is not None:
             message = problem.replace(str(stored), file.filename).replace(stored.name, file.filename)
             status = "failed"

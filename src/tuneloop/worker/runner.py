@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from tuneloop.config.recipe import dump_recipe
@@ -122,7 +123,17 @@ class Worker:
             job = repo.claim_validation(session, worker_id=self.worker_id)
             if job is None:
                 return False
-            validate_files(session, self.settings, job.id)
+            job_id, last = job.id, [time.monotonic()]
+
+            def beat() -> None:  # a big file takes a while: keep the claim alive, at most once a heartbeat
+                if time.monotonic() - last[0] >= HEARTBEAT_SECONDS:
+                    last[0] = time.monotonic()
+                    with self.sessions() as other:
+                        other.execute(update(Job).where(Job.id == job_id, Job.worker_id == self.worker_id)
+                                      .values(heartbeat_at=time.time()))
+                        other.commit()
+
+            validate_files(session, self.settings, job_id, beat)
         return True
 
     def run_job(self, job_id: str) -> None:

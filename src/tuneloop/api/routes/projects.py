@@ -200,7 +200,8 @@ def get_project(session: SessionDep, actor: ActorDep, ref: str) -> dict:
             "models": quality.model_vs_human(session, project),
             "disagreements": quality.disagreement_counts(session, project),
             "adjudication": adjudication.counts(session, project),
-            "gold_questions": gold.gold_report(session, project),
+            "gold_questions": None if actor.user is not None and actor.user.role == "annotator" else
+            gold.gold_report(session, project),  # an annotator would see which of their answers were gold
             "throughput": quality.throughput(session, project),
             "members": [u.username for u in store.members(session, project_id=project.id)],
             "jobs": [_job_public(j) for j in rounds.project_jobs(session, project)],
@@ -313,8 +314,16 @@ def table(session: SessionDep, actor: ActorDep, ref: str, status: str | None = N
           offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)) -> dict:
     project = _project(session, actor, ref)
     reader_is_annotator = actor.user is not None and actor.user.role == "annotator"
-    if split == "gold" and reader_is_annotator:
-        raise ServiceError(403, "which records are gold questions is for reviewers and admins", "split", "forbidden")
+    if reader_is_annotator:  # filters and sorts that would tell them other people's answers, or the gold questions
+        given = {"split=gold": split == "gold", "label": bool(label), "prediction": bool(prediction),
+                 "disagreement": disagreement is not None, "min_confidence": min_confidence is not None,
+                 "max_confidence": max_confidence is not None,
+                 "annotator": bool(annotator) and annotator != actor.user.username,  # type: ignore[union-attr]
+                 f"sort={sort}": sort in ("label", "prediction", "annotations", "confidence", "uncertainty")}
+        refused = [name for name, used in given.items() if used]
+        if refused:
+            raise ServiceError(403, f"annotators filter and sort by their own work only; {refused[0]} is for "
+                                    "reviewers and admins", refused[0].split("=")[0], "forbidden")
     annotator_id = None
     if annotator:
         user = store.user_by_name(session, username=annotator)
@@ -324,11 +333,13 @@ def table(session: SessionDep, actor: ActorDep, ref: str, status: str | None = N
     query = store.TableQuery(status=status or None, label=label or None, prediction=prediction or None,
                              annotator=annotator_id, disagreement=disagreement, min_confidence=min_confidence,
                              max_confidence=max_confidence, search=search or None, split=split or None, sort=sort,
-                             descending=descending, offset=offset, limit=limit)
+                             descending=descending, offset=offset, limit=limit, without_gold=reader_is_annotator)
     page = queue.table(session, project, query)
-    if reader_is_annotator:  # others' answers would bias theirs; gold questions must look like any record
+    if reader_is_annotator:  # others' answers would bias theirs; predictions only where the queue shows them
         for row in page["data"]:
-            row["split"] = "pool" if row["split"] == "gold" else row["split"]
+            if row["split"] == "holdout" or project.hide_predictions:
+                row["pred_label"] = row["pred_model"] = row["confidence"] = None
+            row["uncertainty"] = None
             row["work"] = [w for w in row["work"] if w["user"] == actor.user.username]
             row["human_label"] = row["human_labels"] = row["answer_source"] = None
             row["disagreement"] = False

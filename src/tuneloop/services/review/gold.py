@@ -54,7 +54,7 @@ def mark_gold(session: Session, project: Project, user: User, record_ids: list[i
         answer = task.gold_answer(project, labels) if labels else None
         if record.split == "gold":
             left["gold already"] += 1
-        elif record.answer_source not in ("people", "adjudicated") or answer is None:
+        elif record.status == "open" or record.answer_source not in ("people", "adjudicated") or answer is None:
             left["no answer people agree on"] += 1
         else:
             record.split, record.gold = "gold", {**answer, "gold_since": time.time()}

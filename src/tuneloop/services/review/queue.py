@@ -23,8 +23,8 @@ def shown_prediction(session: Session, project: Project, record: Record) -> dict
     held-out record (its labels measure models: a pre-label would anchor them), and in a project that hides
     predictions, unless the model's answer is what people work on (a draft to correct)."""
     task = task_of(project)
-    if (record.split in ("holdout", "gold") or project.hide_predictions) and not task.draft_from_model:
-        return None
+    if (record.split == "holdout" or project.hide_predictions) and not task.draft_from_model:
+        return None  # (a gold question shows one like any record: it measures people as they work)
     predictions = [p for p in store.predictions_of(session, record_id=record.id) if p.model == project.prefill_model]
     if not predictions:
         return None
@@ -38,9 +38,9 @@ def record_view(session: Session, project: Project, record: Record, user: User |
     """Everything a person needs to annotate one record: what every record shows, and what its task type adds
     (the prompt, the draft to correct, the two answers in this person's order)."""
     prediction = shown_prediction(session, project, record)
-    split = "pool" if record.split == "gold" else record.split  # a gold question looks like any other record
-    view: dict[str, Any] = {"id": record.id, "text": record.text, "split": split, "status": record.status,
-                            "annotations": record.annotations, "source": record.source,
+    gold = record.split == "gold"  # a gold question looks like any other record
+    view: dict[str, Any] = {"id": record.id, "text": record.text, "split": "pool" if gold else record.split,
+                            "status": record.status, "annotations": 0 if gold else record.annotations, "source": record.source,
                             "source_index": record.source_index, "prediction": prediction}
     view.update(task_of(project).view(record, prediction, user))
     if user is not None:
@@ -214,6 +214,8 @@ def bulk_accept(session: Session, project: Project, user: User, record_ids: list
 
 
 def _why_not_accept(session: Session, record: Record) -> str | None:
+    if record.split == "gold":
+        return "gold question"
     if record.status != "open":
         return "settled already"
     if record.split == "holdout":

@@ -65,7 +65,8 @@ async function load() {
     ? lineChart(series, { yLabel: "labels so far", xFormat: when }) : '<p class="muted">No labels yet.</p>';
   document.getElementById("agreement").innerHTML = agreementHtml(p.agreement);
   document.getElementById("models").innerHTML = modelsHtml(p.models);
-  document.getElementById("gold").innerHTML = goldHtml(p.gold_questions);
+  document.getElementById("gold-card").hidden = !p.gold_questions;
+  if (p.gold_questions) document.getElementById("gold").innerHTML = goldHtml(p.gold_questions);
   document.getElementById("throughput").innerHTML = throughputHtml(p.throughput);
   const short = (m) => esc(String(m).split("/").slice(-1)[0]);
   document.getElementById("rounds").innerHTML = p.rounds.length ? `<table class="grid" data-testid="rounds"><thead><tr><th>round</th><th>labels used</th><th>model</th><th>records scored</th><th>accuracy</th><th>macro-F1</th><th>time</th><th>queue</th></tr></thead><tbody>` +
@@ -125,7 +126,7 @@ async function changeSettings(body) {
 }
 if (document.getElementById("settings")) {
   const settings = document.getElementById("settings");
-  settings.prefill_model.addEventListener("change", () => changeSettings({ prefill_model: settings.prefill_model.value }));
+  settings.prefill_model.addEventListener("change", () => { if (settings.prefill_model.value) changeSettings({ prefill_model: settings.prefill_model.value }); });
   settings.hide_predictions.addEventListener("change", () => changeSettings({ hide_predictions: settings.hide_predictions.checked }));
 }
 document.getElementById("round-warning").addEventListener("click", (e) => {

@@ -38,9 +38,10 @@ class MultiLabel(Classification):
         return list(value.get("labels") or [])
 
     def answer_of(self, value: dict[str, Any]) -> Hashable | None:
-        """The label set, as a tuple: two people agree when they gave the same set."""
+        """The label set, as a sorted tuple: two people agree when they gave the same set, whatever the order
+        (the project's label order may change after they answered)."""
         labels = self.labels_of(value)
-        return tuple(labels) if labels else None
+        return tuple(sorted(set(labels))) if labels else None
 
     def keep_answer(self, record: Record, answer: Hashable | None) -> None:
         record.human_label, record.human_labels = None, list(answer) if answer else None  # type: ignore[call-overload]

@@ -25,12 +25,14 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-projects = sa.table("projects", sa.column("id", sa.String), sa.column("prefill_model", sa.String))
+projects = sa.table("projects", sa.column("id", sa.String), sa.column("task", sa.String),
+                    sa.column("prefill_model", sa.String))
 records = sa.table("records", sa.column("id", sa.Integer), sa.column("project_id", sa.String),
                    sa.column("status", sa.String), sa.column("human_label", sa.String),
                    sa.column("human_labels", sa.JSON(none_as_null=True)), sa.column("answer_source", sa.String),
                    sa.column("pred_model", sa.String), sa.column("updated_at", sa.Float))
 annotations = sa.table("annotations", sa.column("id", sa.Integer), sa.column("record_id", sa.Integer),
+                       sa.column("project_id", sa.String),
                        sa.column("value", sa.JSON), sa.column("status", sa.String), sa.column("source", sa.String),
                        sa.column("model", sa.String))
 COUNTED = ("submitted", "accepted")
@@ -59,10 +61,13 @@ def upgrade() -> None:
         batch.add_column(sa.Column("prefill_model", sa.String(500), nullable=True))
         batch.add_column(sa.Column("hide_predictions", sa.Boolean, nullable=False, server_default=sa.false()))
     connection = op.get_bind()
+    rated = set(connection.scalars(sa.select(projects.c.id).where(projects.c.task == "rating")))
+    """Ratings are averaged: raters who differ are not a tie or a majority to settle (as the rating task type says)."""
     by_record: dict[int, list[Any]] = {}
     for row in connection.execute(sa.select(annotations).where(annotations.c.status.in_(COUNTED))):
         by_record.setdefault(row.record_id, []).append(row)
     for record_id, rows in by_record.items():
+        in_ratings = rows[0].project_id in rated
         people = []
         for row in rows:
             value = row.value if isinstance(row.value, dict) else {}
@@ -73,7 +78,7 @@ def upgrade() -> None:
                 people.append(_answer(value))
         ranked = Counter(a for a in people if a is not None).most_common()
         if people:
-            source = ("people" if len(ranked) <= 1 else
+            source = ("people" if len(ranked) <= 1 or in_ratings else
                       "tie" if ranked[0][1] == ranked[1][1] else "majority")
             values: dict[str, Any] = {"answer_source": source}
             if source == "tie":
