@@ -765,6 +765,7 @@ def test_gold_questions_reach_annotators_unmarked_and_the_lead_sees_their_accura
         assert status == 403, query  # filters that would tell them others' answers or the gold questions
     shown = page.evaluate("async () => (await (await fetch('/api/projects/golden')).json()).gold_questions")
     assert shown is None  # their own gold score would tell them which answers were gold
+    expect(page.get_by_test_id("queue-counters")).to_have_text("You: 6 done, 0 skipped")  # no project counts
     lead = login("rev")
     lead.goto(review_server["base"] + "/projects/golden")
     with review_server["app"].state.sessions() as session:

@@ -275,7 +275,7 @@ def claim_next(session: Session, *, project: Project, user_id: str, order: str, 
               .scalar_subquery())
     has_room = Record.annotations + others < project.overlap
     rejected = select(Annotation.record_id).where(Annotation.user_id == user_id, Annotation.project_id == project.id,
-                                                  Annotation.status == "rejected")
+                                                  Annotation.status == "rejected", Annotation.source == "person")
     rework = select(Record).where(Record.id.in_(rejected), Record.status == "open", ~_mine(user_id), has_room)
     for record in session.scalars(rework.order_by(Record.id).limit(5)).all():
         # work a reviewer sent back comes first, to the person who did it

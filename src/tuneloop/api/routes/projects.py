@@ -257,12 +257,16 @@ def next_record(session: SessionDep, actor: ActorDep, ref: str,
     return {"record": record, "counts": _counts(session, project, actor)}
 
 
-def _counts(session: Any, project: Project, actor: Actor) -> dict[str, int]:
+def _counts(session: Any, project: Project, actor: Actor) -> dict[str, int | None]:
+    """The queue's counters. With gold questions, an annotator gets only their own: the project's would stay
+    still after a gold answer and tell them it was one."""
     summary = projects.counters(session, project)
     mine = summary["people"].get(actor.user.username, {}) if actor.user else {}
+    own = {"mine": mine.get("submitted", 0) + mine.get("accepted", 0), "skipped": mine.get("skipped", 0)}
+    if project.gold_rate > 0 and actor.user is not None and actor.user.role == "annotator":
+        return {"open": None, "partly": None, "done": None, "records": None, **own}
     return {"open": summary["open"], "partly": summary["partly"], "done": summary["annotated"] + summary["accepted"],
-            "records": summary["records"], "mine": mine.get("submitted", 0) + mine.get("accepted", 0),
-            "skipped": mine.get("skipped", 0)}
+            "records": summary["records"], **own}
 
 
 @router.post("/projects/{ref}/records/{record_id}/annotations")

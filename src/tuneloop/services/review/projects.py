@@ -294,6 +294,8 @@ def update_project(session: Session, project: Project, *, prefill_model: str | N
             raise ServiceError(400, "labels: give at least two labels, each once", "labels")
         used = Counter(label for a in store.project_annotations(session, project_id=project.id)
                        for label in task.labels_of(a.value))
+        used.update(label for r in store.all_records(session, project_id=project.id, split="gold")
+                    for label in task.labels_of(r.gold or {}))  # a gold question's known answer
         gone = {label: n for label, n in used.items() if label not in labels}
         if gone:
             named = ", ".join(f"{label} ({n} answers)" for label, n in sorted(gone.items()))

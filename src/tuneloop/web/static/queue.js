@@ -85,8 +85,8 @@ function showCounts(c) {
     box.textContent = `${c.to_adjudicate} to adjudicate (${c.ties} ties) · ${c.adjudicated} adjudicated`;
     return;
   }
-  box.textContent = `You: ${c.mine} done, ${c.skipped} skipped · project: ${c.done} of ${c.records} done, ` +
-    `${c.partly} partly done, ${c.open - c.partly} not started`;
+  box.textContent = `You: ${c.mine} done, ${c.skipped} skipped` + (c.records === null ? "" :
+    ` · project: ${c.done} of ${c.records} done, ${c.partly} partly done, ${c.open - c.partly} not started`);
   box.dataset.mine = c.mine;
 }
 
