@@ -731,3 +731,24 @@ def test_throughput_per_person_and_time_to_agreement(env):
         {"user": "ann", "records": 4, "seconds_per_record": 20.0, "records_per_hour": 180.0},  # the break is left out
         {"user": "bob", "records": 2, "seconds_per_record": 40.0, "records_per_hour": 90.0}]
     assert (report["time_to_agreement"], report["settled_by_several"]) == (70.0, 2)  # 60 s and 80 s
+
+
+def test_a_rounds_held_out_score_never_counts_a_model_sourced_label(env):
+    """However a model's label got onto a held-out record (a bulk accept refuses it; the previous release's did
+    not, and migration 0006 keeps those as the model's), the round's score rests on people's labels only."""
+    from tuneloop.services.review import rounds
+
+    session, ann, rev = env["session"], env["people"]["ann"], env["people"]["rev"]
+    project = make(env, rows=labelled_rows(6), holdout=0.5)
+    held = store.all_records(session, project_id=project.id, split="holdout")
+    assert queue.bulk_accept(session, project, rev, [held[0].id])["left"] == {"held out (people label those)": 1}
+    store.add_annotation(session, record=held[0], user_id=rev.id, value={"label": "billing"}, status="accepted",
+                         source="model", model="m")  # as the previous release left it
+    queue.refresh_record(session, project, held[0])
+    for record in held[1:]:
+        queue.submit(session, project, ann, record.id, {"label": "shipping"})
+    store.add_predictions(session, project_id=project.id, rows=[
+        {"record_id": r.id, "model": "m", "answer": {"label": "billing"}, "label": "billing"} for r in held])
+    session.commit()
+    accuracy, _, records = rounds.holdout_accuracy(session, project, "m")
+    assert (accuracy, records) == (0.0, 2)  # the model agrees only with its own label, which is not counted
