@@ -63,7 +63,7 @@ def test_review_flow_on_postgres(pg, tmp_path):
 
 def test_gold_questions_on_postgres(pg, tmp_path):
     """The gold schedule and report run their grouped queries on PostgreSQL too."""
-    from tuneloop.services.review import gold
+    from tuneloop.services.review import adjudication, gold
 
     settings, engine = pg
     with sessions(engine)() as session:
@@ -78,6 +78,11 @@ def test_gold_questions_on_postgres(pg, tmp_path):
             queue.submit(session, project, ann, view["id"], {"label": "billing"})
         assert handed == [False, True, False, True]
         assert gold.gold_report(session, project)["people"][0]["answered"] == 2
+        # the other grouped counts the project page asks for, on PostgreSQL too
+        counters = projects.counters(session, project)
+        assert (counters["records"], counters["gold"], counters["partly"]) == (7, 3, 0)
+        assert adjudication.counts(session, project) == {"to_adjudicate": 0, "ties": 0, "adjudicated": 0}
+        assert quality.throughput(session, project)["people"][0]["records"] == 4
 
 
 def test_concurrent_claims_on_postgres(pg, tmp_path):

@@ -143,6 +143,21 @@ def human_labels(session: Session, *, project_id: str, split: str | None = None)
     return {record_id: labels if labels is not None else [label] for record_id, label, labels in session.execute(query)}
 
 
+def answer_source_counts(session: Session, *, project_id: str) -> dict[tuple[bool, str | None], int]:
+    """(settled, answer_source) -> records: one grouped count, not a load of every record."""
+    rows = session.execute(select(Record.status, Record.answer_source, func.count())
+                           .where(Record.project_id == project_id, Record.split != "gold")
+                           .group_by(Record.status, Record.answer_source))
+    counts: Counter[tuple[bool, str | None]] = Counter()
+    for status, source, n in rows:
+        counts[(status != "open", source)] += n
+    return dict(counts)
+
+
+def settled_ids(session: Session, *, project_id: str) -> set[int]:
+    return set(session.scalars(select(Record.id).where(Record.project_id == project_id, Record.status != "open")))
+
+
 def disagreement_counts(session: Session, *, project_id: str) -> dict[str, int]:
     row = session.execute(select(func.count().filter(Record.disagreement.is_(True)),
                                  func.count().filter(Record.models_disagree.is_(True)))

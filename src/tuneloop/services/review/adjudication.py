@@ -29,10 +29,10 @@ def disputed(session: Session, project: Project, after: int = 0) -> list[Record]
 
 
 def counts(session: Session, project: Project) -> dict[str, int]:
-    rows = store.all_records(session, project_id=project.id)
-    return {"to_adjudicate": sum(r.status != "open" and r.answer_source in DISPUTED for r in rows),
-            "ties": sum(r.status != "open" and r.answer_source == "tie" for r in rows),
-            "adjudicated": sum(r.answer_source == "adjudicated" for r in rows)}
+    counts = store.answer_source_counts(session, project_id=project.id)
+    return {"to_adjudicate": sum(counts.get((True, source), 0) for source in DISPUTED),
+            "ties": counts.get((True, "tie"), 0),
+            "adjudicated": counts.get((True, "adjudicated"), 0) + counts.get((False, "adjudicated"), 0)}
 
 
 def answers(session: Session, project: Project, record: Record) -> list[dict[str, Any]]:

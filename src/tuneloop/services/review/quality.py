@@ -93,7 +93,7 @@ def throughput(session: Session, project: Project) -> dict[str, Any]:
         people.append({"user": names.get(user_id, user_id), "records": len(times),
                        "seconds_per_record": round(pace, 1) if pace is not None else None,
                        "records_per_hour": round(3600 / pace, 1) if pace else None})
-    settled = {r.id for r in store.all_records(session, project_id=project.id) if r.status != "open"}
+    settled = store.settled_ids(session, project_id=project.id)
     spans = [max(times) - min(times) for record_id, times in by_record.items() if record_id in settled and len(times) > 1]
     return {"people": people, "time_to_agreement": round(median(spans), 1) if spans else None,
             "settled_by_several": len(spans)}
