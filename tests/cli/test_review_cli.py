@@ -92,6 +92,19 @@ def test_train_queues_a_job_and_repredict_records_a_round(tmp_path, tiny_chat_mo
     assert "round 2: labels used unknown" in out and "(4 records scored" in out
 
 
+def test_labels_outside_the_set_name_the_option_that_decides(tmp_path):
+    data = write_jsonl(tmp_path / "t.jsonl", topic_rows(6))
+    out = invoke("review", "create", "narrow", "--data", data, "--labels", "billing,shipping", ok=False).text
+    assert "carry labels outside the label set billing, shipping: technical (2)" in out
+    assert "(choose with --unknown-labels add or --unknown-labels drop)" in out
+    out = invoke("review", "create", "narrow", "--data", data, "--labels", "billing,shipping", "--unknown-labels",
+                 "add", "--gold", "0.34").text
+    assert "4 classification records, and 2 gold questions" in out
+    assert "a classifier" in invoke("review", "tasks").output
+    out = invoke("review", "repredict", "narrow", "--model", "minilm-l6", ok=False).text
+    assert "'minilm-l6' is an encoder with no trained head: it cannot chat or pre-label" in out
+
+
 def test_loop_errors_say_what_to_do(tmp_path):
     invoke("review", "create", "noholdout", "--data", write_jsonl(tmp_path / "t.jsonl", topic_rows(6)))
     out = invoke("review", "loop", "noholdout", "--simulate-from", "label", ok=False).text

@@ -713,8 +713,10 @@ def test_gold_questions_are_mixed_in_at_the_rate_and_flag_a_careless_person(env)
     assert [p["answered"] for p in gold.gold_report(session, project)["people"]] == [3, 3]  # ann's earlier
     with pytest.raises(ServiceError, match="'ann' is an annotator"):                 # answer measures nobody
         gold.mark_gold(session, project, ann, [settled.id])
-    with pytest.raises(ServiceError, match="gold 0.9: 9 gold questions need labelled records"):
-        make(env, name="nogold", rows=[{"text": f"t{i}"} for i in range(10)], labels=["a", "b"], gold=0.9)
+    with pytest.raises(ServiceError, match="gold 0.5: 5 gold questions need labelled records"):
+        make(env, name="nogold", rows=[{"text": f"t{i}"} for i in range(10)], labels=["a", "b"], gold=0.5)
+    with pytest.raises(ServiceError, match="gold 0.9: keep from 0 to 0.5 of the records as gold questions"):
+        make(env, name="mostlygold", rows=labelled_rows(10), gold=0.9)
 
 
 def test_throughput_per_person_and_time_to_agreement(env):

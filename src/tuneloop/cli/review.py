@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -57,6 +59,19 @@ def users_list() -> None:
     console.print(table)
 
 
+@contextlib.contextmanager
+def _flag_for(code: str, hint: str) -> Iterator[None]:
+    """A service error whose fix is a choice the UI offers as buttons: the CLI names its option."""
+    from tuneloop.services import ServiceError
+
+    try:
+        yield
+    except ServiceError as e:
+        if e.code == code:
+            e.message = f"{e.message} ({hint})"
+        raise
+
+
 # ---------------------------------------------------------------- projects
 @app.command("tasks")
 @handle_errors
@@ -68,7 +83,8 @@ def tasks_cmd() -> None:
     for name, title in task_titles().items():
         task = for_task(name)
         multi = "yes" if for_task(name, multi_label=True) is not task else ""
-        table.add_row(name, title, multi, "yes" if task.prelabels else "", task.train_as or "")
+        trains = "a classifier" if task.classifier_export else f"a chat model ({task.train_as})" if task.train_as else ""
+        table.add_row(name, title, multi, "yes" if task.prelabels else "", trains)
     console.print(table)
 
 
@@ -96,7 +112,8 @@ def create_cmd(
     text = guidelines or ""
     if guidelines and Path(guidelines).is_file():
         text = Path(guidelines).read_text()
-    with open_sessions()() as session:
+    with open_sessions()() as session, _flag_for("unknown_labels", "choose with --unknown-labels add or "
+                                                                  "--unknown-labels drop"):
         project = projects.create_project(session, settings(), name=name, task=task, data=data,
                                           labels=labels.split(",") if labels else None, multi_label=multi_label,
                                           guidelines=text, overlap=overlap, holdout=holdout,
@@ -105,6 +122,7 @@ def create_cmd(
             projects.add_member(session, project, username)
         info = projects.summary(session, project)
     held = f", {info['holdout']} held out" if info["holdout"] else ""
+    held += f", and {info['gold']} gold questions" if info["gold"] else ""
     labelled = f"; labels {', '.join(project.labels)}" if project.labels else ""
     console.print(f"created project '{name}' ({project.id}): {info['records']} {task} records{held}{labelled}",
                   highlight=False)

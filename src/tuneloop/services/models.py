@@ -40,7 +40,9 @@ def serving_ref(session: Session, model_id: str) -> str:
     except ModelError as e:
         raise ServiceError(404, f"no model '{model_id}': {e}", "model", "model_not_found") from None
     if spec.kind == "encoder":
-        raise ServiceError(400, f"'{model_id}' is an encoder; it cannot chat", "model")
+        raise ServiceError(400, f"'{model_id}' is an encoder with no trained head: it cannot chat or pre-label; "
+                                "train a classifier on it first (for a review project: train on reviewed data) and "
+                                "use that model", "model")
     return model_id
 
 

@@ -76,7 +76,8 @@ class ProjectCreate(Body):
     unknown_labels: Literal["refuse", "add", "drop"] = Field(
         "refuse", description="Records labelled outside the given labels: refuse the data (a 400 that counts them), "
                               "add their labels to the set, or drop those records")
-    gold: float = Field(0.0, ge=0, lt=1, description="Fraction of the labelled records kept as gold questions")
+    gold: float = Field(0.0, ge=0, le=0.5, description="Fraction of the records kept as gold questions (labelled "
+                                                       "ones)")
     gold_rate: float = Field(0.1, ge=0, le=0.5, description="Share of each person's records that are gold questions")
 
 
@@ -176,7 +177,7 @@ def create_project_from_upload(
     task: TaskName = Form("classification"),
     labels: str = Form(""), multi_label: bool = Form(False), guidelines: str = Form(""),
     overlap: int = Form(1, ge=1, le=20), holdout: float = Form(0.0, ge=0, lt=1), members: str = Form(""),
-    unknown_labels: Literal["refuse", "add", "drop"] = Form("refuse"), gold: float = Form(0.0, ge=0, lt=1),
+    unknown_labels: Literal["refuse", "add", "drop"] = Form("refuse"), gold: float = Form(0.0, ge=0, le=0.5),
     gold_rate: float = Form(0.1, ge=0, le=0.5),
 ) -> dict:
     """A project from an uploaded file (the UI's form): kept like POST /v1/files, then read by its file id."""

@@ -179,9 +179,9 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
     (counted, with the labels), unless `unknown_labels` adds those labels to the set or drops those records.
     `gold`: the fraction of the labelled records kept as gold questions (their labels are the known answers),
     handed to each person at `gold_rate`. Nothing is stored on error."""
-    if not 0.0 <= gold < 1.0 or gold + holdout >= 1.0:
-        raise ServiceError(400, f"gold {gold}: give a fraction from 0 to below 1 (with the held-out fraction, below 1)",
-                           "gold")
+    if not 0.0 <= gold <= 0.5 or gold + holdout >= 1.0:
+        raise ServiceError(400, f"gold {gold}: keep from 0 to 0.5 of the records as gold questions (with the "
+                                "held-out fraction, below 1): the rest is the work", "gold")
     if not 0.0 <= gold_rate <= 0.5:
         raise ServiceError(400, f"gold_rate {gold_rate}: at most half of a person's records can be gold questions",
                            "gold_rate")
