@@ -214,3 +214,57 @@ def test_errors_of_many_kinds_are_grouped_with_counts(tmp_path):
     assert kinds["unknown_role"]["count"] == 1 and kinds["unknown_key"]["severity"] == "warning"
     assert data["errors"] == 3 and data["warnings"] == 1 and data["examples"] == 17
     assert [k["severity"] for k in data["kinds"]] == sorted(k["severity"] for k in data["kinds"])  # errors first
+
+
+# ---------------------------------------------------------------- span data (named entities)
+def span_rows(n: int = 12) -> list[dict]:
+    return [{"text": f"order VC-{10000 + i} arrived on 3 May", "spans": [
+        {"start": 6, "end": 14, "label": "ORDER"}, {"start": 26, "end": 31, "label": "DATE"}]} for i in range(n)]
+
+
+def test_clean_span_file_passes(tmp_path):
+    report = check(write_jsonl(tmp_path / "spans.jsonl", span_rows()), label_set={"ORDER", "DATE"})
+    assert report.format == "spans" and report.ok and report.warnings == 0 and report.examples == 12
+
+
+def test_a_span_outside_its_text_names_the_line_and_span(tmp_path):
+    rows = span_rows()
+    rows[4]["spans"][1] = {"start": 26, "end": 40, "label": "DATE"}
+    rows[6]["spans"][0] = {"start": 9, "end": 9, "label": "ORDER"}
+    problems = only(check(write_jsonl(tmp_path / "bad.jsonl", rows)), "bad_span")
+    assert [(p.line, p.field) for p in problems] == [(5, "spans[1]"), (7, "spans[0]")]
+    assert "runs from 26 to 40, outside the text (0 to 31 characters)" in problems[0].message
+    assert "empty or reversed: start 9, end 9" in problems[1].message
+
+
+def test_overlapping_spans_are_an_error(tmp_path):
+    rows = span_rows()
+    rows[2]["spans"].append({"start": 10, "end": 20, "label": "DATE"})
+    (problem,) = only(check(write_jsonl(tmp_path / "bad.jsonl", rows)), "overlapping_spans")
+    assert problem.line == 3 and "spans[0] (6-14) and spans[2] (10-20) overlap" in problem.message
+
+
+def test_an_unknown_span_label_is_named(tmp_path):
+    rows = span_rows()
+    rows[8]["spans"][0]["label"] = "PRODUCT"
+    (problem,) = only(check(write_jsonl(tmp_path / "bad.jsonl", rows), label_set={"ORDER", "DATE"}), "unknown_label")
+    assert problem.line == 9 and problem.field == "spans[0].label" and "'PRODUCT' is not in the label set" in problem.message
+
+
+def test_span_fields_of_the_wrong_type_are_named(tmp_path):
+    rows = span_rows()
+    rows[0]["spans"][0]["start"] = "6"
+    rows[1]["spans"] = {"start": 1}
+    rows[2]["spans"][0] = ["6", "14"]
+    report = check(write_jsonl(tmp_path / "bad.jsonl", rows))
+    assert [(p.line, p.field) for p in only(report, "wrong_type")] == [(1, "spans[0].start"), (2, "spans"),
+                                                                       (3, "spans[0]")]
+    assert report.examples == 9
+
+
+def test_a_span_with_whitespace_at_an_edge_is_a_warning(tmp_path):
+    rows = span_rows()
+    rows[3]["spans"][0] = {"start": 5, "end": 14, "label": "ORDER"}
+    report = check(write_jsonl(tmp_path / "warn.jsonl", rows))
+    (problem,) = only(report, "span_whitespace")
+    assert report.ok and problem.line == 4 and "' VC-10003'" in problem.message

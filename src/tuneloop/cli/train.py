@@ -72,7 +72,7 @@ def train_cmd(
     model: Annotated[Optional[str], typer.Option(help="Base model (overrides the recipe).")] = None,
     data: Annotated[Optional[list[str]], typer.Option(help="Training file or dataset version (repeatable).")] = None,
     validation: Annotated[Optional[str], typer.Option(help="Validation file or dataset version.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="sft or classify.")] = None,
+    method: Annotated[Optional[str], typer.Option(help="sft, classify or token_classify (span data).")] = None,
     classifier: Annotated[Optional[str], typer.Option(help="With classify: head, generative or auto.")] = None,
     adapter: Annotated[Optional[str], typer.Option(help=f"Adapter type: {ADAPTERS}.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,
@@ -106,7 +106,8 @@ def train_cmd(
             result = train(recipe, settings(), listener=TrainProgress())
     except (RecipeError, TrainingError) as e:
         fail(str(e), 1)
-    try_it = (f"tuneloop eval {result.run_dir} --data TEST.jsonl" if RunMeta.read(result.final_dir).has_head
+    meta = RunMeta.read(result.final_dir)
+    try_it = (f"tuneloop eval {result.run_dir} --data TEST.jsonl" if meta.has_head or meta.has_token_head
               else f"tuneloop chat {result.run_dir}")
     console.print(f"[green]✓[/] {result.steps} steps in {result.seconds:.0f}s "
                   f"({result.tokens_per_second:.0f} tokens/s); final loss {result.losses[-1]:.4f}\n"
@@ -127,9 +128,10 @@ def eval_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Evaluate a model. Labelled data: accuracy, macro-F1, per-label precision/recall, confusion matrix.
+    Span data (a token classifier): entity-level precision, recall and F1, per label.
     Conversations: loss, perplexity, token accuracy, exact match and ROUGE-L of greedy answers."""
     from tuneloop.config.recipe import DataSource
-    from tuneloop.data.records import LabelledRecord
+    from tuneloop.data.records import LabelledRecord, SpanRecord
     from tuneloop.engine.data import load_source
     from tuneloop.evals.metrics import format_confusion, plot_confusion
     from tuneloop.models.loading import find_run_output, model_kind, run_meta
@@ -140,9 +142,16 @@ def eval_cmd(
     run_output = find_run_output(model)
     kind = model_kind(model, settings())
     labelled = all(isinstance(r, LabelledRecord) for r in records)
+    spans = all(isinstance(r, SpanRecord) for r in records)
     if kind == "classifier" and not labelled:
         fail(f"{model} is a classifier: evaluate it on labelled data (text + label)")
-    if labelled:
+    if (kind == "token-classifier") != spans:
+        fail(f"{model} is a token classifier: evaluate it on span data (text + spans)" if not spans else
+             f"--data {data} is span data: evaluate a token classifier on it (tuneloop train --method token_classify)")
+    if spans:
+        entity = evaluate_spans_with_progress(model, records, max_length)
+        result = {"task": "spans", **entity.to_dict()}
+    elif labelled:
         labels = run_meta(run_output).label_set if run_output is not None else None
         labels = labels or sorted({label for r in records for label in r.labels})
         report = evaluate_with_progress(model, [r.text for r in records], [r.labels[0] for r in records], labels)
@@ -159,7 +168,9 @@ def eval_cmd(
     if as_json:
         console.print_json(data=result)
         return
-    if labelled:
+    if spans:
+        print_entities(entity)
+    elif labelled:
         print_classification(report)
         console.print(format_confusion(report), highlight=False, markup=False)
     else:
@@ -182,7 +193,8 @@ def export_cmd(
         folder = export_run(run, out, settings(), merge=merge)
     meta = json.loads((folder / "tuneloop-export.json").read_text())
     if merge:
-        loader = "AutoModelForSequenceClassification" if meta["classifier"] == "head" else "AutoModelForCausalLM"
+        loader = {"head": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification"}.get(
+            meta["classifier"], "AutoModelForCausalLM")
         console.print(f"[green]✓[/] standalone model in {folder}\nload it: {loader}.from_pretrained('{folder}')",
                       highlight=False)
     else:
@@ -200,6 +212,25 @@ def evaluate_with_progress(model_ref: str, texts: list[str], gold: list[str], la
         task = progress.add_task("eval", total=len(texts))
         return evaluate_classification(model, tokenizer, texts, gold, labels,
                                        on_progress=lambda n: progress.advance(task, n))
+
+
+def evaluate_spans_with_progress(model_ref: str, records: list, max_length: int):
+    from tuneloop.evals.spans import evaluate_spans
+    from tuneloop.models.loading import load_model
+
+    model, tokenizer = load_model(model_ref, settings())
+    with err_console.status(f"finding spans in {len(records)} texts"):
+        return evaluate_spans(model, tokenizer, [r.text for r in records], [r.spans for r in records], max_length)
+
+
+def print_entities(report) -> None:
+    table = Table(title=f"entity F1 {report.f1:.3f}   precision {report.precision:.3f}   recall {report.recall:.3f}"
+                        f"   ({report.entities} entities)")
+    for col in ("label", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    for label, m in report.per_label.items():
+        table.add_row(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    console.print(table)
 
 
 def evaluate_sft_with_progress(model_ref: str, records: list, max_length: int, max_generate: int | None):

@@ -20,9 +20,11 @@ from tuneloop.data.records import (
     Message,
     PreferenceRecord,
     Record,
+    Span,
+    SpanRecord,
 )
 
-FORMATS = ("chat", "completion", "instruction", "preference", "prompt_chosen", "labelled")
+FORMATS = ("chat", "completion", "instruction", "preference", "prompt_chosen", "labelled", "spans")
 FORMAT_HELP = {
     "chat": 'OpenAI chat: {"messages": [{"role": ..., "content": ...}, ...]}',
     "completion": '{"prompt": ..., "completion": ...}',
@@ -30,6 +32,7 @@ FORMAT_HELP = {
     "preference": 'OpenAI preference: {"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}',
     "prompt_chosen": '{"prompt": ..., "chosen": ..., "rejected": ...}',
     "labelled": '{"text": ..., "label": ...} or {"text": ..., "labels": [...]}',
+    "spans": '{"text": ..., "spans": [{"start": 0, "end": 5, "label": ...}, ...]} (character offsets)',
 }
 _CHAT_KEYS = {"messages", "tools", "parallel_tool_calls", "functions", "metadata", "id"}
 _MESSAGE_KEYS = {"role", "content", "weight", "name", "tool_calls", "tool_call_id", "function_call"}
@@ -54,6 +57,8 @@ def detect_format(obj: Any) -> str | None:
         return "completion"
     if "instruction" in keys or "output" in keys:
         return "instruction"
+    if "text" in keys and "spans" in keys:
+        return "spans"
     if "text" in keys and ("label" in keys or "labels" in keys):
         return "labelled"
     return None
@@ -281,6 +286,55 @@ def _parse_labelled(c: _Checker, obj: dict, label_set: set[str] | None) -> Recor
     return LabelledRecord(text=text, labels=labels, multi_label=multi, extra=extra)
 
 
+def _parse_spans(c: _Checker, obj: dict, label_set: set[str] | None) -> Record | None:
+    extra = c.unknown_keys(obj, {"text", "spans"})
+    text = c.require(obj, "text", str, "a string")
+    raw = c.require(obj, "spans", list, "a list of spans")
+    if text is None or raw is None:
+        return None
+    spans: list[Span] = []
+    for i, item in enumerate(raw):
+        here = f"spans[{i}]"
+        if not isinstance(item, dict):
+            c.add("wrong_type", f"{here} must be an object with 'start', 'end' and 'label', got {_type_name(item)}", here)
+            continue
+        start = c.require(item, "start", int, "a whole number", f"{here}.")
+        end = c.require(item, "end", int, "a whole number", f"{here}.")
+        label = c.require(item, "label", str, "a string", f"{here}.")
+        for key in item:
+            if key not in {"start", "end", "label"}:
+                c.add("unknown_key", f"unknown key '{here}.{key}' in a span", f"{here}.{key}")
+        if start is None or end is None or label is None:
+            continue
+        if not 0 <= start < end <= len(text):
+            c.add("bad_span", f"{here} runs from {start} to {end}, outside the text (0 to {len(text)} characters)"
+                  if start < end else f"{here} is empty or reversed: start {start}, end {end}", here)
+            continue
+        if not label.strip():
+            c.add("empty_content", f"field '{here}.label' is empty", f"{here}.label")
+            continue
+        if label_set is not None and label not in label_set:
+            c.add("unknown_label", f"{here}.label '{label}' is not in the label set ({', '.join(sorted(label_set))})",
+                  f"{here}.label")
+            continue
+        if text[start].isspace() or text[end - 1].isspace():
+            c.add("span_whitespace", f"{here} ({text[start:end]!r}) starts or ends with whitespace", here)
+        spans.append(Span(start=start, end=end, label=label))
+    if len(spans) != len(raw):
+        return None
+    order = sorted(range(len(spans)), key=lambda i: (spans[i].start, spans[i].end))
+    for a, b in zip(order, order[1:]):
+        if spans[b].start < spans[a].end:
+            c.add("overlapping_spans", f"spans[{a}] ({spans[a].start}-{spans[a].end}) and spans[{b}] "
+                  f"({spans[b].start}-{spans[b].end}) overlap; a text's spans may not overlap (BIO tags cannot "
+                  "hold them)", f"spans[{b}]")
+            return None
+    if not text.strip():
+        c.add("empty_content", "field 'text' is empty", "text")
+        return None
+    return SpanRecord(text=text, spans=[spans[i] for i in order], extra=extra)
+
+
 def parse_object(obj: Any, fmt: str, number: int, where: str,
                  label_set: set[str] | None = None) -> tuple[Record | None, list[Problem]]:
     """Parse one object as `fmt`. Returns the record (None when it has errors) and every problem found."""
@@ -290,7 +344,12 @@ def parse_object(obj: Any, fmt: str, number: int, where: str,
         return None, c.problems
     parser = {"chat": _parse_chat, "completion": _parse_completion, "instruction": _parse_instruction,
               "preference": _parse_preference, "prompt_chosen": _parse_prompt_chosen}.get(fmt)
-    record = _parse_labelled(c, obj, label_set) if fmt == "labelled" else parser(c, obj)
+    if fmt == "labelled":
+        record = _parse_labelled(c, obj, label_set)
+    elif fmt == "spans":
+        record = _parse_spans(c, obj, label_set)
+    else:
+        record = parser(c, obj)
     if any(p.severity == "error" for p in c.problems):
         record = None
     return record, c.problems
@@ -340,6 +399,10 @@ def dump_record(record: Record, fmt: str) -> dict[str, Any]:
             raise ConversionError(f"a {record.kind} record has no label; it cannot be written as 'labelled'")
         label = {"labels": record.labels} if record.multi_label else {"label": record.labels[0]}
         return {"text": record.text, **label, **record.extra}
+    if fmt == "spans":
+        if not isinstance(record, SpanRecord):
+            raise ConversionError(f"a {record.kind} record has no spans; it cannot be written as 'spans'")
+        return {"text": record.text, "spans": [s.model_dump() for s in record.spans], **record.extra}
     if fmt == "instruction" and isinstance(record, InstructionRecord):
         out = {"instruction": record.instruction, "input": record.input, "output": record.output}
         return {**out, **record.extra}

@@ -22,10 +22,13 @@ KINDS: dict[str, tuple[Severity, str]] = {
     "no_assistant": ("error", "No assistant message to learn from"),
     "identical_preference": ("error", "Preferred and non-preferred answers are identical"),
     "unknown_label": ("error", "Label not in the label set"),
+    "bad_span": ("error", "Span outside its text"),
+    "overlapping_spans": ("error", "Overlapping spans"),
     "too_few_examples": ("error", "Fewer than 10 examples"),
     "unknown_key": ("warning", "Unknown key"),
     "too_long": ("warning", "Longer than --max-length tokens"),
     "duplicate": ("warning", "Duplicate example"),
+    "span_whitespace": ("warning", "Span starts or ends with whitespace"),
 }
 
 MIN_EXAMPLES = 10

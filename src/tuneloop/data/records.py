@@ -93,8 +93,32 @@ class LabelledRecord(_Base):
         return [Message(role="user", content=self.text), Message(role="assistant", content=", ".join(self.labels))]
 
 
+class Span(BaseModel):
+    """One labelled stretch of a text: characters `start` (included) to `end` (excluded), as Python slices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: int
+    end: int
+    label: str
+
+
+class SpanRecord(_Base):
+    """Text with labelled spans (named entities): `{"text": ..., "spans": [{"start", "end", "label"}, ...]}`,
+    character offsets, in text order, never overlapping."""
+
+    kind: Literal["spans"] = "spans"
+    text: str
+    spans: list[Span]
+
+    def to_messages(self) -> list[Message]:
+        """As a chat (token counts; a chat model learning to list the entities): one `label: text` line each."""
+        found = "\n".join(f"{s.label}: {self.text[s.start:s.end]}" for s in self.spans) or "none"
+        return [Message(role="user", content=self.text), Message(role="assistant", content=found)]
+
+
 Record = Annotated[
-    Union[ChatRecord, CompletionRecord, InstructionRecord, PreferenceRecord, LabelledRecord],
+    Union[ChatRecord, CompletionRecord, InstructionRecord, PreferenceRecord, LabelledRecord, SpanRecord],
     Field(discriminator="kind"),
 ]
 """Any record. Parse stored records with `RecordAdapter.validate_json`."""
@@ -106,7 +130,7 @@ RecordAdapter: TypeAdapter[Record] = TypeAdapter(Record)
 
 def record_text(record: Record) -> str:
     """All the text of a record in one string (for hashing, dedup and search)."""
-    if isinstance(record, LabelledRecord):
+    if isinstance(record, (LabelledRecord, SpanRecord)):
         return record.text
     if isinstance(record, PreferenceRecord):
         parts = [m.content for m in (*record.messages, *record.chosen, *record.rejected)]

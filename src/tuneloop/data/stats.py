@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tuneloop.data.records import LabelledRecord, Record
+from tuneloop.data.records import LabelledRecord, Record, SpanRecord
 from tuneloop.data.tokens import token_lengths
 
 BATCH = 256
@@ -59,6 +59,8 @@ def compute_stats(records: Iterable[Record], tokenizer: Any = None) -> Stats:
         if isinstance(record, LabelledRecord):
             stats.labels.update(record.labels)
             stats.multi_label += record.multi_label
+        elif isinstance(record, SpanRecord):  # a span file's labels are its spans' labels
+            stats.labels.update(s.label for s in record.spans)
         if tokenizer is not None:
             batch.append(record)
             if len(batch) >= BATCH:

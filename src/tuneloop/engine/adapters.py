@@ -73,8 +73,11 @@ def apply_adapter(model: Any, adapter: AdapterSection, task_type: str = "CAUSAL_
         config = IA3Config(task_type=task_type, target_modules=targets,
                            feedforward_modules=[n for n in ("down_proj", "fc2", "w2", "output.dense") if n in targets])
     else:
+        targets = adapter.target_modules
+        if targets == "all-linear" and task_type == "TOKEN_CLS":  # peft's all-linear would take the token head too
+            targets = _linear_names(model)
         config = LoraConfig(task_type=task_type, r=adapter.r, lora_alpha=adapter.alpha,
-                            lora_dropout=adapter.dropout, target_modules=adapter.target_modules,
+                            lora_dropout=adapter.dropout, target_modules=targets,
                             use_dora=adapter.type == "dora")
     return get_peft_model(model, config)
 

@@ -134,9 +134,12 @@ def run_meta(final: Path) -> RunMeta:
 
 
 def model_kind(ref: str, settings: Settings) -> str:
-    """'chat', 'causal', 'encoder', or 'classifier' (a run that trained a classification head)."""
+    """'chat', 'causal', 'encoder', 'classifier' (a run that trained a classification head), or
+    'token-classifier' (a run that trained a token-classification head)."""
     if (final := find_run_output(ref)) is not None:
         meta = run_meta(final)
+        if meta.has_token_head:
+            return "token-classifier"
         return "classifier" if meta.has_head else model_kind(meta.base_model, settings)
     return resolve(ref).kind
 
@@ -154,7 +157,7 @@ def load_run_output(final: Path, settings: Settings, dtype: Any = None,
 
     quiet_transformers()
     meta = run_meta(final)
-    if meta.has_head:
+    if meta.has_head or meta.has_token_head:
         raise ModelError(f"{final.parent} trained a classification head; it classifies but cannot generate "
                          "text (`tuneloop eval` scores it)")
     tokenizer = AutoTokenizer.from_pretrained(final)  # the template the run trained with
@@ -173,31 +176,46 @@ def load_sequence_classifier(ref: str, settings: Settings, labels: list[str] | N
                              on_stage: StageFn | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) with a sequence-classification head: a trained run's head, or a new one over
     `labels` on an encoder or a decoder (its last token)."""
+    return _load_with_head(ref, settings, labels, dtype, on_stage, token=False)
+
+
+def load_token_classifier(ref: str, settings: Settings, tags: list[str] | None = None, dtype: Any = None,
+                          on_stage: StageFn | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) with a token-classification head: a trained run's, or a new one over the BIO `tags`
+    on an encoder or a decoder."""
+    return _load_with_head(ref, settings, tags, dtype, on_stage, token=True)
+
+
+def _load_with_head(ref: str, settings: Settings, labels: list[str] | None, dtype: Any, on_stage: StageFn | None,
+                    token: bool) -> tuple[Any, Any]:
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
     quiet_transformers()
+    auto = AutoModelForTokenClassification if token else AutoModelForSequenceClassification
+    what = "token-classification" if token else "classification"
     if (final := find_run_output(ref)) is not None:
         meta = run_meta(final)
-        if not meta.has_head:
-            raise ModelError(f"{ref} is a {meta.method} run without a classification head; train a head on "
+        if not (meta.has_token_head if token else meta.has_head):
+            raise ModelError(f"{ref} is a {meta.method} run without a {what} head; train a head on "
                              f"its base model '{meta.base_model}' instead")
         tokenizer = AutoTokenizer.from_pretrained(final)
         if (final / "adapter_config.json").exists():
             from peft import PeftModel
 
-            base, _ = load_sequence_classifier(meta.base_model, settings, meta.label_set, dtype, on_stage)
+            base, _ = _load_with_head(meta.base_model, settings, meta.label_set, dtype, on_stage, token)
             model = PeftModel.from_pretrained(_base_of(base), final)
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(final, dtype=dtype or torch.float32)
+            model = auto.from_pretrained(final, dtype=dtype or torch.float32)
         model.eval()
         return model, tokenizer
     spec = resolve(ref)
     folder = model_dir(spec, settings, on_stage)
     if not labels:
-        raise ModelError(f"'{spec.name}' has no trained classification head; train one first: "
-                         f"tuneloop train --method classify --model {ref} --data labelled.jsonl")
-    model = AutoModelForSequenceClassification.from_pretrained(
+        how = ("tuneloop train --method token_classify --model {ref} --data spans.jsonl" if token else
+               "tuneloop train --method classify --model {ref} --data labelled.jsonl").format(ref=ref)
+        raise ModelError(f"'{spec.name}' has no trained {what} head; train one first: {how}")
+    model = auto.from_pretrained(
         folder, num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)}, dtype=dtype or torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -210,6 +228,9 @@ def load_sequence_classifier(ref: str, settings: Settings, labels: list[str] | N
 
 def load_model(ref: str, settings: Settings, dtype: Any = None, on_stage: StageFn | None = None) -> tuple[Any, Any]:
     """Whatever a reference names, ready to use: a trained classifier, or a causal LM (with its adapter)."""
-    if model_kind(ref, settings) == "classifier":
+    kind = model_kind(ref, settings)
+    if kind == "classifier":
         return load_sequence_classifier(ref, settings, dtype=dtype, on_stage=on_stage)
+    if kind == "token-classifier":
+        return load_token_classifier(ref, settings, dtype=dtype, on_stage=on_stage)
     return load_causal_lm(ref, settings, dtype, on_stage)

@@ -103,7 +103,8 @@ class RunMeta:
     method: str
     adapter: str
     classifier: str | None = None
-    """'head' (a sequence-classification head), 'generative', or None (not a classifier)."""
+    """'head' (a sequence-classification head), 'token' (a token-classification head over BIO tags, whose
+    `label_set` is the tags), 'generative', or None (not a classifier)."""
     label_set: list[str] | None = None
     steps: int = 0
     started_from: str | None = None
@@ -117,6 +118,10 @@ class RunMeta:
     @property
     def has_head(self) -> bool:
         return self.classifier == "head"
+
+    @property
+    def has_token_head(self) -> bool:
+        return self.classifier == "token"
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
