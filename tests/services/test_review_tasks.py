@@ -135,8 +135,9 @@ def test_every_task_type_names_a_widget_of_the_queue_page():
 
     script = (REVIEW.parents[1] / "web" / "static" / "queue.js").read_text()
     widgets = set(re.findall(r"^  (\w+): \{$", script[script.index("const WIDGETS"):], re.M))
-    assert widgets == {"labels", "edit", "compare", "scale"}
-    assert "dataset.task" not in script and not re.search(r"\btask\b", script.split("\n", 14)[-1])
+    assert widgets == {"labels", "edit", "compare", "scale", "spans"}
+    code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("//"))
+    assert "dataset.task" not in code and not re.search(r"\btask\b", code)
     for name in tasks.project_tasks():
         for multi in (False, True):
             task = tasks.for_task(name, multi)
@@ -144,7 +145,7 @@ def test_every_task_type_names_a_widget_of_the_queue_page():
 
 
 def test_every_built_in_task_type_is_registered():
-    assert tasks.project_tasks() == ["classification", "preference", "rating", "response"]
+    assert tasks.project_tasks() == ["classification", "preference", "rating", "response", "spans"]
     assert tasks.for_task("classification", multi_label=True).name == "multi-label"
     assert tasks.for_task("rating", multi_label=True).name == "rating"  # no multi-label variant: the flag is moot
     for name in tasks.project_tasks():

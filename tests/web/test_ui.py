@@ -776,3 +776,71 @@ def test_gold_questions_reach_annotators_unmarked_and_the_lead_sees_their_accura
     expect(lead.get_by_test_id("gold-flag")).to_have_count(1 if report["flagged"] else 0)
     lead.goto(review_server["base"] + "/projects/golden/table?split=gold")
     expect(lead.get_by_test_id("total")).to_have_text("3 records")
+
+
+def test_span_labelling_by_keyboard_and_mouse_with_the_models_spans_as_a_draft(review_server, login, tmp_path):
+    """Span labelling (NER): the model's spans are drawn in the text as a draft; the annotator moves over the
+    words with the arrows, stretches the selection with Shift, labels it with 1-9, removes a wrong span with
+    X, and submits with Enter; a drag with the mouse selects words too. The export gives the spans as
+    character offsets and as BIO tags, and the project page shows agreement on spans."""
+    from tests.conftest import write_jsonl
+    from tests.services.test_review_spans import RuleModel
+    from tuneloop.services.review import prelabel, projects, queue
+    from tuneloop.store import review as store
+
+    rows = [{"text": f"order VC-{10000 + i} arrived on 3 May"} for i in range(3)]
+    with review_server["app"].state.sessions() as session:
+        project = projects.create_project(session, review_server["settings"], name="entities", task="spans",
+                                          data=str(write_jsonl(tmp_path / "e.jsonl", rows)), labels=["ORDER", "DATE"],
+                                          overlap=2)
+        for name in ("ann", "rev"):
+            projects.add_member(session, project, name)
+        prelabel.prelabel(session, project, RuleModel("orders", dates=False))
+        first = store.all_records(session, project_id=project.id)[0]
+        queue.submit(session, project, store.user_by_name(session, username="other"), first.id,
+                     {"spans": [{"start": 6, "end": 14, "label": "ORDER"}]})
+    page = login("ann")
+    page.goto(review_server["base"] + "/projects/entities/queue?order=id")
+    text = page.get_by_test_id("record-text")
+    expect(text).to_contain_text("order VC-10000 arrived on 3 May")
+    expect(page.get_by_test_id("legend")).to_contain_text("Shift+← →")
+    expect(page.get_by_test_id("span-list").locator("li")).to_have_text(["ORDER VC-10000"])  # the model's draft
+    expect(text.locator(".span-start")).to_have_attribute("data-span-label", "ORDER")
+    # words: order VC - 10000 arrived on 3 May -> "3" is word 6: move there, stretch to "May", label it DATE (2)
+    for _ in range(6):
+        page.keyboard.press("ArrowRight")
+    page.keyboard.press("Shift+ArrowRight")
+    expect(text.locator(".w.sel")).to_have_text(["3", "May"])
+    page.keyboard.press("2")
+    expect(page.get_by_test_id("span-list").locator("li")).to_have_text(["ORDER VC-10000", "DATE 3 May"])
+    screenshot(page, "spans-queue")
+    page.keyboard.press("Enter")
+    expect(text).to_contain_text("VC-10001")
+    # the second record: the model's span is wrong for this person's reading; remove it, mark the order by mouse
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("x")
+    expect(page.get_by_test_id("span-list")).to_contain_text("No spans yet")
+    words = text.locator(".w")
+    start, end = words.nth(1).bounding_box(), words.nth(3).bounding_box()
+    page.mouse.move(start["x"] + 2, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(end["x"] + end["width"] - 2, end["y"] + end["height"] / 2, steps=5)
+    page.mouse.up()
+    expect(text.locator(".w.sel")).to_have_text(["VC", "-", "10001"])
+    page.get_by_test_id("span-list").click()  # the mouse can label too: the label's button
+    page.locator("#answer button[data-label=ORDER]").click()
+    page.keyboard.press("Enter")
+    expect(text).to_contain_text("VC-10002")
+    with review_server["app"].state.sessions() as session:
+        project = store.find_project(session, ref="entities")
+        ann = store.user_by_name(session, username="ann")
+        values = [a.value for a in store.project_annotations(session, project_id=project.id) if a.user_id == ann.id]
+        assert values == [{"spans": [{"start": 6, "end": 14, "label": "ORDER"}, {"start": 26, "end": 31, "label": "DATE"}]},
+                          {"spans": [{"start": 6, "end": 14, "label": "ORDER"}]}]
+    lead = login("rev")
+    lead.goto(review_server["base"] + "/projects/entities")
+    expect(lead.get_by_test_id("span-agreement")).to_contain_text("exact F1 0.667, partial F1 0.667")
+    screenshot(lead, "spans-project")
+    exported = lead.request.get(review_server["base"] + "/api/projects/entities/export?as=bio&policy=annotations")
+    [row] = [json.loads(line) for line in exported.text().splitlines()]  # the one record two people settled
+    assert [(a["annotator"], len(a["answer"]["spans"])) for a in row["annotations"]] == [("other", 1), ("ann", 2)]

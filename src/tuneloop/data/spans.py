@@ -18,12 +18,12 @@ OUTSIDE = "O"
 
 
 def as_tuples(spans: Sequence[Any]) -> list[SpanT]:
-    """Spans given as dicts, objects with attributes, or tuples, as sorted (start, end, label) tuples."""
+    """Spans given as dicts, objects with attributes, or tuples (lists), as sorted (start, end, label) tuples."""
     out = []
     for s in spans:
         if isinstance(s, Mapping):
             out.append((int(s["start"]), int(s["end"]), str(s["label"])))
-        elif isinstance(s, tuple):
+        elif isinstance(s, (tuple, list)):  # (start, end, label), as tuples or as stored in JSON
             out.append((int(s[0]), int(s[1]), str(s[2])))
         else:
             out.append((int(s.start), int(s.end), str(s.label)))

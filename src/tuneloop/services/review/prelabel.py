@@ -20,6 +20,7 @@ from tuneloop.config.settings import Settings
 from tuneloop.engine.tokenize import classification_messages
 from tuneloop.evals.agreement import entropy_uncertainty, margin_uncertainty
 from tuneloop.evals.classify import has_head
+from tuneloop.evals.spans import Predicted, has_token_head, predict_spans
 from tuneloop.services import ServiceError
 from tuneloop.services.review.queue import refresh_record
 from tuneloop.services.review.tasks import task_of
@@ -39,6 +40,9 @@ class Predictor(Protocol):
     def respond(self, prompts: Sequence[list[dict[str, Any]]]) -> list[tuple[str, float]]:
         """(answer, mean token log-probability) per conversation."""
 
+    def spans(self, texts: Sequence[str], labels: Sequence[str]) -> list[Predicted]:
+        """The labelled spans found in each text (a token classifier), with a score each."""
+
 
 class LocalModel:
     """A registered, fine-tuned (run folder or ft: id) or local model of tuneloop, run in this process."""
@@ -48,13 +52,16 @@ class LocalModel:
 
         self.name, self.max_tokens = name or ref, max_tokens
         self.model, self.tokenizer = load_model(ref, settings)
-        if has_head(self.model) and hasattr(self.model, "merge_and_unload"):
+        if (has_head(self.model) or has_token_head(self.model)) and hasattr(self.model, "merge_and_unload"):
             # this copy only predicts: fold the adapter into the weights (one matmul per layer, not three)
             self.model = self.model.merge_and_unload()
 
     def classify(self, texts: Sequence[str], labels: Sequence[str]) -> list[list[float]]:
         from tuneloop.evals.classify import predict_labels
 
+        if has_token_head(self.model):
+            raise ServiceError(400, f"{self.name} is a token classifier: it finds spans, it does not pick a text's "
+                                    "label", "model")
         if not has_head(self.model):
             return [probs for _, probs in predict_labels(self.model, self.tokenizer, texts, labels)]
         own = [self.model.config.id2label[i] for i in range(len(self.model.config.id2label))]
@@ -64,6 +71,16 @@ class LocalModel:
                                "model")
         rows = predict_labels(self.model, self.tokenizer, texts, own)
         return [[probs[own.index(label)] for label in labels] for _, probs in rows]
+
+    def spans(self, texts: Sequence[str], labels: Sequence[str]) -> list[Predicted]:
+        if not has_token_head(self.model):
+            raise ServiceError(400, f"{self.name} is not a token classifier, so it cannot find spans; train one on "
+                                    "the project's reviewed records (method token_classify)", "model")
+        tags = self.model.config.id2label.values()
+        if not {tag[2:] for tag in tags if tag != "O"} & set(labels):
+            raise ServiceError(400, f"{self.name} finds {sorted({t[2:] for t in tags if t != 'O'})}, none of the "
+                                    f"project's labels {list(labels)}", "model")
+        return predict_spans(self.model, self.tokenizer, texts)
 
     def respond(self, prompts: Sequence[list[dict[str, Any]]]) -> list[tuple[str, float]]:
         from tuneloop.models.generation import GenerationOptions, complete_batch
@@ -114,6 +131,10 @@ class Endpoint:
             total = sum(scores)
             out.append([s / total for s in scores] if total > 0 else [1.0 / len(labels)] * len(labels))
         return out
+
+    def spans(self, texts: Sequence[str], labels: Sequence[str]) -> list[Predicted]:
+        raise ServiceError(400, "an OpenAI-compatible endpoint answers in text and cannot mark spans; pre-label a "
+                                "spans project with a token classifier trained here (method token_classify)", "model")
 
     def respond(self, prompts: Sequence[list[dict[str, Any]]]) -> list[tuple[str, float]]:
         out = []

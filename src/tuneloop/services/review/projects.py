@@ -15,7 +15,7 @@ from tuneloop.config.settings import Settings
 from tuneloop.data.formats import detect_format, dump_record, parse_object
 from tuneloop.data.problems import DataError, Problem
 from tuneloop.data.readers import iter_rows
-from tuneloop.data.records import LabelledRecord, PreferenceRecord, Record
+from tuneloop.data.records import LabelledRecord, PreferenceRecord, Record, SpanRecord
 from tuneloop.data.versions import Version, resolve_version
 from tuneloop.services import ServiceError
 from tuneloop.services.files import require_file
@@ -41,6 +41,9 @@ def _messages(obj: Any) -> list[dict[str, Any]] | None:
 def item_from_record(record: Record, original: dict[str, Any]) -> Item:
     if isinstance(record, LabelledRecord):
         return {"original": original, "text": record.text, "labels": record.labels}
+    if isinstance(record, SpanRecord):  # its labels: the ones its spans use (the label set, unknown labels)
+        return {"original": original, "text": record.text, "labels": sorted({s.label for s in record.spans}),
+                "spans": [s.model_dump() for s in record.spans]}
     if isinstance(record, PreferenceRecord):
         prompt = [m.model_dump(exclude_none=True) for m in record.messages]
         return {"original": original, "prompt": prompt,
@@ -205,14 +208,13 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
     source, items = read_client_source(session, settings, data) if client else read_source(settings, data)
     if task_type.takes_labels:
         given = bool(labels)
-        labels = _label_set(labels, items, source)
+        labels = _label_set(labels, items, source, task_type.least_labels, task)
         if given:
             labels, items = _outside_the_set(labels, items, source, unknown_labels)
     rows = [record_row(task_type, line, item, source) for line, item in items]
     rng = random.Random(seed)
     probe = Project(labels=labels or [])
-    answers = [task_type.gold_answer(probe, item.get("labels", [])) if item.get("labels") else None
-               for _, item in items]
+    answers = [task_type.gold_of(probe, item) for _, item in items]
     can_be_gold = [i for i, answer in enumerate(answers) if answer is not None]
     wanted = int(round(len(rows) * gold))
     if wanted > len(can_be_gold):
@@ -251,21 +253,22 @@ def _outside_the_set(labels: list[str], items: list[tuple[int, Item]], source: s
                        "labels", "unknown_labels")
 
 
-def _label_set(labels: list[str] | None, items: list[tuple[int, Item]], source: str) -> list[str]:
+def _label_set(labels: list[str] | None, items: list[tuple[int, Item]], source: str, least: int = 2,
+               task: str = "classification") -> list[str]:
     found = sorted({label for _, item in items for label in item.get("labels", [])})
     if not labels:
         if not found:
             raise ServiceError(400, f"{source} has no labels to take the label set from; give the project's "
                                     "labels", "labels")
-        if len(found) < 2:
+        if len(found) < least:
             raise ServiceError(400, f"{source} uses only the label '{found[0]}'; give the whole label set",
                                "labels")
         return found
     labels = [label.strip() for label in labels if label.strip()]
     if len(set(labels)) != len(labels):
         raise ServiceError(400, f"the labels repeat: {', '.join(labels)}", "labels")
-    if len(labels) < 2:
-        raise ServiceError(400, "a classification project needs at least two labels", "labels")
+    if len(labels) < least:
+        raise ServiceError(400, f"a {task} project needs at least {least} labels", "labels")
     return labels
 
 

@@ -43,11 +43,21 @@ def agreement(session: Session, project: Project) -> dict[str, Any]:
             if kappa.units:
                 pairs.append({"people": [names.get(first, first), names.get(second, second)], **agreement_dict(kappa)})
     answers = {v for unit in units.values() for v in unit.values()}
-    per_label = task_of(project).agreement_labels(project, answers)
+    task = task_of(project)
+    per_label = task.agreement_labels(project, answers)
     alphas = alpha_per_label(list(units.values()), list(per_label.values()))  # type: ignore[arg-type]
-    return {"alpha": agreement_dict(krippendorff_alpha(list(units.values()))),
-            "alpha_per_label": {label: agreement_dict(alphas[answer]) for label, answer in per_label.items()},
-            "kappa_pairs": pairs, "annotators": len(people)}
+    out = {"alpha": agreement_dict(krippendorff_alpha(list(units.values()))),
+           "alpha_per_label": {label: agreement_dict(alphas[answer]) for label, answer in per_label.items()},
+           "kappa_pairs": pairs, "annotators": len(people)}
+    shared = {record_id: unit for record_id, unit in units.items() if len(unit) > 1}
+    texts = {r.id: r.text for r in store.all_records(session, project_id=project.id) if r.id in shared}
+    extra = task.agreement_report(texts, {record_id: {names.get(who, who): answer for who, answer in unit.items()}
+                                          for record_id, unit in shared.items()})
+    if extra is not None:
+        for pair in extra.get("pairs", []):
+            pair.update({k: None if v is None else round(v, 4) for k, v in pair.items() if k != "people"})
+        out[task.name] = {k: round(v, 4) if isinstance(v, float) else v for k, v in extra.items()}
+    return out
 
 
 def model_vs_human(session: Session, project: Project) -> list[dict[str, Any]]:
@@ -57,10 +67,11 @@ def model_vs_human(session: Session, project: Project) -> list[dict[str, Any]]:
     human = store.human_labels(session, project_id=project.id)
     by_model: dict[str, list[tuple[Gold, str]]] = defaultdict(list)
     for p in store.latest_predictions(session, project_id=project.id):
-        if p.record_id in human and p.label is not None:
-            by_model[p.model].append((human[p.record_id], p.label))
+        predicted = task.predicted_answer(p)
+        if p.record_id in human and predicted is not None:
+            by_model[p.model].append((human[p.record_id], predicted))  # type: ignore[arg-type]
     labels = project.labels or sorted({label for pairs in by_model.values() for gold, predicted in pairs
-                                       for label in [*gold, predicted]})
+                                       for label in [*gold, predicted]})  # type: ignore[misc]
     return [{"model": model, "records": len(pairs), **task.model_report(pairs, labels)}
             for model, pairs in by_model.items()]
 

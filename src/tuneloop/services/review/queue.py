@@ -30,7 +30,7 @@ def shown_prediction(session: Session, project: Project, record: Record) -> dict
         return None
     prediction = predictions[-1]
     return {"model": prediction.model, "label": prediction.label, "confidence": prediction.confidence,
-            "probabilities": prediction.probabilities, "text": prediction.answer.get("text"),
+            "probabilities": prediction.probabilities, "text": prediction.answer.get("text"), "answer": prediction.answer,
             "mean_logprob": prediction.mean_logprob}
 
 

@@ -39,21 +39,24 @@ def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
     `any_path`: the CLI may name any model folder; over the API, only what `job_service.check_model` allows.
     `model` None: minilm-l6 for a classifier, smollm2-135m-instruct otherwise."""
     task = task_of(project)
-    model = model or ("minilm-l6" if task.classifier_export and classifier != "generative" else
+    model = model or ("minilm-l6" if (task.classifier_export or task.trains) and classifier != "generative" else
                       "smollm2-135m-instruct")
-    if task.classifier_export is None and task.train_as is None:
+    if task.classifier_export is None and task.train_as is None and task.trains is None:
         raise ServiceError(400, task.not_trainable, "task")
     if classifier not in ("auto", "head", "generative"):
         raise ServiceError(400, f"classifier '{classifier}' is not one of auto, head, generative", "classifier")
-    if task.classifier_export is None and classifier == "head":
+    if task.trains is not None and classifier == "generative":
+        raise ServiceError(400, f"a {task.name} project trains {task.trains} (a head on an encoder or a decoder); "
+                                "it has no generative classifier", "classifier")
+    if task.classifier_export is None and task.trains is None and classifier == "head":
         raise ServiceError(400, f"a {task.name} project trains a chat model on its {task.train_as} export, not a "
                                 "classifier head", "classifier")
-    spec = job_service.check_model(settings, model, any_path=any_path, encoders=task.classifier_export is not None)
+    spec = job_service.check_model(settings, model, any_path=any_path,
+                                   encoders=task.classifier_export is not None or task.trains is not None)
     if spec.kind == "encoder" and classifier == "generative":
         raise ServiceError(400, f"model '{model}' is an encoder: it cannot answer with a label; train a classifier "
                                 "head on it (classifier: head or auto)", "classifier")
-    kind = task.classifier_export or task.train_as
-    assert kind is not None
+    kind = task.classifier_export or task.train_as or task.exports[0]
     rows = export.export_rows(session, project, kind)
     if not rows:
         raise ServiceError(409, f"project '{project.name}' has no reviewed records to train on yet", "project",
@@ -65,7 +68,8 @@ def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
     file = file_service.save_upload(session, settings, stream=io.BytesIO(body),
                                     filename=f"{project.name}-reviewed.jsonl", purpose="fine-tune")
     suffix = re.sub(r"[^A-Za-z0-9-]+", "-", project.name)[:40].strip("-") or None
-    method = {"method": "classify", "classifier": classifier} if task.classifier_export else {"method": "sft"}
+    method = ({"method": "classify", "classifier": classifier} if task.classifier_export else
+              {"method": task.trains} if task.trains else {"method": "sft"})
     recipe = parse_recipe({"model": model, **method, "data": {"train": file.id}, "seed": 0,
                            "hyperparameters": {"epochs": epochs} if epochs else {},
                            "checkpoints": {"each_epoch": True, "keep_last": 3}, "evaluation": {"each_epoch": False}})
@@ -90,13 +94,14 @@ def _labels_used(session: Session, project: Project, model: str) -> int | None:
 def holdout_accuracy(session: Session, project: Project, model: str) -> tuple[float | None, float | None, int]:
     """The model's accuracy and macro-F1 against the people's labels on the held-out records, as the task type
     scores them (None where it scores none), and how many records that rests on."""
-    predictions = {p.record_id: p.label for p in store.latest_predictions(session, project_id=project.id, model=model)
-                   if p.label is not None}
+    task = task_of(project)
+    predictions = {p.record_id: answer for p in store.latest_predictions(session, project_id=project.id, model=model)
+                   if (answer := task.predicted_answer(p)) is not None}
     human = store.human_labels(session, project_id=project.id, split="holdout")
     pairs = [(gold, predictions[record_id]) for record_id, gold in sorted(human.items()) if record_id in predictions]
     if not pairs:
         return None, None, 0
-    accuracy, macro_f1 = task_of(project).holdout_score(pairs, project.labels)
+    accuracy, macro_f1 = task.holdout_score(pairs, project.labels)  # type: ignore[arg-type]
     return accuracy, macro_f1, len(pairs)
 
 
@@ -136,7 +141,8 @@ def round_view(row: Round, project: Project, rounds: list[Round]) -> dict[str, A
             scores.get(in_use) is not None and row.accuracy < scores[in_use]:  # type: ignore[operator]
         below = {"model": in_use, "accuracy": scores[in_use]}
     return {"round": row.number, "model": row.model, "labels_used": row.labels_used, "accuracy": row.accuracy,
-            "macro_f1": row.macro_f1, "seconds": row.seconds, "predicted": row.predicted, "replaced": row.replaced,
+            "macro_f1": row.macro_f1, "metric": task_of(project).round_metric, "seconds": row.seconds,
+            "predicted": row.predicted, "replaced": row.replaced,
             "in_use": row.model == in_use, "below": below, "created_at": row.created_at}
 
 

@@ -8,12 +8,22 @@ function agreementHtml(a) {
   const alpha = `<p>Krippendorff's alpha: <b data-testid="alpha">${fmt(a.alpha.value)}</b> <span class="muted">on ${a.alpha.records} records, ${a.annotators} annotators</span></p>`;
   const pairs = a.kappa_pairs.map((p) => `<li>Cohen's kappa ${esc(p.people.join(" / "))}: <b>${fmt(p.value)}</b> <span class="muted">on ${p.records} records</span></li>`).join("");
   const per = Object.entries(a.alpha_per_label).map(([l, v]) => `<tr><td>${esc(l)}</td><td>${fmt(v.value)}</td><td>${v.records}</td></tr>`).join("");
-  return alpha + (pairs ? `<ul>${pairs}</ul>` : "") + (per ? `<table class="grid"><thead><tr><th>label</th><th>alpha</th><th>records</th></tr></thead><tbody>${per}</tbody></table>` : "");
+  const spans = a.spans ? `<p data-testid="span-agreement">Spans: exact F1 <b>${fmt(a.spans.exact_f1)}</b>, partial F1 <b>${fmt(a.spans.partial_f1)}</b>, ` +
+    `Krippendorff's alpha on words <b>${fmt(a.spans.token_alpha)}</b> <span class="muted">on ${a.spans.records} records, ${a.spans.tokens} words` +
+    ` (alpha and kappa above compare whole answers)</span></p>` +
+    `<ul>${a.spans.pairs.map((p) => `<li>${esc(p.people.join(" / "))}: exact F1 ${fmt(p.exact_f1)}, partial F1 ${fmt(p.partial_f1)}</li>`).join("")}</ul>` : "";
+  return spans + alpha + (pairs ? `<ul>${pairs}</ul>` : "") + (per ? `<table class="grid"><thead><tr><th>label</th><th>alpha</th><th>records</th></tr></thead><tbody>${per}</tbody></table>` : "");
 }
 
 function modelsHtml(models) {
   if (!models.length) return '<p class="muted">No model has predicted on records people labelled yet: re-predict with a model below.</p>';
   return models.map((m) => {
+    if (m.entity) {  // spans: entity-level scores (seqeval's matching), no confusion matrix
+      const perLabel = Object.entries(m.per_label).map(([l, v]) => `<tr><td>${esc(l)}</td><td>${fmt(v.precision)}</td><td>${fmt(v.recall)}</td><td>${fmt(v.f1)}</td><td>${v.support}</td></tr>`).join("");
+      return `<h3>${esc(m.model)}</h3><p>entity F1 <b>${fmt(m.entity.f1)}</b>, precision ${fmt(m.entity.precision)}, recall ${fmt(m.entity.recall)}; ` +
+        `records exactly right ${fmt(m.accuracy)} <span class="muted">on ${m.records} records, ${m.entity.entities} entities</span></p>` +
+        `<table class="grid" data-testid="per-label"><thead><tr><th>label</th><th>precision</th><th>recall</th><th>F1</th><th>entities</th></tr></thead><tbody>${perLabel}</tbody></table>`;
+    }
     const head = m.labels.map((l) => `<th>${esc(l)}</th>`).join("");
     const rows = m.confusion.map((row, i) => `<tr><th>${esc(m.labels[i])}</th>${row.slice(0, m.labels.length).map((n) => `<td>${n || ""}</td>`).join("")}</tr>`).join("");
     const perLabel = Object.entries(m.per_label).map(([l, v]) => `<tr><td>${esc(l)}</td><td>${fmt(v.precision)}</td><td>${fmt(v.recall)}</td><td>${fmt(v.f1)}</td><td>${v.support}</td></tr>`).join("");
@@ -69,7 +79,8 @@ async function load() {
   if (p.gold_questions) document.getElementById("gold").innerHTML = goldHtml(p.gold_questions);
   document.getElementById("throughput").innerHTML = throughputHtml(p.throughput);
   const short = (m) => esc(String(m).split("/").slice(-1)[0]);
-  document.getElementById("rounds").innerHTML = p.rounds.length ? `<table class="grid" data-testid="rounds"><thead><tr><th>round</th><th>labels used</th><th>model</th><th>records scored</th><th>accuracy</th><th>macro-F1</th><th>time</th><th>queue</th></tr></thead><tbody>` +
+  const metric = p.rounds.length ? p.rounds[0].metric : "accuracy";
+  document.getElementById("rounds").innerHTML = p.rounds.length ? `<table class="grid" data-testid="rounds"><thead><tr><th>round</th><th>labels used</th><th>model</th><th>records scored</th><th>${esc(metric)}</th><th>macro-F1</th><th>time</th><th>queue</th></tr></thead><tbody>` +
     p.rounds.map((r) => `<tr data-round="${r.round}"><td>${r.round}</td><td>${r.labels_used ?? '<span class="muted" title="trained outside this project">–</span>'}</td><td>${short(r.model)}</td><td>${r.predicted ?? "–"}</td><td>${fmt(r.accuracy)}</td><td>${fmt(r.macro_f1)}</td><td>${r.seconds ? Math.round(r.seconds) + " s" : "–"}</td>` +
       `<td>${r.in_use ? "pre-fills it" : r.below ? `below ${short(r.below.model)}` : ""}</td></tr>`).join("") + "</tbody></table>"
     : '<p class="muted">No rounds yet: train on the reviewed records, then re-predict with the new model.</p>';
@@ -87,7 +98,7 @@ async function load() {
     settings.hide_predictions.checked = p.hide_predictions;
   }
   document.getElementById("rounds-chart").innerHTML = p.rounds.length > 1
-    ? lineChart([{ name: "accuracy", points: p.rounds.map((r) => [r.round, r.accuracy || 0]) }], { yLabel: "accuracy on held-out records", xLabel: "round" }) : "";
+    ? lineChart([{ name: metric, points: p.rounds.map((r) => [r.round, r.accuracy || 0]) }], { yLabel: `${metric} on held-out records`, xLabel: "round" }) : "";
   if (document.getElementById("jobs")) document.getElementById("jobs").innerHTML = jobsHtml(p.jobs);
   document.getElementById("disagreement-link").textContent = `Disagreement queue (${p.disagreements.people_or_model || 0})`;
   const adjudicate = document.getElementById("adjudication-link");

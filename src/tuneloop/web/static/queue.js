@@ -1,5 +1,6 @@
 // The queue: one record at a time, keyboard first. 1-9 pick, Enter submits, S skips, Ctrl+Z undoes,
-// arrows move the selection. Response correction edits the draft and shows the diff as you type.
+// arrows move the selection. Response correction edits the draft and shows the diff as you type. Spans: arrows
+// move over the words, Shift+arrows stretch the selection (or drag with the mouse), 1-9 label it.
 "use strict";
 
 const root = document.getElementById("queue");
@@ -61,6 +62,66 @@ const WIDGETS = {
     },
     value: () => ({ preferred: [...selected][0], rewrite: document.getElementById("editor").value || null }),
   },
+  spans: {
+    keys: () => [["← →", "move over the words"], ["Shift+← →", "stretch the selection (or drag with the mouse)"], ["1–9", "label the selection"], ["X / Delete", "remove the span under the selection"], ["Esc", "select one word again"], ["Enter", "submit (no spans: nothing to mark)"], ["S", "skip"], UNDO],
+    choices: () => labels,
+    free: true,  // an empty list of spans is an answer: nothing in this text to mark
+    hidesLabel: true,  // the model's spans are drawn in the text
+    render(box, answer, meta, prediction, previous) {
+      const text = record.text, map = codePoints(text);
+      // words as on the server (data/spans.py): runs of letters/digits/_, or one other non-space character
+      spanState.words = [...text.matchAll(/[\p{L}\p{N}\p{M}_]+|[^\p{L}\p{N}\p{M}_\s]/gu)].map((m) =>
+        ({ a: m.index, b: m.index + m[0].length, start: map[m.index], end: map[m.index + m[0].length] }));
+      spanState.spans = ((previous ? previous.spans : prediction ? record.draft_spans : []) || []).map((s) => ({ start: s.start, end: s.end, label: s.label }));
+      spanState.cursor = spanState.anchor = 0;
+      box.innerHTML = `<div class="text spans-text" id="span-text" data-testid="record-text"></div>${meta}`;
+      answer.innerHTML = `<div class="labels" role="listbox">${labels.map((l, i) => `<button type="button" data-label="${esc(l)}"${i < 9 ? ` data-key="${i + 1}"` : ""} style="border-left:6px solid ${spanColor(l)}">${i < 9 ? `<kbd>${i + 1}</kbd> ` : ""}${esc(l)}</button>`).join("")}</div>` +
+        `<ul class="span-list" data-testid="span-list"></ul>`;
+      const el = document.getElementById("span-text");
+      // a click selects a word; a drag, the words it covers (the text is redrawn only once the mouse is up)
+      let down = null;
+      el.addEventListener("mousedown", (e) => { const w = e.target.closest("[data-w]"); down = w ? Number(w.dataset.w) : null; });
+      el.addEventListener("mouseup", () => {
+        const sel = window.getSelection(), wordOf = (node) => node && (node.nodeType === 1 ? node : node.parentElement).closest("[data-w]");
+        const a = wordOf(sel.anchorNode), b = wordOf(sel.focusNode);
+        if (a && b && !sel.isCollapsed) { spanState.anchor = Number(a.dataset.w); spanState.cursor = Number(b.dataset.w); }
+        else if (down !== null) spanState.anchor = spanState.cursor = down;
+        else return;
+        sel.removeAllRanges();
+        drawSpans();
+      });
+      drawSpans();
+    },
+    choose(label) {  // label the selected words: one span, replacing the spans it overlaps
+      const [lo, hi] = selectedWords();
+      if (lo === null) return;
+      const start = spanState.words[lo].start, end = spanState.words[hi].end;
+      spanState.spans = spanState.spans.filter((s) => s.end <= start || s.start >= end);
+      spanState.spans.push({ start, end, label });
+      spanState.spans.sort((x, y) => x.start - y.start);
+      drawSpans();
+    },
+    key(e) {
+      const n = spanState.words.length;
+      if (!n) return false;
+      if (["ArrowRight", "ArrowLeft"].includes(e.key)) {
+        spanState.cursor = Math.min(n - 1, Math.max(0, spanState.cursor + (e.key === "ArrowRight" ? 1 : -1)));
+        if (!e.shiftKey) spanState.anchor = spanState.cursor;
+        drawSpans();
+        return true;
+      }
+      if (["x", "X", "Delete", "Backspace"].includes(e.key)) {
+        const [lo, hi] = selectedWords(), start = spanState.words[lo].start, end = spanState.words[hi].end;
+        spanState.spans = spanState.spans.filter((s) => s.end <= start || s.start >= end);
+        drawSpans();
+        return true;
+      }
+      if (e.key === "Escape") { spanState.anchor = spanState.cursor; drawSpans(); return true; }
+      return false;
+    },
+    value: () => ({ spans: spanState.spans.map((s) => ({ start: s.start, end: s.end, label: s.label })) }),
+    describe: (value) => (value.spans || []).map((s) => `${s.label} “${spanText(s)}”`).join(", ") || "(no spans)",
+  },
   scale: {
     keys: () => [["1–5", "rate"], ["← →", "move"], ["C", "comment"], ["Enter", "submit"], ["S", "skip"], UNDO],
     choices: () => ["1", "2", "3", "4", "5"],
@@ -74,6 +135,51 @@ const WIDGETS = {
     value: () => ({ rating: Number([...selected][0]), comment: document.getElementById("comment").value }),
   },
 };
+const spanState = { words: [], spans: [], cursor: 0, anchor: 0 };
+const spanColor = (label) => PALETTE[Math.max(0, labels.indexOf(label)) % PALETTE.length];
+
+function codePoints(text) {  // UTF-16 index -> code point index (the server's offsets count code points)
+  const map = new Array(text.length + 1);
+  let cp = 0;
+  for (let i = 0; i < text.length; i++) {
+    map[i] = cp;
+    const c = text.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) map[++i] = cp;
+    cp++;
+  }
+  map[text.length] = cp;
+  return map;
+}
+
+function spanText(span) {
+  return Array.from(record.text).slice(span.start, span.end).join("");
+}
+
+function selectedWords() {
+  if (!spanState.words.length) return [null, null];
+  return [Math.min(spanState.anchor, spanState.cursor), Math.max(spanState.anchor, spanState.cursor)];
+}
+
+function drawSpans() {  // the text, word by word, with its spans coloured and the selection marked
+  const el = document.getElementById("span-text");
+  if (!el) return;
+  const text = record.text, [lo, hi] = selectedWords(), spanOf = (w) => spanState.spans.find((s) => s.start < w.end && s.end > w.start);
+  let html = "", at = 0;
+  spanState.words.forEach((w, i) => {
+    const span = spanOf(w), first = span && span.start >= w.start;
+    html += esc(text.slice(at, w.a));
+    // a span's first word carries its label (drawn by CSS, so the text itself reads and copies as it is)
+    const cls = ["w", i >= lo && i <= hi ? "sel" : "", i === spanState.cursor ? "cur" : "", span ? "in-span" : "", first ? "span-start" : ""].filter(Boolean).join(" ");
+    html += `<span class="${cls}" data-w="${i}"${span ? ` data-span-label="${esc(span.label)}" style="--span:${spanColor(span.label)};background:${spanColor(span.label)}33;border-bottom:3px solid ${spanColor(span.label)}"` : ""}>` +
+      `${esc(text.slice(w.a, w.b))}</span>`;
+    at = w.b;
+  });
+  el.innerHTML = html + esc(text.slice(at));
+  document.querySelector("[data-testid=span-list]").innerHTML = spanState.spans.map((s) =>
+    `<li data-start="${s.start}" data-end="${s.end}"><b style="color:${spanColor(s.label)}">${esc(s.label)}</b> ${esc(spanText(s))}</li>`).join("") ||
+    '<li class="muted">No spans yet: select words and press 1–9, or submit to say there is nothing to mark.</li>';
+}
+
 const widget = WIDGETS[root.dataset.widget];
 document.getElementById("legend-keys").innerHTML = widget.keys().map(([k, what]) => `<li><kbd>${k}</kbd> ${what}</li>`).join("");
 const options = () => widget.choices();
@@ -93,7 +199,8 @@ function showCounts(c) {
 function showAnswers() {
   const list = document.getElementById("people-answers");
   if (!list) return;
-  list.innerHTML = record ? record.answers.map((a) => `<li><b>${esc(a.user)}</b>: ${esc(a.labels.join(", ") || "(no label)")}</li>`).join("") : "";
+  const say = (a) => (widget.describe ? widget.describe(a.value || {}) : a.labels.join(", ") || "(no label)");
+  list.innerHTML = record ? record.answers.map((a) => `<li><b>${esc(a.user)}</b>: ${esc(say(a))}</li>`).join("") : "";
 }
 
 function banner(text) {
@@ -136,7 +243,7 @@ function render(previous) {
   }
   const prediction = record.prediction;
   const meta = `<p class="muted">#${record.id} · ${esc(record.source)} line ${record.source_index}${record.split === "holdout" ? " · held out" : ""}` +
-    (prediction && prediction.label ? ` · model says <b data-testid="prelabel">${esc(prediction.label)}</b> (${fmt(prediction.confidence, 2)})` : "") + "</p>";
+    (prediction && prediction.label && !widget.hidesLabel ? ` · model says <b data-testid="prelabel">${esc(prediction.label)}</b> (${fmt(prediction.confidence, 2)})` : "") + "</p>";
   banner(record.rejected ? `A reviewer rejected your earlier answer: ${record.rejected.comment}` : "");
   selected = new Set();
   widget.render(box, answer, meta, adjudicating ? null : prediction, previous);
@@ -153,6 +260,7 @@ function paint() {
 }
 
 function choose(label) {
+  if (widget.choose) { widget.choose(label); return; }
   const i = options().indexOf(label);
   if (i < 0) return;
   focus = i;
@@ -226,6 +334,7 @@ document.addEventListener("keydown", (e) => {
   if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z" && !typing) { e.preventDefault(); undo(); return; }
   if (typing) { if (e.key === "Escape") document.activeElement.blur(); return; }
   if (e.ctrlKey || e.metaKey || e.altKey || !record) return;
+  if (widget.key && widget.key(e)) { e.preventDefault(); return; }
   const choices = options();
   if (/^[1-9]$/.test(e.key) && Number(e.key) <= choices.length) { e.preventDefault(); choose(choices[Number(e.key) - 1]); }
   else if (e.key === "Enter") { e.preventDefault(); submit(); }

@@ -17,12 +17,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from tuneloop.evals.agreement import Agreement
-from tuneloop.store.tables import Annotation, Project, Record, User
+from tuneloop.store.tables import Annotation, Prediction, Project, Record, User
 
 if TYPE_CHECKING:
     from tuneloop.services.review.prelabel import Predictor
@@ -66,6 +66,8 @@ class TaskType(ABC):
     """Set on the type that serves the multi-label projects of that task."""
     takes_labels: ClassVar[bool] = False
     """Projects of this type need a label set (from the data, or given)."""
+    least_labels: ClassVar[int] = 2
+    """The fewest labels a project's set may have (a text's label is a choice; a span's may be the only kind)."""
     label_answers: ClassVar[bool] = False
     """An answer is a label of the project's set, so a model's label or a gold label can stand for a person's
     (bulk accept, the simulated loop)."""
@@ -81,6 +83,11 @@ class TaskType(ABC):
     encoder or a decoder, or a chat model answering with the label); None: this type trains through `train_as`."""
     train_as: ClassVar[str | None] = None
     """The export "train on reviewed data" fine-tunes on; None when this type's data trains nothing here."""
+    trains: ClassVar[str | None] = None
+    """A training method of its own that "train on reviewed data" uses on the first of `exports` (spans train
+    `token_classify`), when neither `classifier_export` nor `train_as` applies."""
+    round_metric: ClassVar[str] = "accuracy"
+    """What a round's score (`holdout_score`'s first number) is, as the rounds table names it."""
     not_trainable: ClassVar[str] = "this project's reviewed data trains nothing here yet"
     """Why not, when `train_as` is None."""
     draft_from_model: ClassVar[bool] = False
@@ -129,6 +136,16 @@ class TaskType(ABC):
         """The answer that picks `label` (for types with `label_answers`)."""
         return {"label": label}
 
+    def gold_of(self, project: Project, item: Item) -> dict[str, Any] | None:
+        """The known answer of an imported item made a gold question; None where it has none."""
+        labels = item.get("labels")
+        return self.gold_answer(project, labels) if labels else None
+
+    def predicted_answer(self, prediction: Prediction) -> Hashable | None:
+        """What a model's prediction answers, compared with the people's answer (`answer_of`) in model reports
+        and round scores; by default its label."""
+        return prediction.label
+
     def gold_answer(self, project: Project, labels: Gold) -> dict[str, Any] | None:
         """The known answer of a gold question whose labels are `labels`; None where this type has no gold
         questions (or the labels do not make one answer)."""
@@ -152,6 +169,12 @@ class TaskType(ABC):
     def agreement_labels(self, project: Project, answers: set[Hashable]) -> dict[str, Hashable]:
         """label -> the answer that counts as it, for agreement per label ('this label or not')."""
         return {label: label for label in project.labels or sorted(answers)}  # type: ignore[type-var]
+
+    def agreement_report(self, texts: Mapping[int, str],
+                         units: Mapping[int, Mapping[str, Hashable]]) -> dict[str, Any] | None:
+        """Agreement measures of this type beside alpha and kappa on whole answers (record id -> text; record
+        id -> {person: answer}); None where it has none."""
+        return None
 
     def model_report(self, pairs: list[tuple[Gold, str]], labels: list[str]) -> dict[str, Any]:
         """A model's predicted labels against the people's: accuracy, per-label scores, confusion."""
