@@ -8,11 +8,10 @@ import time
 
 import pytest
 
-from tests.conftest import write_jsonl
 from tests.services.test_review import env, make  # noqa: F401  (the fixture)
 from tuneloop.evals.spans import Predicted
 from tuneloop.services import ServiceError
-from tuneloop.services.review import adjudication, export, prelabel, projects, quality, queue, rounds
+from tuneloop.services.review import adjudication, export, prelabel, quality, queue, rounds
 from tuneloop.store import review as store
 
 LABELS = ["ORDER", "DATE"]

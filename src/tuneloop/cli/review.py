@@ -83,7 +83,8 @@ def tasks_cmd() -> None:
     for name, title in task_titles().items():
         task = for_task(name)
         multi = "yes" if for_task(name, multi_label=True) is not task else ""
-        trains = "a classifier" if task.classifier_export else f"a chat model ({task.train_as})" if task.train_as else ""
+        trains = ("a classifier" if task.classifier_export else f"a chat model ({task.train_as})" if task.train_as
+                  else f"method {task.trains}" if task.trains else "")
         table.add_row(name, title, multi, "yes" if task.prelabels else "", trains)
     console.print(table)
 
@@ -244,9 +245,9 @@ def prelabel_cmd(
 @handle_errors
 def train_cmd(
     project: Annotated[str, typer.Argument(help="Project name or id.")],
-    model: Annotated[Optional[str], typer.Option(help="The base model: a chat model, or for classification an "
-                                                      "encoder (default: minilm-l6 for classification, "
-                                                      "smollm2-135m-instruct otherwise).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="The base model: a chat model, or for classification and "
+                                                      "spans an encoder (default: minilm-l6 for classification "
+                                                      "and spans, smollm2-135m-instruct otherwise).")] = None,
     classifier: Annotated[str, typer.Option(help="Classification: head (a classifier layer), generative (the "
                                                  "chat model answers with the label), or auto.")] = "auto",
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the reviewed data (default: the method's).")
@@ -322,7 +323,8 @@ def set_cmd(
 def export_cmd(
     project: Annotated[str, typer.Argument(help="Project name or id.")],
     as_: Annotated[str, typer.Option("--as", help="classify, chat or sft (classification); sft or dpo (response, "
-                                                  "preference); reward (rating).")],
+                                                  "preference); reward (rating); spans (character offsets) or bio "
+                                                  "(spans).")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL file (default: stdout).")] = None,
     split: Annotated[str, typer.Option(help="pool (for training), holdout, or all.")] = "pool",
     policy: Annotated[str, typer.Option(help="final (disagreements left out until adjudicated), majority (ties "
