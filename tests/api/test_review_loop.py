@@ -3,6 +3,7 @@ re-predict the remaining and held-out records with the fine-tuned model, and see
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -92,3 +93,49 @@ def test_train_on_reviewed_then_repredict_records_a_round(tmp_path_factory, tiny
         assert rated.status_code == 400 and "reward" in rated.json()["error"]["message"]
         empty = api.post("/api/projects/empty/train", json={})
         assert empty.status_code == 409 and "no reviewed records" in empty.json()["error"]["message"]
+
+
+def test_a_spans_project_trains_a_token_classifier_and_repredicts_with_it(tmp_path_factory, tiny_encoder):
+    """The span loop through the API with a real worker: people mark spans, "train on reviewed data" trains a
+    token classifier (token_classify) on an encoder, and re-predicting with it drafts spans on the open and
+    held-out records and records a round scored by entity F1."""
+    from tests.engine.test_token_classify import span_rows
+    from tuneloop.services.auth import create_user
+    from tuneloop.services.review import projects, queue
+
+    data = tmp_path_factory.mktemp("spans-data")
+    rows = span_rows(40)
+    gold = {row["text"]: row["spans"] for row in rows}
+    for server in live_server(tmp_path_factory.mktemp("spans-home"), with_worker=True):
+        with server["app"].state.sessions() as session:
+            ann = create_user(session, username="ann", password="ann-password", role="annotator")
+            project = projects.create_project(session, server["settings"], name="things", task="spans",
+                                              data=str(write_jsonl(data / "s.jsonl", [{"text": r["text"]} for r in rows])),
+                                              labels=["THING", "WHEN"], holdout=0.2)
+            for _ in range(36):  # the 8 held-out records and 28 of the pool; 4 stay open
+                view = queue.next_record(session, project, ann, "id")
+                queue.submit(session, project, ann, view["id"], {"spans": gold[view["text"]]})
+        api = httpx.Client(base_url=server["base"], headers={"Authorization": f"Bearer {server['key']}"}, timeout=60)
+        bio = api.get("/api/projects/things/export", params={"as": "bio"})
+        first = json.loads(bio.text.splitlines()[0])
+        assert bio.headers["x-tuneloop-examples"] == "28" and set(first) == {"tokens", "tags"}
+        assert {t[2:] for t in first["tags"] if t != "O"} <= {"THING", "WHEN"}
+        generative = api.post("/api/projects/things/train", json={"model": str(tiny_encoder), "classifier": "generative"})
+        assert generative.status_code == 400 and "no generative classifier" in generative.json()["error"]["message"]
+        created = api.post("/api/projects/things/train", json={"model": str(tiny_encoder), "epochs": 25})
+        assert created.status_code == 200, created.text
+        client = OpenAI(base_url=server["url"], api_key=server["key"], max_retries=0)
+        trained = wait_for(client, created.json()["id"], {"succeeded", "failed"})
+        assert trained.status == "succeeded", trained.error
+        with server["app"].state.sessions() as session:
+            assert session.get(Job, trained.id).recipe["method"] == "token_classify"
+        assert api.post("/api/projects/things/repredict", json={"model": trained.fine_tuned_model}).status_code == 200
+        deadline = time.time() + 120
+        while not (current := api.get("/api/projects/things/tasks").json()["data"][0])["finished"]:
+            assert time.time() < deadline, current
+            time.sleep(0.3)
+        assert current["status"] == "succeeded" and current["result"]["predicted"] == 12, current  # 4 open + 8 held out
+        [round_] = api.get("/api/projects/things").json()["rounds"]
+        assert round_["metric"] == "entity F1" and round_["labels_used"] == 28 and 0 <= round_["accuracy"] <= 1
+        table = api.get("/api/projects/things/records", params={"status": "open"}).json()
+        assert table["data"] and all(r["pred_model"] == trained.fine_tuned_model for r in table["data"])

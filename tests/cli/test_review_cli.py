@@ -124,3 +124,19 @@ def test_the_loop_raises_accuracy_on_the_shipped_tickets():
     accuracy = [r["accuracy"] for r in rounds]
     assert [r["labels_used"] for r in rounds] == [50, 100, 150]
     assert accuracy[2] > accuracy[0] + 0.1 and accuracy[2] > 0.8, accuracy
+
+
+def test_a_spans_project_from_the_shipped_entities(tmp_path):
+    entities = TICKETS.with_name("support_ticket_entities.jsonl")
+    rows = [json.loads(line) for line in entities.read_text().splitlines()[:40]]
+    data = write_jsonl(tmp_path / "e.jsonl", rows)
+    tasks = invoke("review", "tasks", env={"COLUMNS": "200"}).text
+    assert "spans │ mark and label stretches of a text (named entities)" in tasks and "method token_classify" in tasks
+    out = invoke("review", "create", "entities", "--task", "spans", "--data", data, "--gold", "0.1").text
+    assert "36 spans records, and 4 gold questions; labels DATE, ORDER, PRODUCT" in out
+    shown = json.loads(invoke("review", "show", "entities", "--json").output)
+    assert shown["summary"]["labels"] == ["DATE", "ORDER", "PRODUCT"]
+    exported = invoke("review", "export", "entities", "--as", "bio")
+    assert "0 examples (pool, final); left out: 36 still open, 4 gold questions" in exported.text
+    wrong = invoke("review", "export", "entities", "--as", "chat", ok=False)
+    assert wrong.exit_code != 0 and "exports as spans, bio, not 'chat'" in wrong.text

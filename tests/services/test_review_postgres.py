@@ -85,6 +85,26 @@ def test_gold_questions_on_postgres(pg, tmp_path):
         assert quality.throughput(session, project)["people"][0]["records"] == 4
 
 
+def test_span_answers_on_postgres(pg, tmp_path):
+    """A spans project's answers (JSON lists of [start, end, label]), its label filter and its export, on
+    PostgreSQL."""
+    from tests.services.test_review_spans import BOTH, ORDER_ONLY, ticket
+
+    settings, engine = pg
+    with sessions(engine)() as session:
+        ann = create_user(session, username="ann", password="ann-password", role="annotator")
+        project = projects.create_project(session, settings, name="s", task="spans", labels=["ORDER", "DATE"],
+                                          data=str(write_jsonl(tmp_path / "s.jsonl", [ticket(i, False) for i in range(3)])))
+        for value in (BOTH, ORDER_ONLY, []):
+            view = queue.next_record(session, project, ann, "id")
+            queue.submit(session, project, ann, view["id"], {"spans": value})
+        by_label = {label: [r["id"] for r in queue.table(session, project, store.TableQuery(label=label))["data"]]
+                    for label in ("ORDER", "DATE")}
+        first, second, _ = (r.id for r in store.all_records(session, project_id=project.id))
+        assert by_label == {"ORDER": [first, second], "DATE": [first]}
+        assert [len(r["spans"]) for r in export.export_rows(session, project, "spans")] == [2, 1, 0]
+
+
 def test_concurrent_claims_on_postgres(pg, tmp_path):
     settings, engine = pg
     factory = sessions(engine)

@@ -151,3 +151,19 @@ def test_train_on_reviewed_trains_a_token_classifier(env):
     assert job.job_metadata == {"project": project.id, "examples": "12"}
     with pytest.raises(ServiceError, match="no generative classifier"):
         rounds.train_on_reviewed(session, env["settings"], project, classifier="generative", any_path=True)
+
+
+def test_the_table_filters_span_records_by_label_and_gold_comes_from_settled_spans(env):
+    session, ann, rev = env["session"], env["people"]["ann"], env["people"]["rev"]
+    project = make(env, task="spans", rows=[ticket(i, False) for i in range(3)], labels=LABELS)
+    for value in (BOTH, ORDER_ONLY, []):
+        view = queue.next_record(session, project, ann, "id")
+        queue.submit(session, project, ann, view["id"], {"spans": value})
+    dated = store.table_page(session, project_id=project.id, query=store.TableQuery(label="DATE"), label_lists=True)[0]
+    ordered = store.table_page(session, project_id=project.id, query=store.TableQuery(label="ORDER"), label_lists=True)[0]
+    assert ([r.source_index for r in dated], [r.source_index for r in ordered]) == ([1], [1, 2])
+    from tuneloop.services.review import gold
+
+    first, second, _ = store.all_records(session, project_id=project.id)
+    made = gold.mark_gold(session, project, rev, [first.id, second.id])
+    assert made["gold"] == 2 and first.gold["spans"] == BOTH and second.gold["spans"] == ORDER_ONLY

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, cast, delete, exists, func, insert, literal_column, or_, select, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import String, and_, cast, delete, exists, func, insert, literal, literal_column, or_, select, text
+from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
 from sqlalchemy.orm import Session
 
 from tuneloop.store.repo import new_id
@@ -213,11 +213,16 @@ def _has_search_table(session: Session) -> bool:
 
 
 def _holds_label(session: Session, label: str) -> Any:
-    """records.human_labels, a JSON list, holds `label`."""
+    """records.human_labels, a JSON list, holds `label`: as an item (a multi-label project) or as the label
+    of a [start, end, label] span (a spans project)."""
     if session.get_bind().dialect.name == "postgresql":
-        return cast(Record.human_labels, JSONB).contains([label])
-    each = func.json_each(Record.human_labels).table_valued("value")
-    return exists(select(each.c.value).where(each.c.value == label))
+        labels = cast(Record.human_labels, JSONB)
+        return or_(labels.contains([label]),
+                   func.jsonb_path_exists(labels, cast(literal("$[*][2] ? (@ == $label)"), JSONPATH),
+                                          func.jsonb_build_object("label", label)))
+    each = func.json_each(Record.human_labels).table_valued("value", "type")
+    return exists(select(each.c.value).where(or_(each.c.value == label, and_(
+        each.c.type == "array", func.json_extract(each.c.value, "$[2]") == label))))
 
 
 SORTS = {"id": Record.id, "confidence": Record.confidence, "uncertainty": Record.uncertainty,

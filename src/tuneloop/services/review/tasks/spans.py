@@ -131,6 +131,10 @@ class Spans(TaskType):
         spans = (prediction.answer or {}).get("spans")
         return None if spans is None else key_of(spans)
 
+    def gold_answer(self, project: Project, labels: Gold) -> dict[str, Any] | None:
+        """A settled record's spans (`human_labels`: [start, end, label] lists) as a gold question's answer."""
+        return {"spans": as_dicts(labels)}
+
     def gold_of(self, project: Project, item: Item) -> dict[str, Any] | None:
         return {"spans": as_dicts(item["spans"])} if "spans" in item else None
 
