@@ -167,3 +167,27 @@ def test_the_table_filters_span_records_by_label_and_gold_comes_from_settled_spa
     first, second, _ = store.all_records(session, project_id=project.id)
     made = gold.mark_gold(session, project, rev, [first.id, second.id])
     assert made["gold"] == 2 and first.gold["spans"] == BOTH and second.gold["spans"] == ORDER_ONLY
+
+
+def test_a_reviewer_bulk_accepts_the_models_spans(env):
+    session, ann, rev = env["session"], env["people"]["ann"], env["people"]["rev"]
+    project = make(env, task="spans", rows=[ticket(i, False) for i in range(4)], labels=LABELS)
+    records = store.all_records(session, project_id=project.id)
+    prelabel.prelabel(session, project, RuleModel("orders", dates=False))
+    view = queue.next_record(session, project, ann, "id")
+    queue.submit(session, project, ann, view["id"], {"spans": BOTH})
+    with pytest.raises(ServiceError) as e:
+        queue.bulk_accept(session, project, ann, [r.id for r in records])
+    assert e.value.status == 403
+    result = queue.bulk_accept(session, project, rev, [r.id for r in records])
+    assert result == {"accepted": 3, "left": {"settled already": 1}}
+    accepted = store.get_record(session, project_id=project.id, record_id=records[1].id)
+    assert (accepted.answer_source, accepted.human_labels) == ("model", [[6, 14, "ORDER"]])
+    assert len(export.export_rows(session, project, "spans")) == 4  # model spans train...
+    assert quality.model_vs_human(session, project)[0]["records"] == 1  # ...but never measure the model
+    from tests.conftest import chat_rows
+
+    drafts = make(env, name="drafts", task="response", rows=chat_rows(2))
+    with pytest.raises(ServiceError, match="a response project's predictions are drafts for people") as e:
+        queue.bulk_accept(session, drafts, rev, [r.id for r in store.all_records(session, project_id=drafts.id)])
+    assert e.value.status == 400

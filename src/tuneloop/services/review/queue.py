@@ -191,9 +191,9 @@ def bulk_accept(session: Session, project: Project, user: User, record_ids: list
     prediction, and records settled already are left as they are, counted by reason."""
     require_reviewer(user)
     task = task_of(project)
-    if not task.label_answers:
-        raise ServiceError(400, f"bulk accept takes the model's label; a {project.task} project's answers are not "
-                                "labels", "task")
+    if not task.bulk_accepts:
+        raise ServiceError(400, f"bulk accept takes the model's answer; a {project.task} project's predictions are "
+                                "drafts for people, not answers", "task")
     left: Counter[str] = Counter()
     records = store.records_by_id(session, project_id=project.id, ids=record_ids)
     left["not in this project"] = len(set(record_ids)) - len(records)
@@ -203,7 +203,11 @@ def bulk_accept(session: Session, project: Project, user: User, record_ids: list
         if reason:
             left[reason] += 1
             continue
-        value = task.answer_with(record.pred_label)  # type: ignore[arg-type]
+        shown = [p for p in store.predictions_of(session, record_id=record.id) if p.model == record.pred_model]
+        value = task.model_answer(shown[-1]) if shown else None
+        if value is None:
+            left["no prediction"] += 1
+            continue
         store.add_annotation(session, record=record, user_id=user.id, value=value, status="accepted",
                              source="model", model=record.pred_model)
         store.release_all(session, record_id=record.id)

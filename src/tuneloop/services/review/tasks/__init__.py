@@ -71,6 +71,8 @@ class TaskType(ABC):
     label_answers: ClassVar[bool] = False
     """An answer is a label of the project's set, so a model's label or a gold label can stand for a person's
     (bulk accept, the simulated loop)."""
+    bulk_accepts: ClassVar[bool] = False
+    """A model's prediction is an answer a reviewer may accept as it is (`model_answer`: a label, spans)."""
     settles_by_agreement: ClassVar[bool] = True
     """People's answers are choices that must agree: where they differ the record has a majority or a tie, and
     a reviewer may adjudicate. False where different answers are all kept (ratings are averaged)."""
@@ -131,6 +133,11 @@ class TaskType(ABC):
 
     def model_disagrees(self, answer: Hashable | None, predicted: str | None) -> bool:
         return answer is not None and predicted is not None and predicted != answer
+
+    def model_answer(self, prediction: Prediction) -> dict[str, Any] | None:
+        """The answer a reviewer accepts from a model's prediction (bulk accept); None where this type's
+        predictions are not answers (a draft to correct is not an answer until someone corrects it)."""
+        return self.answer_with(prediction.label) if self.label_answers and prediction.label is not None else None
 
     def answer_with(self, label: str) -> dict[str, Any]:
         """The answer that picks `label` (for types with `label_answers`)."""

@@ -24,6 +24,7 @@ class Classification(TaskType):
     widget = "labels"
     takes_labels = True
     label_answers = True
+    bulk_accepts = True
     exports = ("classify", "chat", "sft")
     classifier_export = "classify"
     train_as = "chat"

@@ -91,6 +91,7 @@ class Spans(TaskType):
     widget = "spans"
     takes_labels = True
     least_labels = 1
+    bulk_accepts = True
     label_lists = True
     exports = ("spans", "bio")
     trains = "token_classify"
@@ -126,6 +127,10 @@ class Spans(TaskType):
 
     def model_disagrees(self, answer: Hashable | None, predicted: str | None) -> bool:
         return answer is not None and predicted is not None and key_label(answer) != predicted  # type: ignore[arg-type]
+
+    def model_answer(self, prediction: Prediction) -> dict[str, Any] | None:
+        spans = (prediction.answer or {}).get("spans")
+        return None if spans is None else {"spans": as_dicts(spans)}
 
     def predicted_answer(self, prediction: Prediction) -> Hashable | None:
         spans = (prediction.answer or {}).get("spans")
