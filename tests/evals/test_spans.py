@@ -29,6 +29,16 @@ def test_adjacent_spans_of_one_label_stay_two_entities():
     assert spans_from_tags(text, words(text), ["B-PRODUCT", "B-PRODUCT"]) == spans
 
 
+def test_combining_marks_stay_in_their_word():
+    for text, expected in (("हिन्दी café", ["हिन्दी", "café"]), ("cafe\u0301 ok", ["cafe\u0301", "ok"])):
+        assert [text[a:b] for a, b in words(text)] == expected
+
+
+def test_tokens_sharing_a_character_never_give_overlapping_spans():
+    # byte-level tokens of one emoji share its offsets: B-X on one, B-Y on the next would give two spans on it
+    assert spans_from_tags("😀 ab", [(0, 1), (0, 1), (2, 4)], ["B-X", "B-Y", "B-Z"]) == [(0, 1, "X"), (2, 4, "Z")]
+
+
 def test_tags_back_to_character_spans():
     offsets = words(TEXT)
     assert spans_from_tags(TEXT, offsets, tag(offsets, SPANS)) == [(6, 14, "ORDER"), (26, 31, "DATE"),

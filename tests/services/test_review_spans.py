@@ -11,7 +11,8 @@ import pytest
 from tests.services.test_review import env, make  # noqa: F401  (the fixture)
 from tuneloop.evals.spans import Predicted
 from tuneloop.services import ServiceError
-from tuneloop.services.review import adjudication, export, prelabel, quality, queue, rounds
+from tuneloop.services.review import adjudication, export, prelabel, projects, quality, queue, rounds
+from tuneloop.services.review.tasks.spans import key_from_label, key_label
 from tuneloop.store import review as store
 
 LABELS = ["ORDER", "DATE"]
@@ -50,8 +51,14 @@ def test_a_spans_project_imports_texts_with_and_without_spans(env):
                    unknown_labels="drop")
     assert store.count_records(session, project_id=dropped.id)["total"] == 1
     bad = [ticket(0), {"text": "x", "spans": [{"start": 0, "end": 9, "label": "ORDER"}]}]
-    with pytest.raises(ServiceError, match=r"line 2: cannot tell what to review|line 2"):
+    with pytest.raises(ServiceError, match=r"line 2: spans\[0\] runs from 0 to 9, outside the text"):
         make(env, name="s", task="spans", rows=bad)
+    # a span file is no label set for a classification project (its spans' labels are not the texts' labels)
+    with pytest.raises(ServiceError, match="has no labels to take the label set from"):
+        make(env, name="c", rows=[ticket(i) for i in range(4)])
+    one = make(env, name="one", task="spans", rows=[ticket(0, False)], labels=["ORDER"])  # one label is a set
+    projects.update_project(session, one, labels=["PRODUCT"])
+    assert one.labels == ["PRODUCT"]
     gold = make(env, name="g", task="spans", rows=[ticket(i) for i in range(10)], gold=0.2)
     golden = store.all_records(session, project_id=gold.id, split="gold")
     assert len(golden) == 2 and golden[0].gold == {"spans": BOTH}
@@ -67,7 +74,10 @@ def test_answers_are_checked_span_by_span(env):
              ({"spans": [{"start": 6, "end": 14, "label": "PRODUCT"}]}, r"value.spans\[0\].label: 'PRODUCT' is not one"),
              ({"spans": [{"start": "6", "end": 14, "label": "ORDER"}]}, r"value.spans\[0\]: start and end are"),
              ({"spans": [{"start": 6, "end": 14, "label": "ORDER"}, {"start": 10, "end": 20, "label": "DATE"}]},
-              "the spans 6-14 and 10-20 overlap")]
+              "the spans 6-14 and 10-20 overlap"),
+             ({"spans": [{"start": 5, "end": 14, "label": "ORDER"}]}, r"' VC-10000' starts or ends with whitespace"),
+             ({"spans": [{"start": 0, "end": 1, "label": "ORDER"}] * 40}, "40 spans in a text of 31 characters"),
+             ({"spans": [{"start": True, "end": 14, "label": "ORDER"}]}, r"value.spans\[0\]: start and end are")]
     for value, message in cases:
         with pytest.raises(ServiceError, match=message) as e:
             queue.submit(session, project, ann, view["id"], value)
@@ -162,11 +172,18 @@ def test_the_table_filters_span_records_by_label_and_gold_comes_from_settled_spa
     dated = store.table_page(session, project_id=project.id, query=store.TableQuery(label="DATE"), label_lists=True)[0]
     ordered = store.table_page(session, project_id=project.id, query=store.TableQuery(label="ORDER"), label_lists=True)[0]
     assert ([r.source_index for r in dated], [r.source_index for r in ordered]) == ([1], [1, 2])
+    rows = queue.table(session, project, store.TableQuery())["data"]
+    assert [r["answer_text"] for r in rows] == ["ORDER “VC-10000”, DATE “3 May”", "ORDER “VC-10001”", "no spans"]
+    prelabel.prelabel(session, project, RuleModel("dates", dates=True), records="all")
+    predicted = queue.table(session, project, store.TableQuery(prediction="DATE"))["data"]
+    assert len(predicted) == 3 and predicted[0]["prediction_text"] == "ORDER “VC-10000”, DATE “3 May”"
+    assert queue.table(session, project, store.TableQuery(prediction="ORD"))["total"] == 0  # whole labels only
     from tuneloop.services.review import gold
 
-    first, second, _ = store.all_records(session, project_id=project.id)
-    made = gold.mark_gold(session, project, rev, [first.id, second.id])
-    assert made["gold"] == 2 and first.gold["spans"] == BOTH and second.gold["spans"] == ORDER_ONLY
+    first, second, third = store.all_records(session, project_id=project.id)
+    made = gold.mark_gold(session, project, rev, [first.id, second.id, third.id])
+    assert made["gold"] == 3 and first.gold["spans"] == BOTH and second.gold["spans"] == ORDER_ONLY
+    assert third.gold["spans"] == []  # people agreed it has nothing to mark: a gold question too
 
 
 def test_a_reviewer_bulk_accepts_the_models_spans(env):
@@ -191,3 +208,22 @@ def test_a_reviewer_bulk_accepts_the_models_spans(env):
     with pytest.raises(ServiceError, match="a response project's predictions are drafts for people") as e:
         queue.bulk_accept(session, drafts, rev, [r.id for r in store.all_records(session, project_id=drafts.id)])
     assert e.value.status == 400
+
+
+def test_a_long_prediction_key_stays_within_its_column_and_comparable():
+    many = tuple((i * 10, i * 10 + 5, "PRODUCT") for i in range(30))
+    other = (*many[:-1], (290, 296, "PRODUCT"))  # differs only in the last span, past the cut
+    first, second = key_label(many), key_label(other)
+    assert len(first) <= 200 and len(second) <= 200 and first != second
+    assert "|…" in first and key_from_label(first) == many[: len(key_from_label(first))]
+    assert key_label(()) == "(none)" and key_from_label("(none)") == ()
+    assert key_from_label("0:5 COMPANY NAME|7:9 X") == ((0, 5, "COMPANY NAME"), (7, 9, "X"))
+
+
+def test_a_model_answer_that_does_not_fit_is_not_bulk_accepted(env):
+    session, rev = env["session"], env["people"]["rev"]
+    project = make(env, task="spans", rows=[ticket(i, False) for i in range(2)], labels=LABELS)
+    prelabel.prelabel(session, project, RuleModel("dates", dates=True))
+    project.labels = ["ORDER"]  # as if DATE had been dropped from the set since the model predicted
+    result = queue.bulk_accept(session, project, rev, [r.id for r in store.all_records(session, project_id=project.id)])
+    assert result == {"accepted": 0, "left": {"the model's answer does not fit the project": 2}}

@@ -789,6 +789,7 @@ def test_span_labelling_by_keyboard_and_mouse_with_the_models_spans_as_a_draft(r
     from tuneloop.store import review as store
 
     rows = [{"text": f"order VC-{10000 + i} arrived on 3 May"} for i in range(3)]
+    rows[2]["text"] = "😀 " + rows[2]["text"]  # offsets count code points; the browser counts UTF-16 units
     with review_server["app"].state.sessions() as session:
         project = projects.create_project(session, review_server["settings"], name="entities", task="spans",
                                           data=str(write_jsonl(tmp_path / "e.jsonl", rows)), labels=["ORDER", "DATE"],
@@ -831,12 +832,16 @@ def test_span_labelling_by_keyboard_and_mouse_with_the_models_spans_as_a_draft(r
     page.locator("#answer button[data-label=ORDER]").click()
     page.keyboard.press("Enter")
     expect(text).to_contain_text("VC-10002")
+    for key in ("ArrowRight", "ArrowRight", "Shift+ArrowRight", "Shift+ArrowRight", "1", "Enter"):  # after the emoji
+        page.keyboard.press(key)
+    expect(page.get_by_test_id("queue-empty")).to_be_visible()
     with review_server["app"].state.sessions() as session:
         project = store.find_project(session, ref="entities")
         ann = store.user_by_name(session, username="ann")
         values = [a.value for a in store.project_annotations(session, project_id=project.id) if a.user_id == ann.id]
         assert values == [{"spans": [{"start": 6, "end": 14, "label": "ORDER"}, {"start": 26, "end": 31, "label": "DATE"}]},
-                          {"spans": [{"start": 6, "end": 14, "label": "ORDER"}]}]
+                          {"spans": [{"start": 6, "end": 14, "label": "ORDER"}]},
+                          {"spans": [{"start": 8, "end": 16, "label": "ORDER"}]}]  # "VC-10002" after "😀 order "
     lead = login("rev")
     lead.goto(review_server["base"] + "/projects/entities")
     expect(lead.get_by_test_id("span-agreement")).to_contain_text("exact F1 0.667, partial F1 0.667")

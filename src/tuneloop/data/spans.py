@@ -8,6 +8,7 @@ other non-space character. Entities are read from tags as seqeval reads them.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,8 +32,20 @@ def as_tuples(spans: Sequence[Any]) -> list[SpanT]:
 
 
 def words(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each word of `text`."""
-    return [m.span() for m in WORD.finditer(text)]
+    """(start, end) of each word of `text`. Combining marks belong to the word they follow (Python's `\w` leaves
+    them out: 'हिन्दी' or a decomposed 'café' is one word, as the review page cuts it)."""
+    out: list[tuple[int, int]] = []
+    for m in WORD.finditer(text):
+        start, end = m.span()
+        if out and out[-1][1] == start and (_is_mark(text[start]) or _is_mark(text[start - 1])):
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return out
+
+
+def _is_mark(char: str) -> bool:
+    return unicodedata.category(char).startswith("M")
 
 
 def tag(offsets: Sequence[tuple[int, int]], spans: Sequence[Any]) -> list[str]:
@@ -64,14 +77,15 @@ def entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
 
 def spans_from_tags(text: str, offsets: Sequence[tuple[int, int]], tags: Sequence[str]) -> list[SpanT]:
     """Character spans of the entities in `tags` over pieces at `offsets`, with surrounding whitespace trimmed
-    (byte-level tokens carry the space before a word)."""
-    out = []
+    (byte-level tokens carry the space before a word). Several byte-level tokens can share one character (an
+    emoji, an accented letter): an entity that overlaps one found before it is dropped, so spans never overlap."""
+    out: list[SpanT] = []
     for label, first, last in entities(tags):
         start, end = offsets[first][0], offsets[last][1]
         while start < end and text[start].isspace():
             start += 1
         while end > start and text[end - 1].isspace():
             end -= 1
-        if start < end:
+        if start < end and not any(s < end and start < e for s, e, _ in out):
             out.append((start, end, label))
-    return out
+    return sorted(out)

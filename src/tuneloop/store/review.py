@@ -143,6 +143,15 @@ def human_labels(session: Session, *, project_id: str, split: str | None = None)
     return {record_id: labels if labels is not None else [label] for record_id, label, labels in session.execute(query)}
 
 
+def texts_of(session: Session, *, project_id: str, ids: Sequence[int]) -> dict[int, str]:
+    """record id -> text, for these records only."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    rows = session.execute(select(Record.id, Record.text).where(Record.project_id == project_id))
+    return {record_id: text for record_id, text in rows if record_id in wanted}
+
+
 def answer_source_counts(session: Session, *, project_id: str) -> dict[tuple[bool, str | None], int]:
     """(settled, answer_source) -> records: one grouped count, not a load of every record."""
     rows = session.execute(select(Record.status, Record.answer_source, func.count())
@@ -212,6 +221,10 @@ def _has_search_table(session: Session) -> bool:
     return session.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'records_search'")).first() is not None
 
 
+def _like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _holds_label(session: Session, label: str) -> Any:
     """records.human_labels, a JSON list, holds `label`: as an item (a multi-label project) or as the label
     of a [start, end, label] span (a spans project)."""
@@ -231,7 +244,7 @@ SORTS = {"id": Record.id, "confidence": Record.confidence, "uncertainty": Record
 
 
 def table_page(session: Session, *, project_id: str, query: TableQuery,
-               label_lists: bool = False) -> tuple[list[Record], int]:
+               label_lists: bool = False, prediction_keys: bool = False) -> tuple[list[Record], int]:
     """One page of records with the table view's filters and sort, and how many match in all. `label_lists`:
     the records keep the people's labels as lists (a multi-label project); the label filter finds a label
     among them, and the label sort orders by the list."""
@@ -244,8 +257,10 @@ def table_page(session: Session, *, project_id: str, query: TableQuery,
         conditions.append(Record.split != "gold")
     if query.label:
         conditions.append(_holds_label(session, query.label) if label_lists else Record.human_label == query.label)
-    if query.prediction:
-        conditions.append(Record.pred_label == query.prediction)
+    if query.prediction:  # with prediction_keys, a label among the parts of a key ("6:14 ORDER|26:31 DATE")
+        conditions.append(or_(Record.pred_label.like(f"% {_like(query.prediction)}|%", escape="\\"),
+                              Record.pred_label.like(f"% {_like(query.prediction)}", escape="\\"))
+                          if prediction_keys else Record.pred_label == query.prediction)
     if query.disagreement is not None:
         conditions.append(Record.disagreement.is_(query.disagreement))
     if query.min_confidence is not None:

@@ -343,10 +343,10 @@ def table(session: SessionDep, actor: ActorDep, ref: str, status: str | None = N
     if reader_is_annotator:  # others' answers would bias theirs; predictions only where the queue shows them
         for row in page["data"]:
             if row["split"] == "holdout" or project.hide_predictions:
-                row["pred_label"] = row["pred_model"] = row["confidence"] = None
+                row["pred_label"] = row["pred_model"] = row["confidence"] = row["prediction_text"] = None
             row["uncertainty"] = None
             row["work"] = [w for w in row["work"] if w["user"] == actor.user.username]
-            row["human_label"] = row["human_labels"] = row["answer_source"] = None
+            row["human_label"] = row["human_labels"] = row["answer_source"] = row["answer_text"] = None
             row["disagreement"] = False
     return page
 

@@ -51,7 +51,8 @@ def mark_gold(session: Session, project: Project, user: User, record_ids: list[i
     for record in store.records_by_id(session, project_id=project.id, ids=record_ids):
         labels = record.human_labels if record.human_labels is not None else (
             [record.human_label] if record.human_label is not None else [])
-        answer = task.gold_answer(project, labels) if labels else None
+        # an answer of no labels is one too where a record keeps lists (people agree a text has no spans)
+        answer = task.gold_answer(project, labels) if labels or record.human_labels is not None else None
         if record.split == "gold":
             left["gold already"] += 1
         elif record.status == "open" or record.answer_source not in ("people", "adjudicated") or answer is None:

@@ -41,9 +41,8 @@ def _messages(obj: Any) -> list[dict[str, Any]] | None:
 def item_from_record(record: Record, original: dict[str, Any]) -> Item:
     if isinstance(record, LabelledRecord):
         return {"original": original, "text": record.text, "labels": record.labels}
-    if isinstance(record, SpanRecord):  # its labels: the ones its spans use (the label set, unknown labels)
-        return {"original": original, "text": record.text, "labels": sorted({s.label for s in record.spans}),
-                "spans": [s.model_dump() for s in record.spans]}
+    if isinstance(record, SpanRecord):  # only a spans project reads its spans (and their labels)
+        return {"original": original, "text": record.text, "spans": [s.model_dump() for s in record.spans]}
     if isinstance(record, PreferenceRecord):
         prompt = [m.model_dump(exclude_none=True) for m in record.messages]
         return {"original": original, "prompt": prompt,
@@ -208,9 +207,9 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
     source, items = read_client_source(session, settings, data) if client else read_source(settings, data)
     if task_type.takes_labels:
         given = bool(labels)
-        labels = _label_set(labels, items, source, task_type.least_labels, task)
+        labels = _label_set(labels, items, source, task_type)
         if given:
-            labels, items = _outside_the_set(labels, items, source, unknown_labels)
+            labels, items = _outside_the_set(labels, items, source, unknown_labels, task_type)
     rows = [record_row(task_type, line, item, source) for line, item in items]
     rng = random.Random(seed)
     probe = Project(labels=labels or [])
@@ -236,26 +235,26 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
 
 
 def _outside_the_set(labels: list[str], items: list[tuple[int, Item]], source: str,
-                     policy: str) -> tuple[list[str], list[tuple[int, Item]]]:
+                     policy: str, task: TaskType) -> tuple[list[str], list[tuple[int, Item]]]:
     """The label set and the records, once the records labelled outside the set are dealt with: refused (a 400
     that counts them and names the labels), their labels added to the set, or the records left out."""
-    outside = Counter(label for _, item in items for label in item.get("labels", []) if label not in labels)
+    outside = Counter(label for _, item in items for label in task.item_labels(item) if label not in labels)
     if not outside:
         return labels, items
-    records = sum(any(label in outside for label in item.get("labels", [])) for _, item in items)
+    records = sum(any(label in outside for label in task.item_labels(item)) for _, item in items)
     if policy == "add":
         return [*labels, *sorted(outside)], items
     if policy == "drop":
-        return labels, [(line, item) for line, item in items if not any(l in outside for l in item.get("labels", []))]
+        return labels, [(line, item) for line, item in items if not any(l in outside for l in task.item_labels(item))]
     named = ", ".join(f"{label} ({n})" for label, n in outside.most_common(10))
     raise ServiceError(400, f"{source}: {records} record(s) carry labels outside the label set "
                             f"{', '.join(labels)}: {named}. Add those labels to the set, or leave those records out",
                        "labels", "unknown_labels")
 
 
-def _label_set(labels: list[str] | None, items: list[tuple[int, Item]], source: str, least: int = 2,
-               task: str = "classification") -> list[str]:
-    found = sorted({label for _, item in items for label in item.get("labels", [])})
+def _label_set(labels: list[str] | None, items: list[tuple[int, Item]], source: str, task: TaskType) -> list[str]:
+    found = sorted({label for _, item in items for label in task.item_labels(item)})
+    least = task.least_labels
     if not labels:
         if not found:
             raise ServiceError(400, f"{source} has no labels to take the label set from; give the project's "
@@ -268,7 +267,8 @@ def _label_set(labels: list[str] | None, items: list[tuple[int, Item]], source: 
     if len(set(labels)) != len(labels):
         raise ServiceError(400, f"the labels repeat: {', '.join(labels)}", "labels")
     if len(labels) < least:
-        raise ServiceError(400, f"a {task} project needs at least {least} labels", "labels")
+        raise ServiceError(400, f"a {task.name} project needs at least {least} label{'s' if least > 1 else ''}",
+                           "labels")
     return labels
 
 
@@ -293,8 +293,8 @@ def update_project(session: Session, project: Project, *, prefill_model: str | N
         if not task.takes_labels:
             raise ServiceError(400, f"a {project.task} project has no label set", "labels")
         labels = [label.strip() for label in labels if label.strip()]
-        if len(set(labels)) != len(labels) or len(labels) < 2:
-            raise ServiceError(400, "labels: give at least two labels, each once", "labels")
+        if len(set(labels)) != len(labels) or len(labels) < task.least_labels:
+            raise ServiceError(400, f"labels: give at least {task.least_labels} label(s), each once", "labels")
         used = Counter(label for a in store.project_annotations(session, project_id=project.id)
                        for label in task.labels_of(a.value))
         used.update(label for r in store.all_records(session, project_id=project.id, split="gold")

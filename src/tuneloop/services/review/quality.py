@@ -50,9 +50,9 @@ def agreement(session: Session, project: Project) -> dict[str, Any]:
            "alpha_per_label": {label: agreement_dict(alphas[answer]) for label, answer in per_label.items()},
            "kappa_pairs": pairs, "annotators": len(people)}
     shared = {record_id: unit for record_id, unit in units.items() if len(unit) > 1}
-    texts = {r.id: r.text for r in store.all_records(session, project_id=project.id) if r.id in shared}
-    extra = task.agreement_report(texts, {record_id: {names.get(who, who): answer for who, answer in unit.items()}
-                                          for record_id, unit in shared.items()})
+    extra = task.agreement_report(lambda ids: store.texts_of(session, project_id=project.id, ids=ids),
+                                  {record_id: {names.get(who, who): answer for who, answer in unit.items()}
+                                   for record_id, unit in shared.items()})
     if extra is not None:
         for pair in extra.get("pairs", []):
             pair.update({k: None if v is None else round(v, 4) for k, v in pair.items() if k != "people"})

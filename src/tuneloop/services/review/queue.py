@@ -208,6 +208,11 @@ def bulk_accept(session: Session, project: Project, user: User, record_ids: list
         if value is None:
             left["no prediction"] += 1
             continue
+        try:  # a model's answer is checked like a person's (a label set changed since, spans that overlap)
+            value = task.normalise(value, Shown(project, record, user, {}))
+        except ServiceError:
+            left["the model's answer does not fit the project"] += 1
+            continue
         store.add_annotation(session, record=record, user_id=user.id, value=value, status="accepted",
                              source="model", model=record.pred_model)
         store.release_all(session, record_id=record.id)
@@ -246,7 +251,7 @@ def record_detail(session: Session, project: Project, record_id: int) -> dict[st
                 "before": c.before, "after": c.after, "at": c.at}
                for c in store.history(session, record_id=record.id)]
     return {**record_view(session, project, record), "human_label": record.human_label,
-            "human_labels": record.human_labels,
+            "human_labels": record.human_labels, "answer_text": task_of(project).answer_text(record),
             "disagreement": record.disagreement, "data": record.data, "annotation_list": annotations,
             "predictions": predictions, "history": changes}
 
@@ -257,7 +262,8 @@ def table(session: Session, project: Project, query: store.TableQuery) -> dict[s
     if not 1 <= query.limit <= 500:
         raise ServiceError(400, f"limit {query.limit}: pages hold 1 to 500 rows", "limit")
     task = task_of(project)
-    rows, total = store.table_page(session, project_id=project.id, query=query, label_lists=task.label_lists)
+    rows, total = store.table_page(session, project_id=project.id, query=query, label_lists=task.label_lists,
+                                   prediction_keys=task.prediction_keys)
     users = {u.id: u.username for u in store.list_users(session)} if rows else {}
     by_record: dict[int, list[Annotation]] = {}
     for a in store.annotations_of(session, record_ids=[r.id for r in rows],
@@ -265,6 +271,7 @@ def table(session: Session, project: Project, query: store.TableQuery) -> dict[s
         by_record.setdefault(a.record_id, []).append(a)
     data = [{"id": r.id, "text": r.text[:300], "split": r.split, "status": r.status, "annotations": r.annotations,
              "human_label": r.human_label, "human_labels": r.human_labels, "pred_label": r.pred_label,
+             "answer_text": task.answer_text(r), "prediction_text": task.prediction_text(r),
              "pred_model": r.pred_model, "confidence": r.confidence, "uncertainty": r.uncertainty,
              "disagreement": r.disagreement,
              "answer_source": r.answer_source,

@@ -50,8 +50,8 @@ async function load() {
     <td>${role === "annotator" ? r.id : `<a href="/projects/${encodeURIComponent(project)}/records/${r.id}">${r.id}</a>`}</td>
     <td>${esc(r.text)}</td>
     <td>${r.status}${r.split === "holdout" ? " · held out" : r.split === "gold" ? " · gold" : ""}</td>
-    <td>${esc(r.human_label ?? answerText(r, r.human_labels || []))}${SOURCES[r.answer_source] ? ` <span class="tag" data-testid="answer-source">${SOURCES[r.answer_source]}</span>` : ""}${r.disagreement && role !== "annotator" ? ' <span class="tag disagree">disagree</span>' : ""}</td>
-    <td>${esc(predictionText(r))}</td>
+    <td>${esc(r.answer_text ?? r.human_label ?? (r.human_labels || []).join(", "))}${SOURCES[r.answer_source] ? ` <span class="tag" data-testid="answer-source">${SOURCES[r.answer_source]}</span>` : ""}${r.disagreement && role !== "annotator" ? ' <span class="tag disagree">disagree</span>' : ""}</td>
+    <td>${esc(r.prediction_text ?? r.pred_label ?? "")}</td>
     <td>${fmt(r.confidence, 2)}</td>
     <td>${workHtml(r)}</td></tr>`).join("");
 }
@@ -106,16 +106,3 @@ document.querySelector("#records tbody").addEventListener("click", async (e) => 
 });
 load();
 
-// Span answers are [start, end, label] lists (character offsets, counted in code points) and a span model's
-// label is their key ("6:14 ORDER|26:31 DATE"): both read as the labelled words.
-function answerText(r, labels) {
-  if (!labels.length || !Array.isArray(labels[0])) return labels.join(", ");
-  const chars = Array.from(r.text || "");
-  return labels.map(([start, end, label]) => `${label} “${chars.slice(start, end).join("")}”`).join(", ");
-}
-
-function predictionText(r) {
-  const label = r.pred_label ?? "";
-  if (!/^\d+:\d+ /.test(label)) return label === "(none)" ? "no spans" : label;
-  return answerText(r, label.split("|").map((part) => { const [range, name] = part.split(" "); const [a, b] = range.split(":").map(Number); return [a, b, name]; }));
-}

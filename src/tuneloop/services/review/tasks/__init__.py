@@ -71,6 +71,9 @@ class TaskType(ABC):
     label_answers: ClassVar[bool] = False
     """An answer is a label of the project's set, so a model's label or a gold label can stand for a person's
     (bulk accept, the simulated loop)."""
+    prediction_keys: ClassVar[bool] = False
+    """A prediction's label is a key of several parts (`6:14 ORDER|26:31 DATE`), so the table's prediction
+    filter looks for a label among its parts."""
     bulk_accepts: ClassVar[bool] = False
     """A model's prediction is an answer a reviewer may accept as it is (`model_answer`: a label, spans)."""
     settles_by_agreement: ClassVar[bool] = True
@@ -143,6 +146,19 @@ class TaskType(ABC):
         """The answer that picks `label` (for types with `label_answers`)."""
         return {"label": label}
 
+    def item_labels(self, item: Item) -> list[str]:
+        """The labels an imported item carries (the label set is taken from them, and checked against it)."""
+        return list(item.get("labels", []))
+
+    def answer_text(self, record: Record) -> str | None:
+        """The people's answer on a record in words, where its stored form does not read well (the table, the
+        record page); None: shown as it is."""
+        return None
+
+    def prediction_text(self, record: Record) -> str | None:
+        """The prediction on a record in words, where its label does not read well; None: its label."""
+        return None
+
     def gold_of(self, project: Project, item: Item) -> dict[str, Any] | None:
         """The known answer of an imported item made a gold question; None where it has none."""
         labels = item.get("labels")
@@ -177,10 +193,10 @@ class TaskType(ABC):
         """label -> the answer that counts as it, for agreement per label ('this label or not')."""
         return {label: label for label in project.labels or sorted(answers)}  # type: ignore[type-var]
 
-    def agreement_report(self, texts: Mapping[int, str],
+    def agreement_report(self, texts: Callable[[Sequence[int]], Mapping[int, str]],
                          units: Mapping[int, Mapping[str, Hashable]]) -> dict[str, Any] | None:
-        """Agreement measures of this type beside alpha and kappa on whole answers (record id -> text; record
-        id -> {person: answer}); None where it has none."""
+        """Agreement measures of this type beside alpha and kappa on whole answers (`texts(ids)`: record id ->
+        text, read only when asked for; `units`: record id -> {person: answer}); None where it has none."""
         return None
 
     def model_report(self, pairs: list[tuple[Gold, str]], labels: list[str]) -> dict[str, Any]:

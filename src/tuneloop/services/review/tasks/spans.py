@@ -5,6 +5,8 @@ words; a model is scored with entity-level precision, recall and F1 (seqeval's m
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +21,8 @@ if TYPE_CHECKING:
 
 Key = tuple[tuple[int, int, str], ...]
 LABEL_WIDTH = 200
-"""A prediction's label column holds the spans as a key (`6:14 ORDER|26:31 DATE`), cut to the column's width."""
+"""A prediction's label column holds the spans as a key (`6:14 ORDER|26:31 DATE`), within the column's width."""
+PART = re.compile(r"^(\d+):(\d+) (.+)$")
 
 
 def key_of(spans: Sequence[Any]) -> Key:
@@ -27,8 +30,30 @@ def key_of(spans: Sequence[Any]) -> Key:
 
 
 def key_label(key: Key) -> str:
-    """The spans as a short, comparable string (a prediction's label, the table's column)."""
-    return "|".join(f"{s}:{e} {label}" for s, e, label in key)[:LABEL_WIDTH] or "(none)"
+    """The spans as a short, comparable string (a prediction's label, the table's prediction filter). When all
+    of them do not fit the column, the whole spans that fit are followed by `|…` and a digest of the full key,
+    so two keys are equal only when the spans are."""
+    full = "|".join(f"{s}:{e} {label}" for s, e, label in key)
+    if len(full) <= LABEL_WIDTH:
+        return full or "(none)"
+    digest = "|…" + hashlib.blake2b(full.encode(), digest_size=6).hexdigest()
+    parts, kept = full.split("|"), ""
+    for part in parts:
+        if len(kept) + len(part) + 1 + len(digest) > LABEL_WIDTH:
+            break
+        kept = f"{kept}|{part}" if kept else part
+    return kept + digest
+
+
+def key_from_label(label: str | None) -> Key:
+    """The spans a key names (those it kept whole, when it was cut)."""
+    found = [PART.match(part) for part in (label or "").split("|")]
+    return tuple((int(m[1]), int(m[2]), m[3]) for m in found if m)
+
+
+def words_of(text: str, spans: Sequence[Any]) -> str:
+    """Spans as the labelled words they mark: `ORDER “VC-48213”, DATE “3 May”`."""
+    return ", ".join(f"{label} “{text[s:e]}”" for s, e, label in as_tuples(spans)) or "no spans"
 
 
 def as_dicts(key: Sequence[Any]) -> list[dict[str, Any]]:
@@ -40,6 +65,8 @@ def check_spans(value: Any, text: str, labels: Sequence[str], field: str) -> lis
     if not isinstance(value, list):
         raise ServiceError(400, f"{field}: give a list of spans ({{start, end, label}}); an empty list marks none",
                            field)
+    if len(value) > len(text):
+        raise ServiceError(400, f"{field}: {len(value)} spans in a text of {len(text)} characters", field)
     spans = []
     for i, span in enumerate(value):
         here = f"{field}[{i}]"
@@ -50,6 +77,9 @@ def check_spans(value: Any, text: str, labels: Sequence[str], field: str) -> lis
             raise ServiceError(400, f"{here}: start and end are character offsets (whole numbers)", here)
         if not 0 <= start < end <= len(text):  # type: ignore[operator]
             raise ServiceError(400, f"{here}: {start} to {end} is not a stretch of the text (0 to {len(text)})", here)
+        if text[start].isspace() or text[end - 1].isspace():  # type: ignore[index]
+            raise ServiceError(400, f"{here}: {text[start:end]!r} starts or ends with whitespace; mark the words "  # type: ignore[misc]
+                                    "alone", here)
         if label not in labels:
             raise ServiceError(400, f"{here}.label: '{label}' is not one of {', '.join(labels)}", f"{here}.label")
         spans.append((start, end, label))
@@ -96,7 +126,17 @@ class Spans(TaskType):
     exports = ("spans", "bio")
     trains = "token_classify"
     round_metric = "entity F1"
+    prediction_keys = True
     prelabels = True
+
+    def item_labels(self, item: Item) -> list[str]:
+        return sorted({s["label"] for s in item.get("spans", [])})
+
+    def answer_text(self, record: Record) -> str | None:
+        return None if record.human_labels is None else words_of(record.text, record.human_labels)
+
+    def prediction_text(self, record: Record) -> str | None:
+        return None if record.pred_label is None else words_of(record.text, key_from_label(record.pred_label))
 
     def read(self, item: Item) -> tuple[str, dict[str, Any]]:
         text = item.get("text")
@@ -173,9 +213,9 @@ class Spans(TaskType):
     def agreement_labels(self, project: Project, answers: set[Hashable]) -> dict[str, Hashable]:
         return {}  # per label, agreement is in `agreement_report` (alpha on words)
 
-    def agreement_report(self, texts: Mapping[int, str],
+    def agreement_report(self, texts: Callable[[Sequence[int]], Mapping[int, str]],
                          units: Mapping[int, Mapping[str, Hashable]]) -> dict[str, Any] | None:
-        return span_agreement(texts, units)  # type: ignore[arg-type]
+        return span_agreement(texts(list(units)), units)  # type: ignore[arg-type]
 
     def model_report(self, pairs: list[tuple[Gold, Hashable]], labels: list[str]) -> dict[str, Any]:
         report, exact = span_scores(pairs)
@@ -183,6 +223,6 @@ class Spans(TaskType):
                 "kappa": {"value": None, "records": len(pairs)}, "per_label": report.per_label, "labels": labels}
 
     def holdout_score(self, pairs: list[tuple[Gold, Hashable]], labels: list[str]) -> tuple[float | None, float | None]:
-        """(entity F1, entity F1): a round is measured, and takes over the queue, by its entity-level F1."""
+        """(entity F1, None): a round is measured, and takes over the queue, by its entity-level F1."""
         report, _ = span_scores(pairs)
-        return report.f1, report.f1
+        return report.f1, None
