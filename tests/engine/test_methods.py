@@ -118,15 +118,15 @@ def test_a_method_registered_in_a_test_trains_and_resumes_exactly(toy, tiny_chat
 
 
 def test_an_unknown_method_lists_the_registered_ones(tiny_chat_model, tmp_path):
-    recipe = parse_recipe({"model": str(tiny_chat_model), "method": "dpo", "data": {"train": "x.jsonl"}})
-    with pytest.raises(RecipeError, match=r"method: 'dpo' is not a registered method; registered methods: "
-                                          r"classify, sft"):
+    recipe = parse_recipe({"model": str(tiny_chat_model), "method": "ppo", "data": {"train": "x.jsonl"}})
+    with pytest.raises(RecipeError, match=r"method: 'ppo' is not a registered method; registered methods: "
+                                          r"classify, dpo, sft, token_classify$"):
         train(recipe, get_settings(), tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before a run folder is made
 
 
 @pytest.mark.parametrize("method,kind", [("sft", "chat"), ("classify", "chat"), ("classify", "encoder"),
-                                         ("classify", "classifier")])
+                                         ("classify", "classifier"), ("token_classify", "encoder"), ("dpo", "chat")])
 @pytest.mark.parametrize("adapter", ["lora", "dora", "ia3", "full", "freeze"])
 def test_every_method_fills_every_empty_hyperparameter(method, kind, adapter):
     recipe = parse_recipe({"method": method, "adapter": {"type": adapter}})

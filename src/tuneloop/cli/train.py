@@ -72,7 +72,8 @@ def train_cmd(
     model: Annotated[Optional[str], typer.Option(help="Base model (overrides the recipe).")] = None,
     data: Annotated[Optional[list[str]], typer.Option(help="Training file or dataset version (repeatable).")] = None,
     validation: Annotated[Optional[str], typer.Option(help="Validation file or dataset version.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="sft, classify or token_classify (span data).")] = None,
+    method: Annotated[Optional[str], typer.Option(help="sft, classify, token_classify (span data) or dpo "
+                                                       "(preference pairs).")] = None,
     classifier: Annotated[Optional[str], typer.Option(help="With classify: head, generative or auto.")] = None,
     adapter: Annotated[Optional[str], typer.Option(help=f"Adapter type: {ADAPTERS}.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,

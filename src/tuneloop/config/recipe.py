@@ -126,17 +126,37 @@ class CheckpointSection(_Section):
     """How many recent checkpoints to keep (the best one is always kept)."""
 
 
+class PreferenceSection(_Section):
+    """Learning from preference pairs (method dpo): how the policy's margin over the reference is scored."""
+
+    beta: float = Field(0.1, gt=0)
+    """How far the policy may move from the reference: larger keeps it closer (the reward scale)."""
+    loss: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
+    """sigmoid: DPO's -log sigmoid(beta * margin); ipo: the squared loss of IPO on per-token log-ratios; hinge:
+    max(0, 1 - beta * margin) (SLiC); robust: sigmoid corrected for a share `label_smoothing` of flipped labels."""
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    """The share of pairs assumed flipped (robust; with sigmoid, conservative DPO)."""
+    sft_weight: float = Field(0.0, ge=0)
+    """Weight of an NLL term on the chosen answer (per token), added to each pair's loss (RPO)."""
+    precompute_reference: bool = False
+    """Compute the reference's log-probabilities once before training and keep them in the run folder (full
+    fine-tuning then needs no second copy of the model in memory)."""
+
+
 class Recipe(_Section):
     model: str = "smollm2-135m-instruct"
     """Base model: a registry name, a folder, a .gguf file, a hub id, or a previous run folder
     (sequential fine-tuning: the same adapter type continues that run's adapter; another merges it first)."""
     method: str = "sft"
     """A registered training method (engine/methods/). sft: learn the assistant answers. classify: learn the
-    label of each text (see classifier)."""
+    label of each text (see classifier). token_classify: named entities in span data. dpo: prefer the chosen
+    answer of each preference pair over the rejected one (see dpo)."""
     classifier: Literal["auto", "head", "generative"] = "auto"
     """With method classify: 'head' trains a sequence-classification layer on an encoder or a decoder;
     'generative' teaches a chat model to answer with the label (scored by each label's likelihood);
     'auto' picks head for encoders and generative for chat models."""
+    dpo: PreferenceSection = Field(default_factory=PreferenceSection)
+    """With method dpo: the loss and its knobs."""
     train_on: Literal["assistant", "all"] = "assistant"
     """sft loss on assistant tokens only (honouring weight: 0), or on every token."""
     data: DataSection = Field(default_factory=DataSection)

@@ -148,6 +148,7 @@ class Loop:
         self.scheduler = _scheduler(self.optimizer, hp, self.total_steps)
         self.state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_pos": 0, "best": None,
                                       "best_checkpoint": None, "bad_evals": 0, "losses": [], "evals": []}
+        self.method.start(self.model, self.data, self.run_dir, self.device, hp.batch_size, self.tokenizer.pad_token_id)
 
     def chosen_hyperparameters(self) -> dict[str, Any]:
         """The effective hyperparameters, and which of them the method chose (with why)."""
@@ -222,7 +223,8 @@ class Loop:
                     epoch = self.state["epoch"] + self.state["batch_pos"] / self.micro_per_epoch
                     self.events.write(Step(step=step, total_steps=self.total_steps, loss=loss,
                                            lr=self.scheduler.get_last_lr()[0], grad_norm=norm, epoch=round(epoch, 4),
-                                           tokens_per_second=window_tokens / max(elapsed, 1e-9)))
+                                           tokens_per_second=window_tokens / max(elapsed, 1e-9),
+                                           extra=self.method.step_metrics()))
                     window_tokens, window_start = 0, time.perf_counter()
                 epoch_done = start + hp.gradient_accumulation >= len(micro)
                 if epoch_done:

@@ -82,6 +82,15 @@ class Method(ABC):
         """Values for the hyperparameters the recipe left empty (epochs, learning_rate, head_learning_rate,
         warmup_ratio), given how many training examples there are."""
 
+    def start(self, model: Any, data: Prepared, run_dir: Any, device: str, batch_size: int, pad_id: int) -> None:
+        """Called once the model to train is on its device, before the first step (or a resume): e.g. a
+        reference model's log-probabilities computed once. By default nothing."""
+
+    def step_metrics(self) -> dict[str, float]:
+        """What the method measured over the micro-batches since the last call (written with each step event,
+        beside the loss); by default nothing."""
+        return {}
+
     def parameter_groups(self, model: Any, hyperparameters: Any) -> list[dict[str, Any]]:
         """Optimizer parameter groups; by default every trainable parameter at the learning rate."""
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": hyperparameters.learning_rate}]

@@ -1,0 +1,176 @@
+"""DPO and its variants: the loss against TRL's DPOTrainer on the same batch (to 1e-5), the reference (the
+adapter switched off, a frozen copy, or precomputed), training on preference pairs, step metrics and resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from tests.conftest import chat_rows, write_jsonl
+from tuneloop.config.recipe import parse_recipe
+from tuneloop.config.settings import get_settings
+from tuneloop.engine.loop import TrainingError, train
+from tuneloop.engine.methods.dpo import DPO, REFERENCE_FILE
+from tuneloop.engine.tokenize import IGNORE
+
+
+def pairs(n: int = 8) -> list[dict]:
+    """Prompts with a chosen answer about the package and a rejected one about passwords (tiny vocabulary)."""
+    return [{"prompt": f"where is the order {i}", "chosen": "the package will arrive at the address",
+             "rejected": "please reset my password" + " code" * (i % 3)} for i in range(n)]
+
+
+def recipe(model, train_file, **overrides):
+    base = {"model": str(model), "method": "dpo", "data": {"train": str(train_file)},
+            "hyperparameters": {"epochs": 3, "batch_size": 4, "learning_rate": 5e-3, "precision": "fp32"},
+            "adapter": {"type": "lora", "r": 4, "alpha": 8},
+            "checkpoints": {"each_epoch": False}, "evaluation": {"each_epoch": False}, "seed": 1}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            base.setdefault(key, {}).update(value)
+        else:
+            base[key] = value
+    return parse_recipe(base)
+
+
+@pytest.fixture(scope="module")
+def trl_setup(tiny_chat_model, tmp_path_factory):
+    """TRL's DPOTrainer on the tiny model, with a reference made different from it, and one batch of 4 pairs."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_model)
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
+    rows = [{"prompt": [{"role": "user", "content": p["prompt"]}],
+             "chosen": [{"role": "assistant", "content": p["chosen"]}],
+             "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in pairs(4)]
+    # fp32 throughout: with mixed precision accelerate wraps the reference's forward in autocast
+    args = DPOConfig(output_dir=str(tmp_path_factory.mktemp("trl-dpo")), per_device_train_batch_size=4, report_to=[],
+                     use_cpu=True, max_length=128, bf16=False, fp16=False)
+    trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    return trainer, batch, reference
+
+
+@pytest.mark.parametrize("kind,label_smoothing", [("sigmoid", 0.0), ("hinge", 0.0), ("ipo", 0.0), ("robust", 0.1)])
+def test_the_loss_matches_trl_on_the_same_batch(trl_setup, tiny_chat_model, kind, label_smoothing):
+    trainer, batch, reference = trl_setup
+    trainer.loss_types, trainer.loss_weights = [kind], [1.0]
+    trainer.beta, trainer.label_smoothing = 0.3, label_smoothing
+    mode = "train" if trainer.model.training else "eval"
+    trainer._metrics[mode].clear()
+    expected = float(trainer._compute_loss(trainer.model, batch, return_outputs=False))
+    metrics = {k: v[-1] for k, v in trainer._metrics[mode].items()}
+
+    method = DPO(recipe(tiny_chat_model, "x.jsonl", dpo={"loss": kind, "beta": 0.3, "label_smoothing": label_smoothing}),
+                 "chat")
+    method.reference = reference
+    ours = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+            "labels": batch["input_ids"].masked_fill(batch["completion_mask"] == 0, IGNORE),
+            "pair_index": torch.arange(4)}
+    terms = method.pair_terms(trainer.model, ours)
+    assert float(terms["losses"].mean()) == pytest.approx(expected, abs=1e-5)
+    assert float(terms["chosen"].mean()) == pytest.approx(metrics["rewards/chosen"], abs=1e-5)
+    assert float(terms["rejected"].mean()) == pytest.approx(metrics["rewards/rejected"], abs=1e-5)
+    assert float((terms["chosen"] - terms["rejected"]).mean()) == pytest.approx(metrics["rewards/margins"], abs=1e-5)
+
+
+def test_dpo_learns_the_preference_and_logs_reward_metrics(tiny_chat_model, tmp_path):
+    train_file = write_jsonl(tmp_path / "pairs.jsonl", pairs(8))
+    r = recipe(tiny_chat_model, train_file, data={"validation_split": 0.25}, evaluation={"every_steps": 2})
+    result = train(r, get_settings(), tmp_path / "run")
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    steps = [e for e in events if e["type"] == "step"]
+    assert all({"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins"} <= set(e) for e in steps)
+    assert steps[-1]["rewards/margins"] > steps[0]["rewards/margins"]
+    evals = [e for e in events if e["type"] == "eval"]
+    assert evals[-1]["eval_rewards_accuracies"] == 1.0 and evals[-1]["eval_rewards_margins"] > 0
+    assert result.losses[-1] < result.losses[0]
+    meta = json.loads((result.final_dir / "run.json").read_text())
+    assert meta["method"] == "dpo" and meta["preference"]["beta"] == 0.1
+
+
+def test_training_changes_every_trainable_weight_and_the_adapter_off_is_the_base(tiny_chat_model, tmp_path):
+    """Two steps (LoRA's B starts at zero, so A gets a gradient once B has moved); the frozen base, which is
+    the reference, does not move."""
+    from transformers import AutoModelForCausalLM
+
+    from tuneloop.engine.loop import Loop
+
+    train_file = write_jsonl(tmp_path / "pairs.jsonl", pairs(4))
+    loop = Loop(recipe(tiny_chat_model, train_file, hyperparameters={"max_steps": 2, "epochs": None, "warmup_ratio": 0}),
+                tmp_path / "run", get_settings())
+    loop.setup()
+    before = {n: p.detach().clone() for n, p in loop.model.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach().clone() for n, p in loop.model.named_parameters() if not p.requires_grad}
+    loop.train()
+    after = dict(loop.model.named_parameters())
+    assert before and all(not torch.equal(before[n], after[n]) for n in before)
+    assert all(torch.equal(frozen[n], after[n]) for n in frozen)
+    base = AutoModelForCausalLM.from_pretrained(tiny_chat_model)
+    ids = torch.tensor([[1, 5, 9, 14, 20]])
+    with torch.no_grad(), loop.model.disable_adapter():
+        assert torch.equal(loop.model(input_ids=ids).logits, base(input_ids=ids).logits)
+
+
+def test_full_fine_tuning_uses_a_frozen_copy_or_precomputed_reference(tiny_chat_model, tmp_path):
+    train_file = write_jsonl(tmp_path / "pairs.jsonl", pairs(4))
+    full = recipe(tiny_chat_model, train_file, adapter={"type": "full"},
+                  hyperparameters={"max_steps": 2, "epochs": None, "learning_rate": 1e-3})
+    from tuneloop.engine.loop import Loop
+
+    loop = Loop(full, tmp_path / "copy", get_settings())
+    loop.setup()
+    reference = {n: p.detach().clone() for n, p in loop.method.reference.named_parameters()}
+    copied = loop.train()
+    assert all(torch.equal(reference[n], p) for n, p in loop.method.reference.named_parameters())
+    assert not torch.equal(reference["lm_head.weight"] if "lm_head.weight" in reference else
+                           reference["model.embed_tokens.weight"], loop.model.get_input_embeddings().weight)
+    pre = full.model_copy(update={"dpo": full.dpo.model_copy(update={"precompute_reference": True})})
+    precomputed = train(pre, get_settings(), tmp_path / "pre")
+    stored = json.loads((tmp_path / "pre" / REFERENCE_FILE).read_text())
+    assert len(stored) == 4 and all(c < 0 and r < 0 for c, r in stored.values())
+    assert precomputed.losses == pytest.approx(copied.losses, abs=1e-5)  # the same reference, either way
+
+
+def test_a_killed_run_resumes_exactly(tiny_chat_model, tmp_path):
+    from tuneloop.engine.loop import resume
+    from tuneloop.models.run_folder import Step
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_5(event):
+        if isinstance(event, Step) and event.step == 5:
+            raise Killed()
+
+    train_file = write_jsonl(tmp_path / "pairs.jsonl", pairs(8))
+    r = recipe(tiny_chat_model, train_file, hyperparameters={"max_steps": 8, "epochs": None, "batch_size": 2},
+               checkpoints={"every_steps": 3}, dpo={"precompute_reference": True})
+    whole = train(r, get_settings(), tmp_path / "whole")
+    with pytest.raises(Killed):
+        train(r, get_settings(), tmp_path / "killed", listener=kill_at_step_5)
+    resumed = resume(tmp_path / "killed", get_settings())
+    assert resumed.losses == pytest.approx(whole.losses, abs=1e-6)
+
+
+def test_bad_data_and_settings_are_named(tiny_chat_model, tmp_path):
+    chats = write_jsonl(tmp_path / "chats.jsonl", chat_rows(12))
+    with pytest.raises(TrainingError, match="'dpo' needs preference pairs.*training example 1 is a chat record"):
+        train(recipe(tiny_chat_model, chats), get_settings(), tmp_path / "run")
+    from tuneloop.config.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match="dpo.beta: Input should be greater than 0"):
+        recipe(tiny_chat_model, chats, dpo={"beta": 0})
+    with pytest.raises(RecipeError, match="dpo.loss"):
+        recipe(tiny_chat_model, chats, dpo={"loss": "kto"})
