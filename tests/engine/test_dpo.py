@@ -212,3 +212,56 @@ def test_dpo_on_smollm2_prefers_the_right_team_on_held_out_tickets(real_chat_mod
     events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
     evals = [e for e in events if e["type"] == "eval"]
     assert evals[-1]["eval_rewards_accuracies"] > 0.9, evals
+
+
+def test_the_shared_prompt_gives_the_whole_conversations_log_probabilities(tiny_chat_model, tmp_path):
+    """A pair's prompt runs once and both answers continue from its cache: the same log-probabilities (and
+    gradients) as running each whole conversation, to 1e-5, with prompts of different lengths in one batch."""
+    from transformers import AutoTokenizer
+
+    from tuneloop.data.dataset import Source, load_records
+    from tuneloop.engine.methods.dpo import collate_full, collate_pairs, collate_shared, sequence_logps, shared_logps, tokenize_pairs
+    from tuneloop.models.loading import load_causal_lm
+
+    rows = pairs(4)
+    rows[1]["prompt"] = "hi"
+    rows[2]["chosen"] = "the package will arrive at the address please"
+    _, records = load_records(Source(write_jsonl(tmp_path / "p.jsonl", rows)))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
+    examples, _ = tokenize_pairs(tokenizer, [r for _, r in records], 128)
+    model, _ = load_causal_lm(str(tiny_chat_model), get_settings())
+    full, full_counts = sequence_logps(model, collate_full(examples, tokenizer.pad_token_id))
+    full.sum().backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    shared, shared_counts = shared_logps(model, collate_shared(examples, tokenizer.pad_token_id))
+    shared.sum().backward()
+    assert torch.equal(full_counts, shared_counts)
+    assert torch.allclose(shared, full, atol=1e-5), (shared, full)
+    assert all(torch.allclose(p.grad, g, atol=1e-5) for p, g in zip(model.parameters(), expected))
+
+
+def test_a_batch_runs_the_way_that_processes_fewer_tokens(tiny_chat_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    from tuneloop.data.dataset import Source, load_records
+    from tuneloop.engine.methods.dpo import collate_pairs, tokenize_pairs
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
+
+    def layout(rows):
+        _, records = load_records(Source(write_jsonl(tmp_path / "p.jsonl", rows)))
+        examples, _ = tokenize_pairs(tokenizer, [r for _, r in records], 256)
+        return "shared prompts" if "prompt_ids" in collate_pairs(examples, tokenizer.pad_token_id) else "whole"
+
+    # different long prompts, short answers: each prompt once per pair
+    starts = ["where", "when", "please", "reset"]
+    distinct = [{"prompt": f"{starts[i]} " + " ".join(["is the order and will the package arrive"] * 3),
+                 "chosen": "billing", "rejected": "shipping"} for i in range(4)]
+    assert layout(distinct) == "shared prompts"
+    # one long system prompt for every pair and short questions: that prefix once for the whole batch
+    system = [{"input": {"messages": [{"role": "system", "content": "you are a helpful assistant " * 12},
+                                      {"role": "user", "content": f"topic {i}"}]},
+               "preferred_output": [{"role": "assistant", "content": "billing shipping technical account"}],
+               "non_preferred_output": [{"role": "assistant", "content": "returns feedback"}]} for i in range(4)]
+    assert layout(system) == "whole"

@@ -12,8 +12,14 @@ full or freeze fine-tuning a frozen copy, or with `precompute_reference` the ref
 computed once before training and kept in the run folder. A run started from an SFT run (`model: runs/sft`)
 merges that run's adapter into the base first, so the SFT model is the reference.
 
-Each pair's chosen and rejected conversations run in one batch (chosen rows first), through the SFT engine's
-forward: the LM head only where there is an answer token, packed on a CPU.
+A pair's chosen and rejected conversations share their prompt. A batch runs one of two ways, whichever
+processes fewer tokens (`collate_pairs` decides):
+- shared prompts: each prompt once per pair (left-padded, so every prompt ends in the same column), and the two
+  answers continue from its KV cache (transformers' own cache, reordered to chosen rows then rejected rows;
+  gradients flow through it). Best when the prompts differ from pair to pair.
+- whole conversations, chosen rows then rejected rows, through the SFT engine's forward, where a prefix every
+  row shares (one system prompt, as in classification data) runs once for the whole batch.
+Either way the LM head runs only where an answer token is predicted.
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ import torch.nn.functional as F
 
 from tuneloop.data.records import PreferenceRecord
 from tuneloop.engine.methods import Defaults, EvalContext, Method, Prepared, register
-from tuneloop.engine.methods.sft import (check_generates, collate, epochs_reason, labelled_logits, load_policy,
-                                         scaled_epochs)
+from tuneloop.engine.methods.sft import (causal_parts, check_generates, collate, epochs_reason, labelled_logits,
+                                         load_policy, scaled_epochs, shared_prefix_length)
 from tuneloop.engine.tokenize import IGNORE, Example, record_messages, tokenize_messages
 
 ADAPTER_LEARNING_RATES = {"lora": 1e-3, "dora": 1e-3, "qlora": 1e-3, "ia3": 3e-3, "full": 5e-6, "freeze": 5e-6}
@@ -83,11 +89,91 @@ def tokenize_pairs(tokenizer: Any, records: list[Any], max_length: int, first_in
     return examples, dropped
 
 
-def collate_pairs(examples: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """The chosen conversations, then the rejected ones, right-padded (2B rows), and each pair's index."""
+def collate_full(examples: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """The chosen conversations, then the rejected ones, whole and right-padded (2B rows), and each pair's index."""
     batch = collate([e.chosen for e in examples] + [e.rejected for e in examples], pad_id)
     batch["pair_index"] = torch.tensor([e.index for e in examples], dtype=torch.long)
     return batch
+
+
+def shared_length(example: PairExample) -> int:
+    """How many leading tokens the pair's two conversations share, up to the first answer token (which the
+    prompt's last position predicts); at least one."""
+    chosen, rejected = example.chosen, example.rejected
+    first = min(next(t for t, label in enumerate(e.labels) if label != IGNORE) for e in (chosen, rejected))
+    common = 0
+    for a, b in zip(chosen.input_ids, rejected.input_ids):
+        if a != b:
+            break
+        common += 1
+    return max(1, min(common, first))
+
+
+def collate_pairs(examples: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """The batch as `collate_shared` or `collate_full` builds it, whichever runs fewer tokens: the whole
+    conversations with the prefix all rows share run once, or each pair's prompt once and the answers padded."""
+    full = collate_full(examples, pad_id)
+    prefix = shared_prefix_length(full, 0.0)
+    last = [max(t for t, label in enumerate(side.labels) if label != IGNORE)
+            for side in [*(e.chosen for e in examples), *(e.rejected for e in examples)]]
+    full_tokens = prefix + sum(t - prefix for t in last)
+    cut = [shared_length(e) for e in examples]
+    answer_width = max(len(side.input_ids) - n for e, n in zip(examples, cut) for side in (e.chosen, e.rejected))
+    shared_tokens = len(examples) * max(cut) + 2 * len(examples) * answer_width
+    return collate_shared(examples, pad_id, cut) if shared_tokens < full_tokens else full
+
+
+def collate_shared(examples: list[PairExample], pad_id: int, cut: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """Each pair's shared prompt once, left-padded (B, W); then the answers that continue it, chosen rows and then
+    rejected rows, right-padded (2B, A), with the label of each answer position (the token it is; IGNORE where
+    none); and each pair's index."""
+    cut = cut or [shared_length(e) for e in examples]
+    width = max(cut)
+    prompt = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, (e, n) in enumerate(zip(examples, cut)):
+        prompt[row, width - n:] = torch.tensor(e.chosen.input_ids[:n])
+        prompt_mask[row, width - n:] = 1
+    rests = [(e.chosen, n) for e, n in zip(examples, cut)] + [(e.rejected, n) for e, n in zip(examples, cut)]
+    answer_width = max(len(side.input_ids) - n for side, n in rests)
+    answer = torch.full((len(rests), answer_width), pad_id, dtype=torch.long)
+    answer_mask = torch.zeros((len(rests), answer_width), dtype=torch.long)
+    labels = torch.full((len(rests), answer_width), IGNORE, dtype=torch.long)
+    for row, (side, n) in enumerate(rests):
+        m = len(side.input_ids) - n
+        answer[row, :m] = torch.tensor(side.input_ids[n:])
+        answer_mask[row, :m] = 1
+        labels[row, :m] = torch.tensor(side.labels[n:])
+    return {"prompt_ids": prompt, "prompt_mask": prompt_mask, "answer_ids": answer, "answer_mask": answer_mask,
+            "answer_labels": labels, "pair_index": torch.tensor([e.index for e in examples], dtype=torch.long)}
+
+
+def shared_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sequence_logps` for a `collate_pairs` batch: the prompts run once, the answers continue from their cache."""
+    decoder, head = causal_parts(model)
+    prompt_mask, answer_mask, labels = batch["prompt_mask"], batch["answer_mask"], batch["answer_labels"]
+    pairs = prompt_mask.shape[0]
+    positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+    out = decoder(input_ids=batch["prompt_ids"], attention_mask=prompt_mask, position_ids=positions, use_cache=True)
+    cache = out.past_key_values
+    order = torch.cat([torch.arange(pairs), torch.arange(pairs)]).to(prompt_mask.device)
+    cache.reorder_cache(order)                                          # (B, ...) -> chosen rows, rejected rows
+    lengths = prompt_mask.sum(1)[order]
+    answer_positions = lengths[:, None] + torch.arange(answer_mask.shape[1], device=answer_mask.device)
+    mask = torch.cat([prompt_mask[order], answer_mask], dim=1)
+    hidden = decoder(input_ids=batch["answer_ids"], attention_mask=mask, position_ids=answer_positions,
+                     past_key_values=cache, use_cache=True).last_hidden_state  # (2B, A, H)
+    # the prompt's last position predicts answer token 0; answer position j predicts answer token j + 1
+    states = torch.cat([out.last_hidden_state[:, -1:][order], hidden[:, :-1]], dim=1)  # (2B, A, H)
+    keep = labels != IGNORE
+    token_logps = -F.cross_entropy(head(states[keep]).float(), labels[keep], reduction="none")
+    counts = keep.sum(1)
+    rows = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+    return torch.zeros(len(counts), device=token_logps.device).index_add(0, rows, token_logps), counts
+
+
+def pair_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return shared_logps(model, batch) if "prompt_ids" in batch else sequence_logps(model, batch)
 
 
 def sequence_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,12 +252,12 @@ class DPO(Method):
         """The reference's summed log-probabilities of the batch's rows."""
         if self.precomputed is not None:
             pairs = [self.precomputed[int(i)] for i in batch["pair_index"]]
-            device = batch["input_ids"].device
+            device = batch["pair_index"].device
             return torch.tensor([c for c, _ in pairs] + [r for _, r in pairs], device=device)
         if self.reference is not None:
-            return sequence_logps(self.reference, batch)[0]
+            return pair_logps(self.reference, batch)[0]
         with model.disable_adapter():
-            return sequence_logps(model, batch)[0]
+            return pair_logps(model, batch)[0]
 
     def start(self, model: Any, data: Prepared, run_dir: Any, device: str, batch_size: int, pad_id: int) -> None:
         if self.reference is not None:
@@ -195,7 +281,7 @@ class DPO(Method):
             part = pairs[start : start + batch_size]
             batch = {k: v.to(device) for k, v in collate_pairs(part, pad_id).items()}
             with torch.no_grad():
-                logps = sequence_logps(model, batch)[0].tolist()
+                logps = pair_logps(model, batch)[0].tolist()
             for i, example in enumerate(part):
                 values[example.index] = (logps[i], logps[len(part) + i])
         model.train(was_training)
@@ -207,7 +293,7 @@ class DPO(Method):
         return collate_pairs(examples, pad_id)
 
     def pair_terms(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logps, counts = sequence_logps(model, batch)
+        logps, counts = pair_logps(model, batch)
         ref = self.reference_logps(model, batch)
         half = len(batch["pair_index"])
         section = self.recipe.dpo
@@ -227,6 +313,13 @@ class DPO(Method):
 
     def targets(self, batch: dict[str, torch.Tensor]) -> int:
         return len(batch["pair_index"])
+
+    def tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """Tokens the batch stands for: both whole conversations of each pair (what a trainer that runs the
+        prompt twice processes), so tokens/s compares with other trainers."""
+        if "prompt_ids" not in batch:
+            return int(batch["attention_mask"].sum())
+        return int(2 * batch["prompt_mask"].sum() + batch["answer_mask"].sum())
 
     def step_metrics(self) -> dict[str, float]:
         out = {name: round(sum(v) / len(v), 6) for name, v in self.window.items() if v}
