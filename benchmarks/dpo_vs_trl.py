@@ -67,7 +67,7 @@ def run_trl(model: str, train_file: Path, out: Path, steps: int, batch: int, lr:
     tokenizer = AutoTokenizer.from_pretrained(model)
     policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
     args = DPOConfig(output_dir=str(out / "trl"), per_device_train_batch_size=batch, max_steps=steps, learning_rate=lr,
-                     lr_scheduler_type="cosine", warmup_ratio=0.0, beta=0.1, loss_type=["sigmoid"], report_to=[],
+                     lr_scheduler_type="cosine", warmup_steps=0, beta=0.1, loss_type=["sigmoid"], report_to=[],
                      use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False, max_length=512, logging_steps=1,
                      save_strategy="no", seed=0, train_sampling_strategy="sequential", gradient_checkpointing=False)
     trainer = DPOTrainer(model=policy, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
@@ -95,7 +95,7 @@ def held_out_accuracy(model: str, adapter: str, test_file: Path) -> float:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tuneloop.data.dataset import Source, load_records
-    from tuneloop.engine.methods.dpo import collate_pairs, shared_logps, tokenize_pairs
+    from tuneloop.engine.methods.dpo import collate_pairs, pair_logps, tokenize_pairs
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
@@ -106,9 +106,9 @@ def held_out_accuracy(model: str, adapter: str, test_file: Path) -> float:
     with torch.no_grad():
         for start in range(0, len(examples), 16):
             batch = collate_pairs(examples[start : start + 16], tokenizer.pad_token_id or 0)
-            logps = shared_logps(policy, batch)[0]
+            logps = pair_logps(policy, batch)[0]
             with policy.disable_adapter():
-                ref = shared_logps(policy, batch)[0]
+                ref = pair_logps(policy, batch)[0]
             half = len(batch["pair_index"])
             wins += int(((logps[:half] - ref[:half]) > (logps[half:] - ref[half:])).sum())
     return wins / len(examples)
