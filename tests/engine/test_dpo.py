@@ -220,7 +220,7 @@ def test_the_shared_prompt_gives_the_whole_conversations_log_probabilities(tiny_
     from transformers import AutoTokenizer
 
     from tuneloop.data.dataset import Source, load_records
-    from tuneloop.engine.methods.dpo import collate_full, collate_pairs, collate_shared, sequence_logps, shared_logps, tokenize_pairs
+    from tuneloop.engine.methods.dpo import collate_full, collate_shared, sequence_logps, shared_logps, tokenize_pairs
     from tuneloop.models.loading import load_causal_lm
 
     rows = pairs(4)

@@ -82,11 +82,25 @@ class Supervised(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
 
+class DpoHyperparameters(Hyperparameters):
+    """OpenAI's DPO hyperparameters (beta with the three of supervised), then tuneloop's own."""
+
+    beta: _number(float, 0, 100, auto=True) = "auto"
+    loss: Literal["sigmoid", "ipo", "hinge", "robust"] | None = None
+    label_smoothing: Annotated[float, Field(ge=0, lt=0.5)] | None = None
+    sft_weight: Annotated[float, Field(ge=0, le=100)] | None = None
+
+
+class Dpo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
+
+
 class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     supervised: Supervised | None = None
-    dpo: dict[str, Any] | None = None
+    dpo: Dpo | None = None
     reinforcement: dict[str, Any] | None = None
 
 
@@ -126,14 +140,16 @@ def _method(request: JobCreate) -> tuple[dict[str, Any], dict[str, Any]]:
     """(method as stored, the hyperparameters that were given)."""
     method = request.method or Method(supervised=Supervised(hyperparameters=request.hyperparameters or
                                                             Hyperparameters()))
-    if method.type in {"dpo", "reinforcement"}:
-        raise ServiceError(400, f"method.type '{method.type}' is not available in this build yet; use 'supervised'",
-                           "method.type", "unsupported_method")
-    hp = (method.supervised or Supervised()).hyperparameters
+    if method.type == "reinforcement":
+        raise ServiceError(400, "method.type 'reinforcement' is not available in this build yet; use 'supervised' "
+                                "or 'dpo'", "method.type", "unsupported_method")
+    hp: Hyperparameters = (method.dpo or Dpo()).hyperparameters if method.type == "dpo" else \
+        (method.supervised or Supervised()).hyperparameters
     given = {k: v for k, v in hp.model_dump(exclude_none=True).items() if v != "auto"}
     stored = {"n_epochs": hp.n_epochs, "batch_size": hp.batch_size,
-              "learning_rate_multiplier": hp.learning_rate_multiplier, **given}
-    return {"type": "supervised", "supervised": {"hyperparameters": stored}}, given
+              "learning_rate_multiplier": hp.learning_rate_multiplier,
+              **({"beta": hp.beta} if isinstance(hp, DpoHyperparameters) else {}), **given}
+    return {"type": method.type, method.type: {"hyperparameters": stored}}, given
 
 
 def check_model(settings: Settings, model: str, *, any_path: bool = False, encoders: bool = False) -> ModelSpec:
@@ -162,15 +178,18 @@ def request_recipe(request: JobCreate) -> Recipe:
     """The one place an OpenAI fine-tuning request becomes a recipe. Its files stay file ids (the worker maps
     them to the stored files); what the request leaves as 'auto' is left to the method's defaults, and
     learning_rate_multiplier scales the method's default learning rate for the adapter."""
-    _, given = _method(request)
+    method, given = _method(request)
+    kind = method["type"]
     data: dict[str, Any] = {"train": request.training_file}
     if request.validation_file is not None:
         data["validation"] = request.validation_file
     hyperparameters = {"epochs": given.get("n_epochs"), "batch_size": given.get("batch_size", 8),
                        **{k: given[k] for k in ("max_length", "max_steps") if k in given}}
     try:
+        preference = {k: given[k] for k in ("beta", "loss", "label_smoothing", "sft_weight") if k in given}
         recipe = parse_recipe({
-            "model": request.model, "method": "sft", "data": data, "seed": request.seed or 0,
+            "model": request.model, "method": "sft" if kind == "supervised" else kind, "data": data,
+            "seed": request.seed or 0, **({"dpo": preference} if kind == "dpo" else {}),
             "adapter": {"type": given.get("adapter", "lora"), **({"r": given["lora_rank"]} if "lora_rank" in given else {}),
                         **({"alpha": given["lora_alpha"]} if "lora_alpha" in given else {})},
             "hyperparameters": hyperparameters,
@@ -178,7 +197,7 @@ def request_recipe(request: JobCreate) -> Recipe:
                             **({"every_steps": given["checkpoint_steps"]} if "checkpoint_steps" in given else {})},
             "evaluation": {"each_epoch": request.validation_file is not None}})
     except RecipeError as e:
-        raise ServiceError(400, str(e), "method.supervised.hyperparameters") from None
+        raise ServiceError(400, str(e), f"method.{kind}.hyperparameters") from None
     if "learning_rate_multiplier" in given:
         default = method_for(recipe, "chat").defaults(1).values["learning_rate"]
         recipe.hyperparameters.learning_rate = default * float(given["learning_rate_multiplier"])

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from tuneloop.config.recipe import Recipe, parse_recipe
 from tuneloop.config.settings import Settings
 from tuneloop.data.dataset import Source
+from tuneloop.data.formats import FORMAT_HELP
 from tuneloop.data.problems import DataError
 from tuneloop.data.validate import validate
 from tuneloop.models.registry import resolve
@@ -26,6 +27,9 @@ from tuneloop.store.tables import Job
 ORG = "tuneloop"
 
 
+PAIR_FORMATS = ("preference", "prompt_chosen")
+
+
 def validate_files(session: Session, settings: Settings, job_id: str,
                    beat: Callable[[], None] | None = None) -> Job:
     """validating_files -> queued, or failed with every problem and its line (a worker calls this). Messages
@@ -34,6 +38,7 @@ def validate_files(session: Session, settings: Settings, job_id: str,
     job = repo.get_job(session, job_id=job_id)
     assert job is not None
     status, error, message = "queued", None, "Files validated; job queued"
+    pairs_only = (job.recipe or {}).get("method") == "dpo"  # a dpo job's files are preference pairs, line by line
     for param in ("training_file", "validation_file"):
         file_id = getattr(job, param)
         if file_id is None:
@@ -47,9 +52,14 @@ def validate_files(session: Session, settings: Settings, job_id: str,
         stored = content_path(settings, file)
         try:
             report = validate(Source(stored), on_progress=(lambda *_: beat()) if beat else None)
+            said = f"{param} {file.filename} has"
+            if pairs_only and report.format not in PAIR_FORMATS and report.rows:  # every line as a pair, named
+                said = (f"{param} {file.filename} looks like {report.format or 'unknown'} data; a dpo job trains on "
+                        f"preference pairs ({FORMAT_HELP['preference']}):")
+                report = validate(Source(stored, "preference"), on_progress=(lambda *_: beat()) if beat else None)
             problems = [p for kept in report.problems.values() for p in kept if p.severity == "error"]
             lines = "; ".join(f"{p.where or 'file'}: {p.message}" for p in problems[:20])
-            problem = None if report.ok else f"{param} {file.filename} has {report.errors} error(s): {lines}"
+            problem = None if report.ok else f"{said} {report.errors} error(s): {lines}"
         except DataError as e:
             problem = f"{param} {file.filename} cannot be read: {e}"
         except Exception as e:  # noqa: BLE001  a reader's own error (a Parquet file broken half-way): the job fails

@@ -58,11 +58,14 @@ class EventFollower:
         elif isinstance(e, Step):
             job.progress = {"done": e.step, "total": e.total_steps, "unit": "steps"}
             data = {"step": e.step, "total_steps": e.total_steps, "train_loss": e.loss,
-                    "learning_rate": e.lr, "tokens_per_second": e.tokens_per_second}
+                    "learning_rate": e.lr, "tokens_per_second": e.tokens_per_second,
+                    **{k: v for k, v in e.extra.items() if isinstance(v, (int, float))}}  # a method's own (DPO rewards)
             repo.add_event(session, job_id=job.id, kind="metrics", data=data,
                            message=f"Step {e.step}/{e.total_steps}: training loss={e.loss:.4f}")
         elif isinstance(e, Evaluation) and "eval_loss" in e.metrics:
-            repo.add_event(session, job_id=job.id, kind="metrics", data={"step": e.step, "valid_loss": e.metrics["eval_loss"]},
+            others = {f"valid_{k.removeprefix('eval_')}": v for k, v in e.metrics.items() if k != "eval_loss"}
+            repo.add_event(session, job_id=job.id, kind="metrics",
+                           data={"step": e.step, "valid_loss": e.metrics["eval_loss"], **others},
                            message=f"Step {e.step}: validation loss={e.metrics['eval_loss']:.4f}")
         elif isinstance(e, Checkpoint):
             model = e.model
