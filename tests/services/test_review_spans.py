@@ -227,3 +227,23 @@ def test_a_model_answer_that_does_not_fit_is_not_bulk_accepted(env):
     project.labels = ["ORDER"]  # as if DATE had been dropped from the set since the model predicted
     result = queue.bulk_accept(session, project, rev, [r.id for r in store.all_records(session, project_id=project.id)])
     assert result == {"accepted": 0, "left": {"the model's answer does not fit the project": 2}}
+
+
+def test_a_preference_project_trains_dpo_on_what_people_chose(env):
+    """'Train with DPO': the pairs people judged become a dpo job (what they preferred as chosen)."""
+    session, ann = env["session"], env["people"]["ann"]
+    rows = [{"prompt": f"Greet person {i}", "chosen": f"Hello, person {i}!", "rejected": "Go away."} for i in range(12)]
+    project = make(env, name="prefs", task="preference", rows=rows)
+    for _ in range(12):
+        view = queue.next_record(session, project, ann, "id")
+        polite = next(o["key"] for o in view["options"] if o["text"].startswith("Hello"))
+        queue.submit(session, project, ann, view["id"], {"preferred": polite})
+    job = rounds.train_on_reviewed(session, env["settings"], project, method="dpo", any_path=True)
+    assert (job.recipe["method"], job.model, job.method["type"]) == ("dpo", "smollm2-135m-instruct", "dpo")
+    assert job.job_metadata["examples"] == "12"
+    with pytest.raises(ServiceError, match="method 'ppo' is not one of auto, dpo"):
+        rounds.train_on_reviewed(session, env["settings"], project, method="ppo", any_path=True)
+    spans = make(env, name="s", task="spans", rows=[ticket(i) for i in range(12)], labels=LABELS)
+    with pytest.raises(ServiceError, match="a spans project's reviewed records are not preference pairs") as e:
+        rounds.train_on_reviewed(session, env["settings"], spans, method="dpo", any_path=True)
+    assert e.value.param == "method"

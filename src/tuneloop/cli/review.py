@@ -252,13 +252,15 @@ def train_cmd(
                                                  "chat model answers with the label), or auto.")] = "auto",
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the reviewed data (default: the method's).")
                       ] = None,
+    method: Annotated[str, typer.Option(help="dpo: train on the project's preference pairs (preference and "
+                                             "response projects); auto: the task's own training.")] = "auto",
 ) -> None:
     """Queue a fine-tuning job on the reviewed records; a worker (`tuneloop serve` or `tuneloop worker`) runs it."""
     from tuneloop.services.review import projects, rounds
 
     with open_sessions()() as session:
         job = rounds.train_on_reviewed(session, settings(), projects.get_project(session, project), model=model,
-                                       epochs=epochs, classifier=classifier, any_path=True)
+                                       epochs=epochs, classifier=classifier, any_path=True, method=method)
         examples = (job.job_metadata or {}).get("examples")
     console.print(f"queued {job.id} ({job.status}) on {examples} reviewed examples; a worker trains it.\n"
                   f"when it succeeds: tuneloop review repredict {project} --model <its fine_tuned_model>",

@@ -106,6 +106,9 @@ class TrainIn(Body):
         "auto", description="Classification projects: a head on the model, or the chat model answering with the "
                             "label; auto: head for encoders, generative for chat models")
     epochs: int | None = Field(None, ge=1, le=50, description="Default: the training method's")
+    method: Literal["auto", "dpo"] = Field(
+        "auto", description="dpo: train on the project's preference pairs (preference and response projects); "
+                            "auto: the task type's own training")
 
 
 class RepredictIn(Body):
@@ -419,7 +422,7 @@ def train(session: SessionDep, settings: SettingsDep, actor: ActorDep, ref: str,
     _admin(actor)
     project = _project(session, actor, ref)
     return _job_public(rounds.train_on_reviewed(session, settings, project, model=body.model, epochs=body.epochs,
-                                                classifier=body.classifier))
+                                                classifier=body.classifier, method=body.method))
 
 
 @router.post("/projects/{ref}/repredict")

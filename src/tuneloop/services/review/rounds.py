@@ -31,14 +31,19 @@ from tuneloop.worker.kinds import register as register_kind
 
 def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
                       model: str | None = None, epochs: int | None = None, classifier: str = "auto",
-                      any_path: bool = False) -> Job:
+                      any_path: bool = False, method: str | None = None) -> Job:
     """A fine-tuning job (run by any worker) on the project's current export. A classification project trains
     a classifier (the classify method): a head on an encoder such as minilm-l6 or on a decoder, or a chat model
     answering with the label (`classifier`: auto picks head for encoders, generative for chat models). Other
     types fine-tune a chat model on their `train_as` export. `epochs`: None leaves it to the method's defaults.
     `any_path`: the CLI may name any model folder; over the API, only what `job_service.check_model` allows.
-    `model` None: minilm-l6 for a classifier, smollm2-135m-instruct otherwise."""
+    `model` None: minilm-l6 for a classifier, smollm2-135m-instruct otherwise. `method` "dpo": a project whose
+    reviewed records export preference pairs (preferences, corrected drafts) trains the dpo method on them."""
     task = task_of(project)
+    if method not in (None, "auto", "dpo"):
+        raise ServiceError(400, f"method '{method}' is not one of auto, dpo", "method")
+    if method == "dpo":
+        return _train_dpo(session, settings, project, model=model, epochs=epochs, any_path=any_path)
     model = model or ("minilm-l6" if (task.classifier_export or task.trains) and classifier != "generative" else
                       "smollm2-135m-instruct")
     if task.classifier_export is None and task.train_as is None and task.trains is None:
@@ -74,6 +79,33 @@ def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
                            "hyperparameters": {"epochs": epochs} if epochs else {},
                            "checkpoints": {"each_epoch": True, "keep_last": 3}, "evaluation": {"each_epoch": False}})
     return job_service.create_train_job(session, recipe, suffix=suffix,
+                                        metadata={"project": project.id, "examples": str(len(rows))})
+
+
+def _train_dpo(session: Session, settings: Settings, project: Project, *, model: str | None, epochs: int | None,
+               any_path: bool) -> Job:
+    """A dpo job on the project's preference pairs (what people chose over the other answer, or their
+    correction over the model's draft), from the chat model `model` (default smollm2-135m-instruct)."""
+    task = task_of(project)
+    if "dpo" not in task.exports:
+        raise ServiceError(400, f"a {task.name} project's reviewed records are not preference pairs; DPO trains "
+                                "on preference and response projects", "method")
+    model = model or "smollm2-135m-instruct"
+    job_service.check_model(settings, model, any_path=any_path)
+    rows = export.export_rows(session, project, "dpo")
+    if len(rows) < MIN_EXAMPLES:
+        raise ServiceError(409, f"project '{project.name}' has {len(rows)} preference pair(s) to train on; at least "
+                                f"{MIN_EXAMPLES} are needed", "project", "too_few_reviewed")
+    body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+    file = file_service.save_upload(session, settings, stream=io.BytesIO(body),
+                                    filename=f"{project.name}-pairs.jsonl", purpose="fine-tune")
+    suffix = re.sub(r"[^A-Za-z0-9-]+", "-", project.name)[:40].strip("-") or None
+    recipe = parse_recipe({"model": model, "method": "dpo", "data": {"train": file.id}, "seed": 0,
+                           "hyperparameters": {"epochs": epochs} if epochs else {},
+                           "checkpoints": {"each_epoch": True, "keep_last": 3}, "evaluation": {"each_epoch": False}})
+    return job_service.create_train_job(session, recipe, suffix=suffix, method={"type": "dpo", "dpo": {
+        "hyperparameters": {"beta": recipe.dpo.beta, "n_epochs": epochs or "auto", "batch_size": "auto",
+                            "learning_rate_multiplier": "auto"}}},
                                         metadata={"project": project.id, "examples": str(len(rows))})
 
 

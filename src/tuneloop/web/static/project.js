@@ -209,6 +209,7 @@ if (trainForm) {
     const body = { model: form.get("model") };
     if (form.get("epochs")) body.epochs = Number(form.get("epochs"));
     if (form.get("classifier")) body.classifier = form.get("classifier");
+    if (form.get("method")) body.method = form.get("method");
     const job = await post(`/api/projects/${encodeURIComponent(name)}/train`, body);
     if (job) { document.getElementById("loop-message").textContent = `Created ${job.id} on ${job.examples} reviewed examples; a worker trains it.`; load(); }
   });
