@@ -849,3 +849,16 @@ def test_span_labelling_by_keyboard_and_mouse_with_the_models_spans_as_a_draft(r
     exported = lead.request.get(review_server["base"] + "/api/projects/entities/export?as=bio&policy=annotations")
     [row] = [json.loads(line) for line in exported.text().splitlines()]  # the one record two people settled
     assert [(a["annotator"], len(a["answer"]["spans"])) for a in row["annotations"]] == [("other", 1), ("ann", 2)]
+
+
+def test_a_preference_project_offers_dpo_on_its_pairs(review_server, login):
+    page = login("admin")
+    page.goto(review_server["base"] + "/projects/prefs")
+    method = page.get_by_test_id("train-method")
+    expect(method.locator("option")).to_have_text(["fine-tune on the sft export", "DPO on the preference pairs"])
+    method.select_option("dpo")
+    page.locator("#train button[type=submit]").click()
+    # the pairs people judged are what DPO trains on: too few here, and the page says how many it needs
+    expect(page.get_by_test_id("loop-message")).to_contain_text("preference pair(s) to train on; at least 10 are needed")
+    page.goto(review_server["base"] + "/projects/tickets")
+    expect(page.get_by_test_id("train-method")).to_have_count(0)  # classification has no pairs
