@@ -38,7 +38,10 @@ def test_a_dpo_job_trains_and_reports_rewards(client, tiny_chat_model):
     ({"beta": 0}, "method.dpo.hyperparameters.beta"), ({"beta": -1}, "method.dpo.hyperparameters.beta"),
     ({"loss": "kto"}, "method.dpo.hyperparameters.loss"),
     ({"label_smoothing": 0.5}, "method.dpo.hyperparameters.label_smoothing"),
-    ({"n_epochs": 0}, "method.dpo.hyperparameters.n_epochs"), ({"temperature": 1}, "method.dpo.hyperparameters.temperature")])
+    ({"n_epochs": 0}, "method.dpo.hyperparameters.n_epochs"), ({"temperature": 1}, "method.dpo.hyperparameters.temperature"),
+    ({"label_smoothing": "0.2"}, "method.dpo.hyperparameters.label_smoothing"),
+    ({"label_smoothing": 0.1, "loss": "hinge"}, "method.dpo.hyperparameters.label_smoothing"),
+    ({"sft_weight": True}, "method.dpo.hyperparameters.sft_weight"), ({"beta": 1e-300}, "method.dpo.hyperparameters.beta")])
 def test_bad_dpo_hyperparameters_are_a_400_naming_the_parameter(client, tiny_chat_model, hyperparameters, param):
     uploaded = client.files.create(file=("pairs.jsonl", io.BytesIO(jsonl(dpo_rows()))), purpose="fine-tune")
     with pytest.raises(openai.BadRequestError) as bad:
@@ -62,3 +65,12 @@ def test_a_dpo_training_file_is_checked_pair_by_pair(client, tiny_chat_model):
     failed = wait_for(client, job.id, {"failed", "succeeded"}, timeout=60)
     assert "line 5: 'preferred_output' and 'non_preferred_output' are the same answer" in failed.error.message
     assert "line 8: missing field 'input'" in failed.error.message
+
+
+def test_a_method_block_that_does_not_match_the_type_is_named(client, tiny_chat_model):
+    uploaded = client.files.create(file=("pairs.jsonl", io.BytesIO(jsonl(dpo_rows()))), purpose="fine-tune")
+    for method, param in (({"type": "dpo", "supervised": {"hyperparameters": {"n_epochs": 3}}}, "method.supervised"),
+                          ({"dpo": {"hyperparameters": {"beta": 0.3}}}, "method.dpo")):
+        with pytest.raises(openai.BadRequestError) as bad:
+            client.fine_tuning.jobs.create(model=str(tiny_chat_model), training_file=uploaded.id, method=method)
+        assert bad.value.body["param"] == param

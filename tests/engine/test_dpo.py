@@ -139,7 +139,7 @@ def test_full_fine_tuning_uses_a_frozen_copy_or_precomputed_reference(tiny_chat_
     pre = full.model_copy(update={"dpo": full.dpo.model_copy(update={"precompute_reference": True})})
     precomputed = train(pre, get_settings(), tmp_path / "pre")
     stored = json.loads((tmp_path / "pre" / REFERENCE_FILE).read_text())
-    assert len(stored) == 4 and all(c < 0 and r < 0 for c, r in stored.values())
+    assert stored["pairs"] == 4 and all(c < 0 and r < 0 for c, r in stored["values"].values())
     assert precomputed.losses == pytest.approx(copied.losses, abs=1e-5)  # the same reference, either way
 
 
@@ -226,6 +226,7 @@ def test_the_shared_prompt_gives_the_whole_conversations_log_probabilities(tiny_
     rows = pairs(4)
     rows[1]["prompt"] = "hi"
     rows[2]["chosen"] = "the package will arrive at the address please"
+    rows[3]["rejected"] = "the package will never arrive"  # answers sharing their first tokens
     _, records = load_records(Source(write_jsonl(tmp_path / "p.jsonl", rows)))
     tokenizer = AutoTokenizer.from_pretrained(tiny_chat_model)
     examples, _ = tokenize_pairs(tokenizer, [r for _, r in records], 128)
@@ -265,3 +266,28 @@ def test_a_batch_runs_the_way_that_processes_fewer_tokens(tiny_chat_model, tmp_p
                "preferred_output": [{"role": "assistant", "content": "billing shipping technical account"}],
                "non_preferred_output": [{"role": "assistant", "content": "returns feedback"}]} for i in range(4)]
     assert layout(system) == "whole"
+
+
+def test_the_precomputed_reference_is_read_back_only_for_the_same_pairs(tiny_chat_model, tmp_path):
+    from tuneloop.engine.loop import Loop
+
+    train_file = write_jsonl(tmp_path / "pairs.jsonl", pairs(4))
+    r = recipe(tiny_chat_model, train_file, hyperparameters={"max_steps": 1, "epochs": None},
+               dpo={"precompute_reference": True})
+    first = Loop(r, tmp_path / "run", get_settings())
+    first.setup()
+    path = tmp_path / "run" / REFERENCE_FILE
+    stored = json.loads(path.read_text())
+    stored["values"]["0"] = [-1.0, -2.0]  # as if written by this run: read back as it is
+    path.write_text(json.dumps(stored))
+    again = Loop(r, tmp_path / "run", get_settings())
+    again.setup()
+    assert again.method.precomputed[0] == (-1.0, -2.0)
+    write_jsonl(train_file, pairs(5))  # other pairs: computed again, not read
+    changed = Loop(r, tmp_path / "run", get_settings())
+    changed.setup()
+    assert len(changed.method.precomputed) == 5 and changed.method.precomputed[0] != (-1.0, -2.0)
+    path.write_text('{"digest": "x", "val')  # a torn write: computed again
+    torn = Loop(r, tmp_path / "run", get_settings())
+    torn.setup()
+    assert len(torn.method.precomputed) == 5

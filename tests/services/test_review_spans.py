@@ -241,6 +241,10 @@ def test_a_preference_project_trains_dpo_on_what_people_chose(env):
     job = rounds.train_on_reviewed(session, env["settings"], project, method="dpo", any_path=True)
     assert (job.recipe["method"], job.model, job.method["type"]) == ("dpo", "smollm2-135m-instruct", "dpo")
     assert job.job_metadata["examples"] == "12"
+    from tuneloop.services.review import export as review_export
+
+    pairs_out = review_export.export_rows(session, project, "dpo")
+    assert all(p["preferred_output"][0]["content"].startswith("Hello") for p in pairs_out)  # what people chose
     with pytest.raises(ServiceError, match="method 'ppo' is not one of auto, dpo"):
         rounds.train_on_reviewed(session, env["settings"], project, method="ppo", any_path=True)
     spans = make(env, name="s", task="spans", rows=[ticket(i) for i in range(12)], labels=LABELS)

@@ -148,7 +148,8 @@ class Loop:
         self.scheduler = _scheduler(self.optimizer, hp, self.total_steps)
         self.state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_pos": 0, "best": None,
                                       "best_checkpoint": None, "bad_evals": 0, "losses": [], "evals": []}
-        self.method.start(self.model, self.data, self.run_dir, self.device, hp.batch_size, self.tokenizer.pad_token_id)
+        self.method.start(self.model, self.data, self.run_dir,
+                          EvalContext(self.device, hp.batch_size, self._precision, self.tokenizer))
 
     def chosen_hyperparameters(self) -> dict[str, Any]:
         """The effective hyperparameters, and which of them the method chose (with why)."""

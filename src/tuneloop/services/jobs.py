@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, ValidationError,
+from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, ValidationError, field_validator,
                       WithJsonSchema)
 from sqlalchemy.orm import Session
 
@@ -82,13 +82,35 @@ class Supervised(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
 
+def _real(low: float, high: float, high_open: bool = False) -> Any:
+    """A finite number from `low` (included) to `high` (excluded with `high_open`); never a string or a bool."""
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
+                not (low <= value and ((value < high) if high_open else (value <= high))):
+            raise ValueError(f"must be a number from {low} to {high}{' (excluded)' if high_open else ''}, "
+                             f"got {_shown(value)}")
+        return float(value)
+
+    schema = {"type": "number", "minimum": low, **({"exclusiveMaximum": high} if high_open else {"maximum": high})}
+    return Annotated[Any, PlainValidator(check), WithJsonSchema(schema)]
+
+
 class DpoHyperparameters(Hyperparameters):
     """OpenAI's DPO hyperparameters (beta with the three of supervised), then tuneloop's own."""
 
-    beta: _number(float, 0, 100, auto=True) = "auto"
+    beta: _number(float, 0.001, 100, auto=True) = "auto"
     loss: Literal["sigmoid", "ipo", "hinge", "robust"] | None = None
-    label_smoothing: Annotated[float, Field(ge=0, lt=0.5)] | None = None
-    sft_weight: Annotated[float, Field(ge=0, le=100)] | None = None
+    label_smoothing: _real(0.0, 0.5, high_open=True) = None
+    sft_weight: _real(0.0, 100.0) = None
+
+    @field_validator("label_smoothing")
+    @classmethod
+    def _smoothing_needs_a_loss_that_uses_it(cls, value: Any, info: Any) -> Any:
+        if value and info.data.get("loss") not in (None, "sigmoid", "robust"):
+            raise ValueError(f"is used by the sigmoid and robust losses only, not '{info.data['loss']}'")
+        return value
 
 
 class Dpo(BaseModel):
@@ -140,6 +162,12 @@ def _method(request: JobCreate) -> tuple[dict[str, Any], dict[str, Any]]:
     """(method as stored, the hyperparameters that were given)."""
     method = request.method or Method(supervised=Supervised(hyperparameters=request.hyperparameters or
                                                             Hyperparameters()))
+    others = [name for name in ("supervised", "dpo", "reinforcement")
+              if name != method.type and getattr(method, name) is not None]
+    if others:
+        raise ServiceError(400, f"method.{others[0]}: given with method.type '{method.type}'; set method.type to "
+                                f"'{others[0]}', or put the hyperparameters under method.{method.type}",
+                           f"method.{others[0]}")
     if method.type == "reinforcement":
         raise ServiceError(400, "method.type 'reinforcement' is not available in this build yet; use 'supervised' "
                                 "or 'dpo'", "method.type", "unsupported_method")

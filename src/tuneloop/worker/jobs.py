@@ -55,7 +55,7 @@ def validate_files(session: Session, settings: Settings, job_id: str,
             said = f"{param} {file.filename} has"
             if pairs_only and report.format not in PAIR_FORMATS and report.rows:  # every line as a pair, named
                 said = (f"{param} {file.filename} looks like {report.format or 'unknown'} data; a dpo job trains on "
-                        f"preference pairs ({FORMAT_HELP['preference']}):")
+                        f"preference pairs ({FORMAT_HELP['preference']}, or {FORMAT_HELP['prompt_chosen']}):")
                 report = validate(Source(stored, "preference"), on_progress=(lambda *_: beat()) if beat else None)
             problems = [p for kept in report.problems.values() for p in kept if p.severity == "error"]
             lines = "; ".join(f"{p.where or 'file'}: {p.message}" for p in problems[:20])

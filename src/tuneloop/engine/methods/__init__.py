@@ -82,9 +82,10 @@ class Method(ABC):
         """Values for the hyperparameters the recipe left empty (epochs, learning_rate, head_learning_rate,
         warmup_ratio), given how many training examples there are."""
 
-    def start(self, model: Any, data: Prepared, run_dir: Any, device: str, batch_size: int, pad_id: int) -> None:
-        """Called once the model to train is on its device, before the first step (or a resume): e.g. a
-        reference model's log-probabilities computed once. By default nothing."""
+    def start(self, model: Any, data: Prepared, run_dir: Any, ctx: EvalContext) -> None:
+        """Called once the model to train is on its device, before the first step and before a resume loads a
+        checkpoint (the model is still the one the run started from): e.g. a reference model's log-probabilities
+        computed once, at the training precision (`ctx.autocast`). By default nothing."""
 
     def step_metrics(self) -> dict[str, float]:
         """What the method measured over the micro-batches since the last call (written with each step event,

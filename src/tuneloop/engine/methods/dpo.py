@@ -24,7 +24,9 @@ Either way the LM head runs only where an answer token is predicted.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,9 @@ ADAPTER_LEARNING_RATES = {"lora": 1e-3, "dora": 1e-3, "qlora": 1e-3, "ia3": 3e-3
 """LoRA at 1e-3: on 200 pairs from the shipped tickets (SmolLM2, 2 epochs, 50 steps) 5e-5 reached a held-out
 reward accuracy of 0.72, 5e-4 0.87 and 1e-3 0.94 (tests/engine/test_dpo.py's marked test). The weights
 themselves move at 5e-6 (TRL's examples use 5e-7 to 1e-6 over many more steps); not measured here yet."""
-TARGET_EPOCHS, MIN_PAIRS_SEEN = 2, 400
+TARGET_EPOCHS, MIN_PAIRS_SEEN, MAX_EPOCHS = 2, 400, 5
+"""Two passes, more on few pairs (at least 400 seen) but at most five: many passes over a handful of pairs
+over-optimise the margin."""
 REFERENCE_FILE = "reference_logps.json"
 """In the run folder: the reference's log-probabilities per training and validation pair (precompute_reference)."""
 
@@ -98,7 +102,7 @@ def collate_full(examples: list[PairExample], pad_id: int) -> dict[str, torch.Te
 
 def shared_length(example: PairExample) -> int:
     """How many leading tokens the pair's two conversations share, up to the first answer token (which the
-    prompt's last position predicts); at least one."""
+    prompt's last position predicts); 0 when they differ from the start."""
     chosen, rejected = example.chosen, example.rejected
     first = min(next(t for t, label in enumerate(e.labels) if label != IGNORE) for e in (chosen, rejected))
     common = 0
@@ -106,7 +110,7 @@ def shared_length(example: PairExample) -> int:
         if a != b:
             break
         common += 1
-    return max(1, min(common, first))
+    return min(common, first)
 
 
 def collate_pairs(examples: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -118,6 +122,8 @@ def collate_pairs(examples: list[PairExample], pad_id: int) -> dict[str, torch.T
             for side in [*(e.chosen for e in examples), *(e.rejected for e in examples)]]
     full_tokens = prefix + sum(t - prefix for t in last)
     cut = [shared_length(e) for e in examples]
+    if any(n == 0 for n in cut):  # a pair whose two conversations differ from their first token: nothing to share
+        return full
     answer_width = max(len(side.input_ids) - n for e, n in zip(examples, cut) for side in (e.chosen, e.rejected))
     shared_tokens = len(examples) * max(cut) + 2 * len(examples) * answer_width
     return collate_shared(examples, pad_id, cut) if shared_tokens < full_tokens else full
@@ -237,10 +243,12 @@ class DPO(Method):
 
     def defaults(self, examples: int) -> Defaults:
         adapter = self.recipe.adapter.type
-        epochs = scaled_epochs(examples, TARGET_EPOCHS, MIN_PAIRS_SEEN)
+        epochs = scaled_epochs(examples, TARGET_EPOCHS, MIN_PAIRS_SEEN, cap=MAX_EPOCHS)
         return Defaults({"learning_rate": ADAPTER_LEARNING_RATES[adapter], "epochs": epochs, "warmup_ratio": 0.1},
                         {"learning_rate": f"preference learning with {adapter}",
-                         "epochs": epochs_reason(examples, epochs, TARGET_EPOCHS, MIN_PAIRS_SEEN),
+                         "epochs": (f"{TARGET_EPOCHS} passes, raised toward {MIN_PAIRS_SEEN} pairs seen but at most "
+                                    f"{MAX_EPOCHS} ({examples} in the data)" if epochs == MAX_EPOCHS else
+                                    epochs_reason(examples, epochs, TARGET_EPOCHS, MIN_PAIRS_SEEN)),
                          "warmup_ratio": "10% of the steps"})
 
     def length(self, example: Any) -> int:
@@ -259,33 +267,43 @@ class DPO(Method):
         with model.disable_adapter():
             return pair_logps(model, batch)[0]
 
-    def start(self, model: Any, data: Prepared, run_dir: Any, device: str, batch_size: int, pad_id: int) -> None:
+    def start(self, model: Any, data: Prepared, run_dir: Any, ctx: EvalContext) -> None:
         if self.reference is not None:
-            self.reference.to(device)
+            self.reference.to(ctx.device)
         if self.recipe.dpo.precompute_reference:
-            self.precompute(model, data, Path(run_dir), device, batch_size, pad_id)
+            self.precompute(model, data, Path(run_dir), ctx)
 
-    def precompute(self, model: Any, data: Prepared, run_dir: Path, device: str, batch_size: int,
-                   pad_id: int) -> None:
-        """Compute (or read back, on resume) every pair's reference log-probabilities once: the model before
-        any step is the reference."""
+    def precompute(self, model: Any, data: Prepared, run_dir: Path, ctx: EvalContext) -> None:
+        """Every pair's reference log-probabilities, computed once at the training precision (the model before
+        any step is the reference), or read back on resume when the file holds these very pairs. Written
+        atomically, with a digest of the pairs' tokens: a changed data file or a torn write means computing
+        again (`start` runs before a resume loads its checkpoint, so the model is still the reference)."""
         path = Path(run_dir) / REFERENCE_FILE
-        if path.exists():
-            self.precomputed = {int(k): tuple(v) for k, v in json.loads(path.read_text()).items()}  # type: ignore[misc]
-            return
-        values: dict[int, tuple[float, float]] = {}
         pairs = [*data.train, *data.validation]
+        digest = hashlib.blake2b(json.dumps([[p.chosen.input_ids, p.rejected.input_ids] for p in pairs]).encode(),
+                                 digest_size=16).hexdigest()
+        try:
+            stored = json.loads(path.read_text())
+            if stored.get("digest") == digest:
+                self.precomputed = {int(k): tuple(v) for k, v in stored["values"].items()}  # type: ignore[misc]
+                return
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass
+        values: dict[int, tuple[float, float]] = {}
         was_training = model.training
         model.eval()
-        for start in range(0, len(pairs), batch_size):
-            part = pairs[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in collate_pairs(part, pad_id).items()}
-            with torch.no_grad():
+        pad_id = ctx.tokenizer.pad_token_id
+        for start in range(0, len(pairs), ctx.batch_size):
+            part = pairs[start : start + ctx.batch_size]
+            batch = {k: v.to(ctx.device) for k, v in collate_pairs(part, pad_id).items()}
+            with torch.no_grad(), ctx.autocast():
                 logps = pair_logps(model, batch)[0].tolist()
             for i, example in enumerate(part):
                 values[example.index] = (logps[i], logps[len(part) + i])
         model.train(was_training)
-        path.write_text(json.dumps(values))
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps({"digest": digest, "pairs": len(pairs), "values": values}))
+        os.replace(partial, path)
         self.precomputed = values
 
     # ---------------------------------------------------------------- training
