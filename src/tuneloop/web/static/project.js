@@ -110,17 +110,21 @@ async function load() {
   }
 }
 
-// What the export holds with the chosen format, split and policy, and what it leaves out and why.
+// What the export holds with the chosen format, split and policy, and what it leaves out and why. Only the
+// answer to the latest choice is shown: an earlier request that answers late is dropped.
+let summaryRequest = 0;
 async function exportSummary() {
   const form = document.getElementById("export");
   if (!form) return;
   const params = new URLSearchParams(new FormData(form));
   document.getElementById("export-link").href = `/api/projects/${encodeURIComponent(name)}/export?${params}`;
+  const mine = ++summaryRequest;
   try {
     const s = await api(`/api/projects/${encodeURIComponent(name)}/export/summary?${params}`);
+    if (mine !== summaryRequest) return;
     const left = Object.entries(s.left_out).map(([why, n]) => `${n} ${esc(why)}`).join(", ");
     document.getElementById("export-summary").innerHTML = `<b>${s.examples}</b> examples` + (left ? `; left out: ${left}` : "; nothing left out");
-  } catch (e) { document.getElementById("export-summary").textContent = e.message; }
+  } catch (e) { if (mine === summaryRequest) document.getElementById("export-summary").textContent = e.message; }
 }
 if (document.getElementById("export")) document.getElementById("export").addEventListener("change", exportSummary);
 
