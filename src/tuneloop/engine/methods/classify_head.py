@@ -29,6 +29,8 @@ def is_head(name: str) -> bool:
 class HeadClassifier(Method):
     name = "classify"
     task_type = "SEQ_CLS"
+    target_epochs, min_examples_seen, head_name = TARGET_EPOCHS, MIN_EXAMPLES_SEEN, "a head"
+    """Epochs and learning rates for a new head (a token head sets its own)."""
 
     def __init__(self, recipe: Any, model_kind: str):
         super().__init__(recipe, model_kind)
@@ -56,11 +58,11 @@ class HeadClassifier(Method):
 
     def defaults(self, examples: int) -> Defaults:
         adapter = self.recipe.adapter.type
-        epochs = scaled_epochs(examples, TARGET_EPOCHS, MIN_EXAMPLES_SEEN)
+        epochs = scaled_epochs(examples, self.target_epochs, self.min_examples_seen)
         return Defaults({"learning_rate": ADAPTER_LEARNING_RATES[adapter], "head_learning_rate": HEAD_LEARNING_RATE,
                          "epochs": epochs, "warmup_ratio": 0.1},
-                        {"learning_rate": f"for {adapter} under a head", "head_learning_rate": "a head",
-                         "epochs": epochs_reason(examples, epochs, TARGET_EPOCHS, MIN_EXAMPLES_SEEN),
+                        {"learning_rate": f"for {adapter} under a head", "head_learning_rate": self.head_name,
+                         "epochs": epochs_reason(examples, epochs, self.target_epochs, self.min_examples_seen),
                          "warmup_ratio": "10% of the steps"})
 
     def parameter_groups(self, model: Any, hyperparameters: Any) -> list[dict[str, Any]]:

@@ -17,9 +17,8 @@ import torch.nn.functional as F
 
 from tuneloop.data.records import SpanRecord
 from tuneloop.data.spans import OUTSIDE, tag
-from tuneloop.engine.methods import Defaults, EvalContext, Method, Prepared, register
-from tuneloop.engine.methods.classify_head import ADAPTER_LEARNING_RATES, HEAD_LEARNING_RATE, is_head
-from tuneloop.engine.methods.sft import epochs_reason, scaled_epochs
+from tuneloop.engine.methods import EvalContext, Method, Prepared, register
+from tuneloop.engine.methods.classify_head import HeadClassifier
 
 IGNORE = -100
 TARGET_EPOCHS, MIN_EXAMPLES_SEEN = 10, 4_000
@@ -106,12 +105,15 @@ def span_label_set(records: Any) -> list[str]:
 
 
 @register("token_classify")
-class TokenClassifier(Method):
+class TokenClassifier(HeadClassifier):
+    """A head's defaults and parameter groups (HeadClassifier), on tokens."""
+
     name = "token_classify"
     task_type = "TOKEN_CLS"
+    target_epochs, min_examples_seen, head_name = TARGET_EPOCHS, MIN_EXAMPLES_SEEN, "a token head"
 
     def __init__(self, recipe: Any, model_kind: str):
-        super().__init__(recipe, model_kind)
+        Method.__init__(self, recipe, model_kind)
         if model_kind == "classifier":
             raise ValueError(f"'{recipe.model}' is a run with a sequence-classification head; token_classify trains "
                              "a token head: start from its base model")
@@ -139,21 +141,6 @@ class TokenClassifier(Method):
         max_length = self.recipe.hyperparameters.max_length
         return Prepared(tokenize_spans(tokenizer, records.train, self.tag_set, max_length),
                         tokenize_spans(tokenizer, records.validation, self.tag_set, max_length))
-
-    def defaults(self, examples: int) -> Defaults:
-        adapter = self.recipe.adapter.type
-        epochs = scaled_epochs(examples, TARGET_EPOCHS, MIN_EXAMPLES_SEEN)
-        return Defaults({"learning_rate": ADAPTER_LEARNING_RATES[adapter], "head_learning_rate": HEAD_LEARNING_RATE,
-                         "epochs": epochs, "warmup_ratio": 0.1},
-                        {"learning_rate": f"for {adapter} under a head", "head_learning_rate": "a token head",
-                         "epochs": epochs_reason(examples, epochs, TARGET_EPOCHS, MIN_EXAMPLES_SEEN),
-                         "warmup_ratio": "10% of the steps"})
-
-    def parameter_groups(self, model: Any, hyperparameters: Any) -> list[dict[str, Any]]:
-        trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        groups = [{"params": [p for n, p in trainable if not is_head(n)], "lr": hyperparameters.learning_rate},
-                  {"params": [p for n, p in trainable if is_head(n)], "lr": hyperparameters.head_learning_rate}]
-        return [g for g in groups if g["params"]]
 
     def collate(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
         return collate_tokens(examples, pad_id)

@@ -69,16 +69,23 @@ def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
     if len(rows) < MIN_EXAMPLES:
         raise ServiceError(409, f"project '{project.name}' has {len(rows)} reviewed example(s); at least "
                                 f"{MIN_EXAMPLES} are needed to train", "project", "too_few_reviewed")
-    body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
-    file = file_service.save_upload(session, settings, stream=io.BytesIO(body),
-                                    filename=f"{project.name}-reviewed.jsonl", purpose="fine-tune")
-    suffix = re.sub(r"[^A-Za-z0-9-]+", "-", project.name)[:40].strip("-") or None
     method = ({"method": "classify", "classifier": classifier} if task.classifier_export else
               {"method": task.trains} if task.trains else {"method": "sft"})
-    recipe = parse_recipe({"model": model, **method, "data": {"train": file.id}, "seed": 0,
+    return _queue_training(session, settings, project, rows, "reviewed", {"model": model, **method}, epochs)
+
+
+def _queue_training(session: Session, settings: Settings, project: Project, rows: list[dict[str, Any]], what: str,
+                    fields: dict[str, Any], epochs: int | None, api_method: dict[str, Any] | None = None) -> Job:
+    """Upload the exported `rows` as the training file and queue a train job on them: the recipe's `fields`
+    (model, method and its options), the method's defaults unless `epochs` is given."""
+    body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
+    file = file_service.save_upload(session, settings, stream=io.BytesIO(body),
+                                    filename=f"{project.name}-{what}.jsonl", purpose="fine-tune")
+    suffix = re.sub(r"[^A-Za-z0-9-]+", "-", project.name)[:40].strip("-") or None
+    recipe = parse_recipe({**fields, "data": {"train": file.id}, "seed": 0,
                            "hyperparameters": {"epochs": epochs} if epochs else {},
                            "checkpoints": {"each_epoch": True, "keep_last": 3}, "evaluation": {"each_epoch": False}})
-    return job_service.create_train_job(session, recipe, suffix=suffix,
+    return job_service.create_train_job(session, recipe, suffix=suffix, method=api_method,
                                         metadata={"project": project.id, "examples": str(len(rows))})
 
 
@@ -96,17 +103,10 @@ def _train_dpo(session: Session, settings: Settings, project: Project, *, model:
     if len(rows) < MIN_EXAMPLES:
         raise ServiceError(409, f"project '{project.name}' has {len(rows)} preference pair(s) to train on; at least "
                                 f"{MIN_EXAMPLES} are needed", "project", "too_few_reviewed")
-    body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()
-    file = file_service.save_upload(session, settings, stream=io.BytesIO(body),
-                                    filename=f"{project.name}-pairs.jsonl", purpose="fine-tune")
-    suffix = re.sub(r"[^A-Za-z0-9-]+", "-", project.name)[:40].strip("-") or None
-    recipe = parse_recipe({"model": model, "method": "dpo", "data": {"train": file.id}, "seed": 0,
-                           "hyperparameters": {"epochs": epochs} if epochs else {},
-                           "checkpoints": {"each_epoch": True, "keep_last": 3}, "evaluation": {"each_epoch": False}})
-    return job_service.create_train_job(session, recipe, suffix=suffix, method={"type": "dpo", "dpo": {
-        "hyperparameters": {"beta": recipe.dpo.beta, "n_epochs": epochs or "auto", "batch_size": "auto",
-                            "learning_rate_multiplier": "auto"}}},
-                                        metadata={"project": project.id, "examples": str(len(rows))})
+    shown = {"type": "dpo", "dpo": {"hyperparameters": {"beta": "auto", "n_epochs": epochs or "auto",
+                                                        "batch_size": "auto", "learning_rate_multiplier": "auto"}}}
+    return _queue_training(session, settings, project, rows, "pairs", {"model": model, "method": "dpo"}, epochs,
+                           shown)
 
 
 def project_jobs(session: Session, project: Project) -> list[Job]:
