@@ -12,6 +12,18 @@ from playwright.sync_api import expect
 from tests.web.conftest import PASSWORDS, screenshot
 
 
+def answer_and_move_on(page, key="1"):
+    """Press `key` and Enter on the record on screen, once one is there, and wait for the queue to move on; returns
+    the answered record's id. (Reading the id before the first record has arrived gives None, and then nothing waits.)"""
+    record = page.locator("#record")
+    expect(record).to_have_attribute("data-record-id", re.compile(r"^\d+$"))
+    shown = record.get_attribute("data-record-id")
+    page.keyboard.press(key)
+    page.keyboard.press("Enter")
+    expect(record).not_to_have_attribute("data-record-id", shown)
+    return shown
+
+
 def _annotations(server, project_name: str, username: str, status: str = "submitted"):
     from tuneloop.store import review as store
 
@@ -616,10 +628,7 @@ def test_counters_tell_done_partly_done_and_not_started_apart(review_server, log
     page.goto(review_server["base"] + "/projects/pairs/queue?order=id")
     expect(page.get_by_test_id("queue-counters")).to_contain_text("0 of 3 done, 0 partly done, 3 not started")
     for _ in range(2):
-        shown = page.locator("#record").get_attribute("data-record-id")
-        page.keyboard.press("1")
-        page.keyboard.press("Enter")
-        expect(page.locator("#record")).not_to_have_attribute("data-record-id", shown)
+        answer_and_move_on(page)
     expect(page.get_by_test_id("queue-counters")).to_contain_text("0 of 3 done, 2 partly done, 1 not started")
     page.goto(review_server["base"] + "/projects/pairs")
     expect(page.get_by_test_id("count-partly")).to_have_text("2")
@@ -653,10 +662,7 @@ def test_guidelines_keys_history_and_chart_colours_read_well(review_server, logi
     expect(guidelines.locator("script")).to_have_count(0)
     expect(guidelines).to_contain_text("<script>alert(1)</script>")  # shown as text
     for key in ("2", "1", "1"):  # l2 once, l1 twice
-        first = page.locator("#record").get_attribute("data-record-id")
-        page.keyboard.press(key)
-        page.keyboard.press("Enter")
-        expect(page.locator("#record")).not_to_have_attribute("data-record-id", first)
+        answer_and_move_on(page, key)
     from tuneloop.store import review as store
 
     with review_server["app"].state.sessions() as session:
@@ -753,11 +759,9 @@ def test_gold_questions_reach_annotators_unmarked_and_the_lead_sees_their_accura
     page = login("ann")
     page.goto(review_server["base"] + "/projects/golden/queue?order=id")
     for _ in range(6):
-        shown = page.locator("#record").get_attribute("data-record-id")
+        expect(page.locator("#record")).to_have_attribute("data-record-id", re.compile(r"^\d+$"))
         expect(page.locator("#record")).not_to_contain_text("gold")
-        page.keyboard.press("1")
-        page.keyboard.press("Enter")
-        expect(page.locator("#record")).not_to_have_attribute("data-record-id", shown)
+        answer_and_move_on(page)
     rows = page.evaluate("async () => (await (await fetch('/api/projects/golden/records?limit=500')).json()).data")
     assert {r["split"] for r in rows} == {"pool"} and len(rows) == 6  # an annotator's table leaves gold out
     for query in ("split=gold", "label=billing", "sort=annotations", "disagreement=true", "annotator=rev"):

@@ -32,7 +32,7 @@ def as_tuples(spans: Sequence[Any]) -> list[SpanT]:
 
 
 def words(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each word of `text`. Combining marks belong to the word they follow (Python's `\w` leaves
+    r"""(start, end) of each word of `text`. Combining marks belong to the word they follow (Python's `\w` leaves
     them out: 'हिन्दी' or a decomposed 'café' is one word, as the review page cuts it)."""
     out: list[tuple[int, int]] = []
     for m in WORD.finditer(text):
