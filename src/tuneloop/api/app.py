@@ -16,6 +16,7 @@ from tuneloop.api.gate import Gate
 from tuneloop.api.openapi import SESSION_COOKIE
 from tuneloop.config.settings import Settings
 from tuneloop.serve.cache import ModelCache
+from tuneloop.models.embedding import TextEmbedder
 from tuneloop.store.db import make_engine, schema_status, sessions, upgrade
 from tuneloop.web import pages
 
@@ -45,13 +46,15 @@ class ServerTiming:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from tuneloop.api.routes import native, openai_chat, openai_files, openai_fine_tuning, openai_models, projects
+    from tuneloop.api.routes import (native, openai_chat, openai_files, openai_fine_tuning, openai_graders,
+                                     openai_models, projects)
 
     engine = make_engine(settings.db_url)
     upgrade(engine)
     app = FastAPI(title="tuneloop", version="0.1.0", description="Fine-tune and serve models with people in the loop.")
     app.state.settings, app.state.engine, app.state.sessions = settings, engine, sessions(engine)
     app.state.models = ModelCache(settings)
+    app.state.embedder = TextEmbedder(settings)  # loads the encoder on first use (cosine graders)
     # The gate is the innermost middleware: it reads the session cookie that SessionMiddleware decoded.
     app.add_middleware(Gate, settings=settings, sessions=app.state.sessions)
     app.add_middleware(SessionMiddleware, secret_key=settings.session_secret(), session_cookie=SESSION_COOKIE,
@@ -80,7 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ready", "database": engine.dialect.name, "revision": current}
 
     secured = [Depends(require_key)]
-    for module in (openai_files, openai_fine_tuning, openai_models, openai_chat):
+    for module in (openai_files, openai_fine_tuning, openai_graders, openai_models, openai_chat):
         app.include_router(module.router, prefix="/v1", dependencies=secured)
     app.include_router(native.router, prefix="/api", dependencies=secured)
     app.include_router(projects.router, prefix="/api")  # people (session cookie) or API keys, checked per route

@@ -38,6 +38,23 @@ class Settings(BaseModel):
     """TUNELOOP_STALE_SECONDS: a running job whose worker has not beaten its heartbeat for this long is queued
     again (and resumes from its newest checkpoint on another worker)."""
 
+    allow_python_graders: bool = False
+    """TUNELOOP_ALLOW_PYTHON_GRADERS=1: run `python` graders (grade(sample, item) from a request or a recipe). Off by
+    default: they run in a separate process with time and memory limits, but that is not a security sandbox, so
+    turn them on only where everyone who may submit a grader is trusted."""
+
+    python_grader_seconds: float = Field(10.0, gt=0)
+    """TUNELOOP_PYTHON_GRADER_SECONDS: wall-clock and CPU limit for one batch of Python grades."""
+
+    python_grader_memory_mb: int = Field(512, ge=64)
+    """TUNELOOP_PYTHON_GRADER_MEMORY_MB: address-space limit of a Python grader's process."""
+
+    judge_base_url: str | None = None
+    """TUNELOOP_JUDGE_BASE_URL: an OpenAI-compatible endpoint (https://host/v1) for `score_model` and `label_model`
+    graders whose model this server does not serve; with TUNELOOP_JUDGE_API_KEY."""
+
+    judge_api_key: str | None = None
+
     @classmethod
     def from_env(cls) -> "Settings":
         """The one reader of TUNELOOP_* variables. Workers and training children get the object it makes,
@@ -51,7 +68,12 @@ class Settings(BaseModel):
                    max_upload_bytes=_number(env, "TUNELOOP_MAX_UPLOAD_BYTES", int, 512 * 1024 * 1024),
                    allowed_paths=[Path(p) for p in env.get("TUNELOOP_ALLOWED_PATHS", "").split(os.pathsep)
                                   if p.strip()],
-                   stale_seconds=_number(env, "TUNELOOP_STALE_SECONDS", float, 30.0))
+                   stale_seconds=_number(env, "TUNELOOP_STALE_SECONDS", float, 30.0),
+                   allow_python_graders=env.get("TUNELOOP_ALLOW_PYTHON_GRADERS", "").lower() in {"1", "true", "yes"},
+                   python_grader_seconds=_number(env, "TUNELOOP_PYTHON_GRADER_SECONDS", float, 10.0),
+                   python_grader_memory_mb=_number(env, "TUNELOOP_PYTHON_GRADER_MEMORY_MB", int, 512),
+                   judge_base_url=env.get("TUNELOOP_JUDGE_BASE_URL") or None,
+                   judge_api_key=env.get("TUNELOOP_JUDGE_API_KEY") or None)
 
     def to_child(self) -> dict:
         """What a spawned process receives: plain data (the child imports little before it can act)."""
@@ -63,8 +85,9 @@ class Settings(BaseModel):
 
     def described(self) -> str:
         """One line for logs, without the secret."""
-        shown = self.model_dump(mode="json", exclude={"secret_key"})
-        return " ".join(f"{k}={v}" for k, v in shown.items()) + (" secret_key=(set)" if self.secret_key else "")
+        shown = self.model_dump(mode="json", exclude={"secret_key", "judge_api_key"})
+        return (" ".join(f"{k}={v}" for k, v in shown.items()) + (" secret_key=(set)" if self.secret_key else "")
+                + (" judge_api_key=(set)" if self.judge_api_key else ""))
 
     @property
     def models_dir(self) -> Path:
