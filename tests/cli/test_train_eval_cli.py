@@ -130,3 +130,27 @@ def test_a_failed_run_says_why_once_and_exits_non_zero(tiny_chat_model, tmp_path
                                  "--output", str(tmp_path / "run")])
     assert result.exit_code != 0
     assert result.output.count("needs a CUDA GPU") == 1, result.output
+
+
+def test_preference_pairs_evaluate_a_reward_model_and_a_dpo_model(tiny_encoder, tiny_chat_model, tmp_path):
+    """`tuneloop eval` on pairs: a reward model by its scores, a DPO model by its implicit reward against its adapter
+    switched off (what training's eval_rewards_accuracies measures), an ORPO model by its log-probabilities."""
+    from tests.engine.test_dpo import pairs
+
+    train = write_jsonl(tmp_path / "pairs.jsonl", pairs(12))
+    test = write_jsonl(tmp_path / "test.jsonl", pairs(16)[12:])
+    invoke("train", "--model", tiny_encoder, "--method", "reward", "--data", train, "--epochs", 4, "--lr", 5e-3,
+           "--output", tmp_path / "reward")
+    invoke("eval", tmp_path / "reward", "--data", test)
+    scored = json.loads((tmp_path / "reward" / "eval-test.json").read_text())
+    assert scored["task"] == "preference" and scored["scored_by"] == "reward model" and scored["pairs"] == 4
+    assert scored["accuracy"] == 1.0 and scored["margin"] > 0
+    for method, scored_by in (("dpo", "implicit reward"), ("orpo", "log-probability")):
+        invoke("train", "--model", tiny_chat_model, "--method", method, "--data", train, "--epochs", 6, "--lr", 1e-2,
+               "--output", tmp_path / method)
+        invoke("eval", tmp_path / method, "--data", test)
+        saved = json.loads((tmp_path / method / "eval-test.json").read_text())
+        assert saved["scored_by"] == scored_by and saved["accuracy"] == 1.0, saved
+    chats = write_jsonl(tmp_path / "chats.jsonl", chat_rows(4))
+    refused = runner.invoke(app, ["eval", str(tmp_path / "reward"), "--data", str(chats)])
+    assert refused.exit_code != 0 and "is a reward model: evaluate it on preference pairs" in refused.output

@@ -72,8 +72,8 @@ def train_cmd(
     model: Annotated[Optional[str], typer.Option(help="Base model (overrides the recipe).")] = None,
     data: Annotated[Optional[list[str]], typer.Option(help="Training file or dataset version (repeatable).")] = None,
     validation: Annotated[Optional[str], typer.Option(help="Validation file or dataset version.")] = None,
-    method: Annotated[Optional[str], typer.Option(help="sft, classify, token_classify (span data) or dpo "
-                                                       "(preference pairs).")] = None,
+    method: Annotated[Optional[str], typer.Option(help="sft, classify, token_classify (span data), or on "
+                                                       "preference pairs dpo, orpo or reward (a reward model).")] = None,
     classifier: Annotated[Optional[str], typer.Option(help="With classify: head, generative or auto.")] = None,
     adapter: Annotated[Optional[str], typer.Option(help=f"Adapter type: {ADAPTERS}.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")] = None,
@@ -130,9 +130,11 @@ def eval_cmd(
 ) -> None:
     """Evaluate a model. Labelled data: accuracy, macro-F1, per-label precision/recall, confusion matrix.
     Span data (a token classifier): entity-level precision, recall and F1, per label.
-    Conversations: loss, perplexity, token accuracy, exact match and ROUGE-L of greedy answers."""
+    Conversations: loss, perplexity, token accuracy, exact match and ROUGE-L of greedy answers.
+    Preference pairs: how often the chosen answer scores above the rejected one (a reward model's score, or a DPO
+    model's implicit reward against its adapter switched off), and the mean margin."""
     from tuneloop.config.recipe import DataSource
-    from tuneloop.data.records import LabelledRecord, SpanRecord
+    from tuneloop.data.records import LabelledRecord, PreferenceRecord, SpanRecord
     from tuneloop.engine.data import load_source
     from tuneloop.evals.metrics import format_confusion, plot_confusion
     from tuneloop.models.loading import find_run_output, model_kind, run_meta
@@ -144,12 +146,20 @@ def eval_cmd(
     kind = model_kind(model, settings())
     labelled = all(isinstance(r, LabelledRecord) for r in records)
     spans = all(isinstance(r, SpanRecord) for r in records)
+    pairs = all(isinstance(r, PreferenceRecord) for r in records)
+    if kind == "reward" and not pairs:
+        fail(f"{model} is a reward model: evaluate it on preference pairs (prompt, chosen, rejected)")
+    if pairs and kind in {"classifier", "token-classifier", "encoder"}:
+        fail(f"--data {data} holds preference pairs: evaluate a reward model or a model trained on pairs on it")
     if kind == "classifier" and not labelled:
         fail(f"{model} is a classifier: evaluate it on labelled data (text + label)")
     if (kind == "token-classifier") != spans:
         fail(f"{model} is a token classifier: evaluate it on span data (text + spans)" if not spans else
              f"--data {data} is span data: evaluate a token classifier on it (tuneloop train --method token_classify)")
-    if spans:
+    if pairs:
+        preference = evaluate_pairs_with_progress(model, kind, records, max_length)
+        result = {"task": "preference", **preference.to_dict()}
+    elif spans:
         entity = evaluate_spans_with_progress(model, records, max_length)
         result = {"task": "spans", **entity.to_dict()}
     elif labelled:
@@ -169,7 +179,10 @@ def eval_cmd(
     if as_json:
         console.print_json(data=result)
         return
-    if spans:
+    if pairs:
+        console.print(f"{preference.pairs} pairs: chosen above rejected {preference.accuracy:.3f}, mean margin "
+                      f"{preference.margin:.4f} ({preference.scored_by})", highlight=False)
+    elif spans:
         print_entities(entity)
     elif labelled:
         print_classification(report)
@@ -194,7 +207,8 @@ def export_cmd(
         folder = export_run(run, out, settings(), merge=merge)
     meta = json.loads((folder / "tuneloop-export.json").read_text())
     if merge:
-        loader = {"head": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification"}.get(
+        loader = {"head": "AutoModelForSequenceClassification", "reward": "AutoModelForSequenceClassification",
+                  "token": "AutoModelForTokenClassification"}.get(
             meta["classifier"], "AutoModelForCausalLM")
         console.print(f"[green]✓[/] standalone model in {folder}\nload it: {loader}.from_pretrained('{folder}')",
                       highlight=False)
@@ -222,6 +236,25 @@ def evaluate_spans_with_progress(model_ref: str, records: list, max_length: int)
     model, tokenizer = load_model(model_ref, settings())
     with err_console.status(f"finding spans in {len(records)} texts"):
         return evaluate_spans(model, tokenizer, [r.text for r in records], [r.spans for r in records], max_length)
+
+
+def evaluate_pairs_with_progress(model_ref: str, kind: str, records: list, max_length: int):
+    from tuneloop.evals.preference import implicit_reward_pairs, reward_model_pairs
+    from tuneloop.evals.rewards import RewardScorer
+    from tuneloop.models.loading import find_run_output, load_causal_lm, run_meta
+
+    with Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task("eval", total=len(records))
+        if kind == "reward":
+            return reward_model_pairs(RewardScorer.load(model_ref, settings()), records,
+                                      on_progress=lambda n: progress.advance(task, n))
+        final = find_run_output(model_ref)
+        preference = (run_meta(final).extra.get("preference") or {}) if final is not None else {}
+        model, tokenizer = load_causal_lm(model_ref, settings())
+        return implicit_reward_pairs(model, tokenizer, records, preference.get("beta", 0.1), max_length,
+                                     average=preference.get("method") == "orpo",
+                                     on_progress=lambda n: progress.advance(task, n))
 
 
 def print_entities(report) -> None:

@@ -143,6 +143,24 @@ class PreferenceSection(_Section):
     fine-tuning then needs no second copy of the model in memory)."""
 
 
+class OddsRatioSection(_Section):
+    """ORPO (method orpo): preference pairs with no reference model."""
+
+    beta: float = Field(0.1, gt=0)
+    """Weight of the odds-ratio term beside the chosen answer's NLL (the paper's lambda)."""
+
+
+class RewardSection(_Section):
+    """Training a reward model (method reward) on preference pairs."""
+
+    use_margin: bool = True
+    """Subtract each pair's own `margin` field (a number; 0 where a pair has none) inside the Bradley-Terry loss: the
+    chosen answer must win by at least that much."""
+    center_coefficient: float = Field(0.0, ge=0)
+    """Weight of (r(chosen) + r(rejected))^2, which keeps the rewards centred on 0 (TRL's center_rewards_coefficient;
+    0.01 is a common choice)."""
+
+
 class Recipe(_Section):
     model: str = "smollm2-135m-instruct"
     """Base model: a registry name, a folder, a .gguf file, a hub id, or a previous run folder
@@ -150,13 +168,18 @@ class Recipe(_Section):
     method: str = "sft"
     """A registered training method (engine/methods/). sft: learn the assistant answers. classify: learn the
     label of each text (see classifier). token_classify: named entities in span data. dpo: prefer the chosen
-    answer of each preference pair over the rejected one (see dpo)."""
+    answer of each preference pair over the rejected one (see dpo); orpo: the same with no reference model. reward: a reward model that scores the chosen
+    answer above the rejected one (see reward)."""
     classifier: Literal["auto", "head", "generative"] = "auto"
     """With method classify: 'head' trains a sequence-classification layer on an encoder or a decoder;
     'generative' teaches a chat model to answer with the label (scored by each label's likelihood);
     'auto' picks head for encoders and generative for chat models."""
     dpo: PreferenceSection = Field(default_factory=PreferenceSection)
     """With method dpo: the loss and its knobs."""
+    orpo: OddsRatioSection = Field(default_factory=OddsRatioSection)
+    """With method orpo: the weight of the odds-ratio term."""
+    reward: RewardSection = Field(default_factory=RewardSection)
+    """With method reward: the margin and centring of the Bradley-Terry loss."""
     train_on: Literal["assistant", "all"] = "assistant"
     """sft loss on assistant tokens only (honouring weight: 0), or on every token."""
     data: DataSection = Field(default_factory=DataSection)

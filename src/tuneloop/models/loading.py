@@ -134,12 +134,14 @@ def run_meta(final: Path) -> RunMeta:
 
 
 def model_kind(ref: str, settings: Settings) -> str:
-    """'chat', 'causal', 'encoder', 'classifier' (a run that trained a classification head), or
-    'token-classifier' (a run that trained a token-classification head)."""
+    """'chat', 'causal', 'encoder', 'classifier' (a run that trained a classification head), 'token-classifier' (a
+    run that trained a token-classification head), or 'reward' (a reward model)."""
     if (final := find_run_output(ref)) is not None:
         meta = run_meta(final)
         if meta.has_token_head:
             return "token-classifier"
+        if meta.is_reward:
+            return "reward"
         return "classifier" if meta.has_head else model_kind(meta.base_model, settings)
     return resolve(ref).kind
 
@@ -157,6 +159,9 @@ def load_run_output(final: Path, settings: Settings, dtype: Any = None,
 
     quiet_transformers()
     meta = run_meta(final)
+    if meta.is_reward:
+        raise ModelError(f"{final.parent} is a reward model; it scores answers (`tuneloop eval` on preference pairs, "
+                         "POST /api/rewards) but cannot generate text")
     if meta.has_head or meta.has_token_head:
         raise ModelError(f"{final.parent} trained a classification head; it classifies but cannot generate "
                          "text (`tuneloop eval` scores it)")
@@ -229,7 +234,7 @@ def _load_with_head(ref: str, settings: Settings, labels: list[str] | None, dtyp
 def load_model(ref: str, settings: Settings, dtype: Any = None, on_stage: StageFn | None = None) -> tuple[Any, Any]:
     """Whatever a reference names, ready to use: a trained classifier, or a causal LM (with its adapter)."""
     kind = model_kind(ref, settings)
-    if kind == "classifier":
+    if kind in {"classifier", "reward"}:
         return load_sequence_classifier(ref, settings, dtype=dtype, on_stage=on_stage)
     if kind == "token-classifier":
         return load_token_classifier(ref, settings, dtype=dtype, on_stage=on_stage)

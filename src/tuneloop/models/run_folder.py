@@ -104,7 +104,8 @@ class RunMeta:
     adapter: str
     classifier: str | None = None
     """'head' (a sequence-classification head), 'token' (a token-classification head over BIO tags, whose
-    `label_set` is the tags), 'generative', or None (not a classifier)."""
+    `label_set` is the tags), 'reward' (a one-output head that scores a conversation), 'generative', or None (not a
+    classifier)."""
     label_set: list[str] | None = None
     steps: int = 0
     started_from: str | None = None
@@ -117,7 +118,12 @@ class RunMeta:
 
     @property
     def has_head(self) -> bool:
-        return self.classifier == "head"
+        """A sequence-classification head: a classifier's, or a reward model's one output."""
+        return self.classifier in {"head", "reward"}
+
+    @property
+    def is_reward(self) -> bool:
+        return self.classifier == "reward"
 
     @property
     def has_token_head(self) -> bool:

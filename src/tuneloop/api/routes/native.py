@@ -3,11 +3,15 @@ their recipes, events and evaluations (saved by `tuneloop eval`), and jobs of ev
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.api.deps import SessionDep, SettingsDep
 from tuneloop.services import catalog
 from tuneloop.services import jobs as job_service
+from tuneloop.services import rewards as reward_service
 from tuneloop.store import repo
 
 router = APIRouter(tags=["native"])
@@ -71,3 +75,23 @@ def get_job_events(session: SessionDep, job_id: str, since: int = Query(0, ge=0)
 @router.post("/jobs/{job_id}/cancel")
 def cancel_job(session: SessionDep, job_id: str) -> dict:
     return job_service.job_view(job_service.request_cancel(session, job_id, kind=None))
+
+
+class PromptMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str = Field(max_length=100_000)
+
+
+class RewardRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(min_length=1, description="A reward model: a run of method reward, or its fine-tuned id")
+    messages: list[PromptMessage] = Field(min_length=1, max_length=256, description="The prompt the candidates answer")
+    candidates: list[str] = Field(min_length=1, max_length=64, description="Answers to score")
+
+
+@router.post("/rewards")
+def score_candidates(body: RewardRequest, session: SessionDep, settings: SettingsDep) -> dict:
+    """Each candidate's reward from a trained reward model, best first: `data: [{index, text, score}]`."""
+    return reward_service.rank(session, settings, body.model, [m.model_dump() for m in body.messages],
+                               body.candidates)

@@ -75,13 +75,13 @@ def pair_messages(record: PreferenceRecord) -> tuple[list[dict[str, Any]], list[
 
 
 def tokenize_pairs(tokenizer: Any, records: list[Any], max_length: int, first_index: int = 0,
-                   split: str = "training") -> tuple[list[PairExample], int]:
+                   split: str = "training", method: str = "dpo") -> tuple[list[PairExample], int]:
     """Pairs whose chosen and rejected answers both keep a token after truncation, and how many were dropped;
     ValueError naming the first example that is not a preference pair."""
     examples, dropped = [], 0
     for n, record in enumerate(records):
         if not isinstance(record, PreferenceRecord):
-            raise ValueError(f"method 'dpo' needs preference pairs (prompt, chosen, rejected); {split} example "
+            raise ValueError(f"method '{method}' needs preference pairs (prompt, chosen, rejected); {split} example "
                              f"{n + 1} is a {record.kind} record")
         chosen_messages, rejected_messages = pair_messages(record)
         chosen = tokenize_messages(tokenizer, chosen_messages, max_length)
@@ -235,8 +235,8 @@ class DPO(Method):
 
     def prepare(self, tokenizer: Any, records: Any) -> Prepared:
         max_length = self.recipe.hyperparameters.max_length
-        train, dropped = tokenize_pairs(tokenizer, records.train, max_length)
-        validation, _ = tokenize_pairs(tokenizer, records.validation, max_length, len(train), "validation")
+        train, dropped = tokenize_pairs(tokenizer, records.train, max_length, method=self.name)
+        validation, _ = tokenize_pairs(tokenizer, records.validation, max_length, len(train), "validation", self.name)
         if not train:
             raise ValueError("no training pair keeps an answer token on both sides after truncation to max_length")
         return Prepared(train, validation, dropped)

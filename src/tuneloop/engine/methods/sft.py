@@ -270,7 +270,7 @@ def generative_defaults(adapter: str, examples: int) -> Defaults:
 
 
 def check_generates(recipe: Any, model_kind: str) -> None:
-    if model_kind in {"encoder", "classifier"}:
+    if model_kind in {"encoder", "classifier", "reward", "token-classifier"}:
         raise ValueError(f"method '{recipe.method}' needs a model that generates text; '{recipe.model}' is an "
                          "encoder or classifier (use method: classify)")
 
