@@ -150,6 +150,18 @@ class OddsRatioSection(_Section):
     """Weight of the odds-ratio term beside the chosen answer's NLL (the paper's lambda)."""
 
 
+class UnpairedSection(_Section):
+    """KTO (method kto): answers marked desirable or undesirable one by one."""
+
+    beta: float = Field(0.1, gt=0)
+    """How far the policy may move from the reference (the reward scale), as in DPO."""
+    desirable_weight: float | None = Field(None, gt=0)
+    """Weight of the desirable answers' loss. Empty: from the class counts (the smaller class weighted up so that
+    w_D * n_D = w_U * n_U)."""
+    undesirable_weight: float | None = Field(None, gt=0)
+    """Weight of the undesirable answers' loss. Empty: from the class counts."""
+
+
 class RewardSection(_Section):
     """Training a reward model (method reward) on preference pairs."""
 
@@ -168,7 +180,8 @@ class Recipe(_Section):
     method: str = "sft"
     """A registered training method (engine/methods/). sft: learn the assistant answers. classify: learn the
     label of each text (see classifier). token_classify: named entities in span data. dpo: prefer the chosen
-    answer of each preference pair over the rejected one (see dpo); orpo: the same with no reference model. reward: a reward model that scores the chosen
+    answer of each preference pair over the rejected one (see dpo); orpo: the same with no reference model; kto:
+    answers marked desirable or undesirable (see kto). reward: a reward model that scores the chosen
     answer above the rejected one (see reward)."""
     classifier: Literal["auto", "head", "generative"] = "auto"
     """With method classify: 'head' trains a sequence-classification layer on an encoder or a decoder;
@@ -176,6 +189,8 @@ class Recipe(_Section):
     'auto' picks head for encoders and generative for chat models."""
     dpo: PreferenceSection = Field(default_factory=PreferenceSection)
     """With method dpo: the loss and its knobs."""
+    kto: UnpairedSection = Field(default_factory=UnpairedSection)
+    """With method kto: beta and the two class weights."""
     orpo: OddsRatioSection = Field(default_factory=OddsRatioSection)
     """With method orpo: the weight of the odds-ratio term."""
     reward: RewardSection = Field(default_factory=RewardSection)

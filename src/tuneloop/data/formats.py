@@ -6,6 +6,7 @@ and writes any record it can represent back to an object.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -22,15 +23,17 @@ from tuneloop.data.records import (
     Record,
     Span,
     SpanRecord,
+    UnpairedRecord,
 )
 
-FORMATS = ("chat", "completion", "instruction", "preference", "prompt_chosen", "labelled", "spans")
+FORMATS = ("chat", "completion", "instruction", "preference", "prompt_chosen", "unpaired", "labelled", "spans")
 FORMAT_HELP = {
     "chat": 'OpenAI chat: {"messages": [{"role": ..., "content": ...}, ...]}',
     "completion": '{"prompt": ..., "completion": ...}',
     "instruction": 'alpaca: {"instruction": ..., "input": ..., "output": ...}',
     "preference": 'OpenAI preference: {"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}',
     "prompt_chosen": '{"prompt": ..., "chosen": ..., "rejected": ...}',
+    "unpaired": 'KTO: {"prompt": ..., "completion": ..., "label": true|false} (desirable or not)',
     "labelled": '{"text": ..., "label": ...} or {"text": ..., "labels": [...]}',
     "spans": '{"text": ..., "spans": [{"start": 0, "end": 5, "label": ...}, ...]} (character offsets)',
 }
@@ -53,6 +56,8 @@ def detect_format(obj: Any) -> str | None:
         return "preference"
     if "chosen" in keys or "rejected" in keys:
         return "prompt_chosen"
+    if "completion" in keys and "label" in keys:
+        return "unpaired"
     if "completion" in keys:
         return "completion"
     if "instruction" in keys or "output" in keys:
@@ -253,6 +258,31 @@ def _parse_prompt_chosen(c: _Checker, obj: dict) -> Record | None:
                             text_form=parsed["prompt"][1] and parsed["chosen"][1], extra=extra)
 
 
+def _parse_unpaired(c: _Checker, obj: dict) -> Record | None:
+    extra = c.unknown_keys(obj, {"prompt", "completion", "label"})
+    parsed: dict[str, tuple[list[Message] | None, bool]] = {}
+    for key, role in (("prompt", "user"), ("completion", "assistant")):
+        if key not in obj:
+            c.add("missing_field", f"missing field '{key}'", key)
+            parsed[key] = (None, False)
+        else:
+            parsed[key] = _text_or_messages(c, obj[key], key, role)
+    label = obj.get("label")
+    if "label" not in obj:
+        c.add("missing_field", "missing field 'label' (true for a desirable answer, false for an undesirable one)",
+              "label")
+    elif not isinstance(label, bool):
+        c.add("bad_label", f"field 'label' must be true or false, got {json.dumps(label)[:40]}", "label")
+    completion = parsed["completion"][0]
+    if completion is not None and not any(m.role == "assistant" for m in completion):
+        c.add("no_assistant", "field 'completion' has no assistant message", "completion")
+        return None
+    if parsed["prompt"][0] is None or completion is None or not isinstance(label, bool):
+        return None
+    return UnpairedRecord(messages=parsed["prompt"][0], completion=completion, label=label,
+                          text_form=parsed["prompt"][1] and parsed["completion"][1], extra=extra)
+
+
 def _parse_labelled(c: _Checker, obj: dict, label_set: set[str] | None) -> Record | None:
     extra = c.unknown_keys(obj, {"text", "label", "labels"})
     text = c.require(obj, "text", str, "a string")
@@ -343,7 +373,8 @@ def parse_object(obj: Any, fmt: str, number: int, where: str,
         c.add("not_object", f"expected a JSON object ({FORMAT_HELP[fmt]}), got {_type_name(obj)}")
         return None, c.problems
     parser = {"chat": _parse_chat, "completion": _parse_completion, "instruction": _parse_instruction,
-              "preference": _parse_preference, "prompt_chosen": _parse_prompt_chosen}.get(fmt)
+              "preference": _parse_preference, "prompt_chosen": _parse_prompt_chosen,
+              "unpaired": _parse_unpaired}.get(fmt)
     if fmt == "labelled":
         record = _parse_labelled(c, obj, label_set)
     elif fmt == "spans":
@@ -394,6 +425,15 @@ def dump_record(record: Record, fmt: str) -> dict[str, Any]:
                     "rejected": record.rejected[0].content, **record.extra}
         return {"prompt": _dump_messages(record.messages), "chosen": _dump_messages(record.chosen),
                 "rejected": _dump_messages(record.rejected), **record.extra}
+    if fmt == "unpaired":
+        if not isinstance(record, UnpairedRecord):
+            raise ConversionError(f"a {record.kind} record has no desirable/undesirable label; it cannot be written "
+                                  "as 'unpaired'")
+        if record.text_form and len(record.messages) == 1 and len(record.completion) == 1:
+            return {"prompt": record.messages[0].content, "completion": record.completion[0].content,
+                    "label": record.label, **record.extra}
+        return {"prompt": _dump_messages(record.messages), "completion": _dump_messages(record.completion),
+                "label": record.label, **record.extra}
     if fmt == "labelled":
         if not isinstance(record, LabelledRecord):
             raise ConversionError(f"a {record.kind} record has no label; it cannot be written as 'labelled'")

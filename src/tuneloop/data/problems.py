@@ -22,6 +22,7 @@ KINDS: dict[str, tuple[Severity, str]] = {
     "no_assistant": ("error", "No assistant message to learn from"),
     "identical_preference": ("error", "Preferred and non-preferred answers are identical"),
     "unknown_label": ("error", "Label not in the label set"),
+    "bad_label": ("error", "Label is not true or false"),
     "bad_span": ("error", "Span outside its text"),
     "overlapping_spans": ("error", "Overlapping spans"),
     "too_few_examples": ("error", "Fewer than 10 examples"),

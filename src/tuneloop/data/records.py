@@ -81,6 +81,22 @@ class PreferenceRecord(_Base):
         return [*self.messages, *self.chosen]
 
 
+class UnpairedRecord(_Base):
+    """One answer marked desirable or not (KTO's data): `{"prompt": ..., "completion": ..., "label": true|false}`, the
+    prompt and completion as strings or lists of messages."""
+
+    kind: Literal["unpaired"] = "unpaired"
+    messages: list[Message]
+    """The prompt, as a conversation."""
+    completion: list[Message]
+    label: bool
+    """True: a desirable answer; False: an undesirable one."""
+    text_form: bool = False
+
+    def to_messages(self) -> list[Message]:
+        return [*self.messages, *self.completion]
+
+
 class LabelledRecord(_Base):
     """Labelled text: `{"text": ..., "label": ...}` or `{"text": ..., "labels": [...]}`."""
 
@@ -118,7 +134,8 @@ class SpanRecord(_Base):
 
 
 Record = Annotated[
-    Union[ChatRecord, CompletionRecord, InstructionRecord, PreferenceRecord, LabelledRecord, SpanRecord],
+    Union[ChatRecord, CompletionRecord, InstructionRecord, PreferenceRecord, UnpairedRecord, LabelledRecord,
+          SpanRecord],
     Field(discriminator="kind"),
 ]
 """Any record. Parse stored records with `RecordAdapter.validate_json`."""
