@@ -162,6 +162,68 @@ class UnpairedSection(_Section):
     """Weight of the undesirable answers' loss. Empty: from the class counts."""
 
 
+class RewardSource(_Section):
+    """One reward for online RL: exactly one of `grader`, `reward_model` or `function`, with its weight."""
+
+    grader: dict[str, Any] | None = None
+    """An OpenAI-shaped grader (string_check, text_similarity, score_model, label_model, python, multi), its
+    templates over `item.<field>` (the prompt line's fields) and `sample.output_text` (the completion)."""
+    reward_model: str | None = None
+    """A trained reward model (a run of method reward): its score of the prompt and completion."""
+    function: str | None = None
+    """`module:function` (a CLI recipe): f(prompts, completions, **fields) -> list of floats, TRL's signature; run
+    in a separate process with time and memory limits, only with TUNELOOP_ALLOW_PYTHON_GRADERS=1."""
+    weight: float = 1.0
+    name: str | None = None
+    """How the reward is named in metrics (default: the grader's name, the model or the function)."""
+
+    @model_validator(mode="after")
+    def _one(self) -> "RewardSource":
+        given = [k for k in ("grader", "reward_model", "function") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a reward names exactly one of grader, reward_model or function (got "
+                             f"{', '.join(given) or 'none'})")
+        if self.function is not None and ":" not in self.function:
+            raise ValueError(f"function '{self.function}' must be written module:function")
+        return self
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.grader is not None:
+            return str(self.grader.get("name") or self.grader.get("type") or "grader")
+        return str(self.reward_model or self.function)
+
+
+class OnlineRLSection(_Section):
+    """Online RL (method grpo): completions sampled from the policy, scored by rewards, and made more likely in
+    proportion to how much better than their group they scored."""
+
+    rewards: list[RewardSource] = Field(default_factory=list)
+    """Rewards combined with their weights; at least one."""
+    num_generations: int = Field(4, ge=2, le=64)
+    """Completions sampled per prompt (a group: advantages are measured within it)."""
+    temperature: float = Field(1.0, gt=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_completion_length: int = Field(64, ge=1, le=4096)
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    """Advantages: the reward less its group's mean, divided by the group's standard deviation (group), the
+    batch's (batch), or not divided (none, as Dr. GRPO)."""
+    epsilon: float = Field(0.2, gt=0, lt=1)
+    """The PPO-style clip: the probability ratio to the policy that sampled is kept within [1 - epsilon,
+    1 + epsilon_high]."""
+    epsilon_high: float | None = Field(None, gt=0)
+    """The upper clip (DAPO's clip-higher); empty: epsilon."""
+    beta: float = Field(0.0, ge=0)
+    """Weight of the KL to the reference (the adapter switched off, or a frozen copy); 0, as TRL today, needs no
+    reference at all."""
+    loss: Literal["grpo", "dr_grpo", "dapo"] = "dapo"
+    """How token losses are averaged: per completion then over completions (grpo), over all tokens of the batch
+    (dapo, TRL's default), or summed and divided by completions x max_completion_length (dr_grpo)."""
+    log_completions: int = Field(4, ge=0)
+    """Rollouts (prompt, completion, rewards) written to rollouts.jsonl at each logging step."""
+
+
 class RewardSection(_Section):
     """Training a reward model (method reward) on preference pairs."""
 
@@ -181,7 +243,8 @@ class Recipe(_Section):
     """A registered training method (engine/methods/). sft: learn the assistant answers. classify: learn the
     label of each text (see classifier). token_classify: named entities in span data. dpo: prefer the chosen
     answer of each preference pair over the rejected one (see dpo); orpo: the same with no reference model; kto:
-    answers marked desirable or undesirable (see kto). reward: a reward model that scores the chosen
+    answers marked desirable or undesirable (see kto); grpo: online RL on prompts, with rewards from graders,
+    a reward model or a function (see grpo). reward: a reward model that scores the chosen
     answer above the rejected one (see reward)."""
     classifier: Literal["auto", "head", "generative"] = "auto"
     """With method classify: 'head' trains a sequence-classification layer on an encoder or a decoder;
@@ -189,6 +252,8 @@ class Recipe(_Section):
     'auto' picks head for encoders and generative for chat models."""
     dpo: PreferenceSection = Field(default_factory=PreferenceSection)
     """With method dpo: the loss and its knobs."""
+    grpo: OnlineRLSection = Field(default_factory=OnlineRLSection)
+    """With method grpo: rewards, sampling, advantages, clipping, KL and the loss's normalisation."""
     kto: UnpairedSection = Field(default_factory=UnpairedSection)
     """With method kto: beta and the two class weights."""
     orpo: OddsRatioSection = Field(default_factory=OddsRatioSection)

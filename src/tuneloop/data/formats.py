@@ -20,15 +20,17 @@ from tuneloop.data.records import (
     LabelledRecord,
     Message,
     PreferenceRecord,
+    PromptRecord,
     Record,
     Span,
     SpanRecord,
     UnpairedRecord,
 )
 
-FORMATS = ("chat", "completion", "instruction", "preference", "prompt_chosen", "unpaired", "labelled", "spans")
+FORMATS = ("chat", "prompts", "completion", "instruction", "preference", "prompt_chosen", "unpaired", "labelled", "spans")
 FORMAT_HELP = {
     "chat": 'OpenAI chat: {"messages": [{"role": ..., "content": ...}, ...]}',
+    "prompts": 'RL prompts: {"messages": [..., {"role": "user", ...}], ...fields graders read}',
     "completion": '{"prompt": ..., "completion": ...}',
     "instruction": 'alpaca: {"instruction": ..., "input": ..., "output": ...}',
     "preference": 'OpenAI preference: {"input": {"messages": [...]}, "preferred_output": [...], "non_preferred_output": [...]}',
@@ -51,7 +53,9 @@ def detect_format(obj: Any) -> str | None:
         return None
     keys = set(obj)
     if "messages" in keys:
-        return "chat"
+        messages = obj["messages"]
+        last = messages[-1] if isinstance(messages, list) and messages else None
+        return "prompts" if isinstance(last, dict) and last.get("role") == "user" else "chat"
     if "preferred_output" in keys or "non_preferred_output" in keys:
         return "preference"
     if "chosen" in keys or "rejected" in keys:
@@ -171,6 +175,20 @@ def _parse_chat(c: _Checker, obj: dict) -> Record | None:
         return None
     known = {k: obj[k] for k in _CHAT_KEYS - {"messages"} if k in obj}
     return ChatRecord(messages=messages, extra={**known, **extra})
+
+
+def _parse_prompts(c: _Checker, obj: dict) -> Record | None:
+    """Other keys are the fields graders read: kept, with no warning."""
+    if "messages" not in obj:
+        c.add("missing_field", "missing field 'messages'", "messages")
+        return None
+    messages = _messages(c, obj["messages"], "messages")
+    if messages is None:
+        return None
+    if not messages or messages[-1].role != "user":
+        c.add("wrong_type", "an RL prompt ends with the user's message (the model answers it)", "messages")
+        return None
+    return PromptRecord(messages=messages, extra={k: v for k, v in obj.items() if k != "messages"})
 
 
 def _parse_completion(c: _Checker, obj: dict) -> Record | None:
@@ -372,7 +390,7 @@ def parse_object(obj: Any, fmt: str, number: int, where: str,
     if not isinstance(obj, dict):
         c.add("not_object", f"expected a JSON object ({FORMAT_HELP[fmt]}), got {_type_name(obj)}")
         return None, c.problems
-    parser = {"chat": _parse_chat, "completion": _parse_completion, "instruction": _parse_instruction,
+    parser = {"chat": _parse_chat, "prompts": _parse_prompts, "completion": _parse_completion, "instruction": _parse_instruction,
               "preference": _parse_preference, "prompt_chosen": _parse_prompt_chosen,
               "unpaired": _parse_unpaired}.get(fmt)
     if fmt == "labelled":
@@ -409,8 +427,12 @@ def dump_record(record: Record, fmt: str) -> dict[str, Any]:
     """Write `record` as an object of format `fmt`; ConversionError when that format cannot hold it."""
     if fmt not in FORMATS:
         raise DataError(f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
+    if fmt == "prompts":
+        if not isinstance(record, PromptRecord):
+            raise ConversionError(f"a {record.kind} record is not an RL prompt; it cannot be written as 'prompts'")
+        return {"messages": _dump_messages(record.messages), **record.extra}
     if fmt == "chat":
-        extra = record.extra if isinstance(record, ChatRecord) else {}
+        extra = record.extra if isinstance(record, (ChatRecord, PromptRecord)) else {}
         return {"messages": _dump_messages(record.to_messages()), **extra}
     if fmt in {"preference", "prompt_chosen"}:
         if not isinstance(record, PreferenceRecord):

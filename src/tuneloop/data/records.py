@@ -42,6 +42,21 @@ class ChatRecord(_Base):
         return list(self.messages)
 
 
+class PromptRecord(_Base):
+    """A prompt for online RL (grpo, reinforcement jobs): a chat whose last message is the user's, with any other
+    fields kept in `extra`, where graders read them (`{{ item.team }}`)."""
+
+    kind: Literal["prompt"] = "prompt"
+    messages: list[Message]
+
+    def to_messages(self) -> list[Message]:
+        return list(self.messages)
+
+    def item(self) -> dict[str, Any]:
+        """The data line as graders see it: its fields and its messages."""
+        return {**self.extra, "messages": [m.model_dump(exclude_none=True) for m in self.messages]}
+
+
 class CompletionRecord(_Base):
     """Prompt/completion: `{"prompt": ..., "completion": ...}`."""
 
@@ -134,8 +149,8 @@ class SpanRecord(_Base):
 
 
 Record = Annotated[
-    Union[ChatRecord, CompletionRecord, InstructionRecord, PreferenceRecord, UnpairedRecord, LabelledRecord,
-          SpanRecord],
+    Union[ChatRecord, PromptRecord, CompletionRecord, InstructionRecord, PreferenceRecord, UnpairedRecord,
+          LabelledRecord, SpanRecord],
     Field(discriminator="kind"),
 ]
 """Any record. Parse stored records with `RecordAdapter.validate_json`."""

@@ -177,7 +177,7 @@ class Loop:
 
     def _optimizer_step(self, group: list[list[int]]) -> tuple[float, int, float]:
         """Forward/backward over the micro-batches of one step; returns (mean loss, tokens, grad norm)."""
-        batches = [self._batch(indices) for indices in group]
+        batches = [self.method.rollout(self.model, self._batch(indices)) for indices in group]
         targets = sum(self.method.targets(b) for b in batches)
         tokens = sum(self.method.tokens(b) for b in batches)
         total = 0.0
@@ -225,7 +225,7 @@ class Loop:
                     self.events.write(Step(step=step, total_steps=self.total_steps, loss=loss,
                                            lr=self.scheduler.get_last_lr()[0], grad_norm=norm, epoch=round(epoch, 4),
                                            tokens_per_second=window_tokens / max(elapsed, 1e-9),
-                                           extra=self.method.step_metrics()))
+                                           extra=self.method.step_metrics(self.state["step"])))
                     window_tokens, window_start = 0, time.perf_counter()
                 epoch_done = start + hp.gradient_accumulation >= len(micro)
                 if epoch_done:

@@ -52,6 +52,8 @@ class Answer:
     finish_reason: str
     completion_tokens: int
     logprobs: list[dict[str, Any]] | None = None
+    token_ids: list[int] | None = None
+    """The generated tokens, the end token included (complete_batch): what RL scores and trains on."""
 
 
 class StopWhenSet(StoppingCriteria):
@@ -164,24 +166,33 @@ def complete_batch(model: Any, tokenizer: Any, conversations: Sequence[list[dict
     are those `complete` gives one by one. Stop strings are for `complete` and `stream`."""
     if options.stop:
         raise ValueError("complete_batch takes no stop strings; use complete() for each conversation")
+    prompts = [encode_chat(tokenizer, messages)[0].tolist() for messages in conversations]
+    return complete_ids(model, tokenizer, prompts, options, batch_size)
+
+
+@torch.no_grad()
+def complete_ids(model: Any, tokenizer: Any, prompts: Sequence[list[int]], options: GenerationOptions,
+                 batch_size: int = 8) -> list[Answer]:
+    """`complete_batch` on prompts already encoded (`encode_chat`): RL scores and trains on exactly these tokens.
+    With a seed, each batch of `batch_size` starts from it."""
     device, eos = next(model.parameters()).device, _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers: list[Answer] = []
-    for start in range(0, len(conversations), batch_size):
-        prompts = [encode_chat(tokenizer, messages)[0].tolist() for messages in conversations[start:start + batch_size]]
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)  # (B, width)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    for start in range(0, len(prompts), batch_size):
+        prompts_part = list(prompts[start:start + batch_size])
+        width = max(len(p) for p in prompts_part)
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts_part], device=device)  # (B, width)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts_part], device=device)
         if options.seed is not None:
             torch.manual_seed(options.seed)
         out = model.generate(input_ids=ids, attention_mask=mask, output_scores=options.logprobs,
                              return_dict_in_generate=True, **_kwargs(tokenizer, options, width))
-        for row in range(len(prompts)):
+        for row in range(len(prompts_part)):
             new = out.sequences[row, width:].tolist()
             ends = [i for i, token in enumerate(new) if token in eos]
             new = new[: ends[0] + 1] if ends else new  # after its end a row is filled with padding
             answer = Answer(tokenizer.decode(new, skip_special_tokens=True), _finish(new, eos, options, False),
-                            len(new))
+                            len(new), token_ids=new)
             if options.logprobs:
                 answer.logprobs = _logprobs(tokenizer, new, [scores[row] for scores in out.scores],
                                             options.top_logprobs)

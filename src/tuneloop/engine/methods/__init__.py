@@ -58,7 +58,7 @@ class Defaults:
 class Method(ABC):
     """The method protocol. The loop calls, in order: `load` (policy, and whatever else the method needs:
     a reference or a teacher model), `prepare` (records to examples), `defaults` and `parameter_groups`,
-    then per micro-batch `collate`, `targets`, `tokens` and `loss`, and `evaluate` and `run_meta` as it
+    then per micro-batch `collate`, `rollout`, `targets`, `tokens` and `loss`, and `evaluate` and `run_meta` as it
     evaluates and saves. A subclass sets `name` and `task_type` and implements the ones marked so."""
 
     name: ClassVar[str] = ""
@@ -87,10 +87,15 @@ class Method(ABC):
         checkpoint (the model is still the one the run started from): e.g. a reference model's log-probabilities
         computed once, at the training precision (`ctx.autocast`). By default nothing."""
 
-    def step_metrics(self) -> dict[str, float]:
-        """What the method measured over the micro-batches since the last call (written with each step event,
-        beside the loss); by default nothing."""
+    def step_metrics(self, step: int = 0) -> dict[str, float]:
+        """What the method measured over the micro-batches since the last call (written with the event of optimizer
+        step `step`, beside the loss); by default nothing."""
         return {}
+
+    def rollout(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An online method makes its training batch here from the current model (generation and rewards), before
+        `targets`, `tokens` and `loss` see it; by default the batch as collated."""
+        return batch
 
     def parameter_groups(self, model: Any, hyperparameters: Any) -> list[dict[str, Any]]:
         """Optimizer parameter groups; by default every trainable parameter at the learning rate."""

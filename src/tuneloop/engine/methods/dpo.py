@@ -339,7 +339,7 @@ class DPO(Method):
             return int(batch["attention_mask"].sum())
         return int(2 * batch["prompt_mask"].sum() + batch["answer_mask"].sum())
 
-    def step_metrics(self) -> dict[str, float]:
+    def step_metrics(self, step: int = 0) -> dict[str, float]:
         out = {name: round(sum(v) / len(v), 6) for name, v in self.window.items() if v}
         self.window = {}
         return out

@@ -179,7 +179,7 @@ class KTO(DPO):
     def targets(self, batch: dict[str, torch.Tensor]) -> int:
         return len(batch["desirable"])
 
-    def step_metrics(self) -> dict[str, float]:
+    def step_metrics(self, step: int = 0) -> dict[str, float]:
         return _summary(self._take())
 
     def _take(self) -> dict[str, list[float]]:

@@ -166,7 +166,7 @@ class RewardModel(HeadClassifier):
     def targets(self, batch: dict[str, torch.Tensor]) -> int:
         return len(batch["margin"])
 
-    def step_metrics(self) -> dict[str, float]:
+    def step_metrics(self, step: int = 0) -> dict[str, float]:
         out = {name: round(sum(v) / len(v), 6) for name, v in self.window.items() if v}
         self.window = {}
         return out
