@@ -204,3 +204,29 @@ def test_bad_data_and_settings_are_named(tiny_chat_model, tmp_path):
         recipe(tiny_chat_model, chats, grpo={"rewards": [{"weight": 1.0}]})
     with pytest.raises(TrainingError, match="at least one reward"):
         train(recipe(tiny_chat_model, chats, grpo={"rewards": []}), get_settings(), tmp_path / "run2")
+
+
+def test_the_grouped_layout_gives_the_whole_rows_log_probabilities_and_gradients(tiny_chat_model):
+    """Each prompt run once with its completions continuing from its KV cache: the same log-probabilities and the
+    same gradients as every (prompt, completion) row run whole."""
+    from transformers import AutoModelForCausalLM
+
+    from tuneloop.engine.methods.grpo import PromptExample, grouped_batch
+    from tuneloop.engine.methods.sft import collate
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_chat_model)
+    prompts = [PromptExample([1, 5, 9, 14, 20, 3], [], {}, 0), PromptExample([1, 7, 3], [], {}, 1)]
+    completions = [[4, 8, 2], [6], [10, 11, 12, 2], [13, 2]]
+    rows = [Example(prompts[i // 2].prompt_ids + c, [IGNORE] * len(prompts[i // 2].prompt_ids) + c)
+            for i, c in enumerate(completions)]
+    grouped = grouped_batch(prompts, completions, 0)
+    whole = collate(rows, 0)
+    results = []
+    for batch in (grouped, whole):
+        model.zero_grad()
+        logps = completion_logps(model, batch, 0.8)
+        (logps * torch.linspace(-1, 1, len(logps))).sum().backward()
+        results.append((logps.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert results[0][0].tolist() == pytest.approx(results[1][0].tolist(), abs=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(results[0][1], results[1][1]))

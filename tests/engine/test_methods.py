@@ -120,7 +120,7 @@ def test_a_method_registered_in_a_test_trains_and_resumes_exactly(toy, tiny_chat
 def test_an_unknown_method_lists_the_registered_ones(tiny_chat_model, tmp_path):
     recipe = parse_recipe({"model": str(tiny_chat_model), "method": "ppo", "data": {"train": "x.jsonl"}})
     with pytest.raises(RecipeError, match=r"method: 'ppo' is not a registered method; registered methods: "
-                                          r"classify, dpo, sft, token_classify$"):
+                                          r"classify, dpo, grpo, kto, orpo, reward, sft, token_classify$"):
         train(recipe, get_settings(), tmp_path / "run")
     assert not (tmp_path / "run").exists()  # refused before a run folder is made
 

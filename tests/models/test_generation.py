@@ -69,3 +69,26 @@ def test_stop_strings_are_for_complete_and_stream(tiny):
     model, tokenizer = tiny
     with pytest.raises(ValueError, match="no stop strings"):
         complete_batch(model, tokenizer, CONVERSATIONS, GenerationOptions(stop=["x"]))
+
+
+def test_a_group_of_samples_reads_its_prompt_once_and_samples_the_same(tiny):
+    """RL samples several completions per prompt: with `group`, each prompt's prefill runs once and its cache is
+    repeated; greedy and seeded sampled answers are the tokens the plain batch gives."""
+    from tuneloop.models.generation import complete_ids, encode_chat
+
+    model, tokenizer = tiny
+    prompts = [encode_chat(tokenizer, c)[0].tolist() for c in CONVERSATIONS[:3] for _ in range(3)]
+    calls = []
+    hook = model.model.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape)
+                                             if kwargs.get("input_ids") is not None else None, with_kwargs=True)
+    try:
+        for options in (GenerationOptions(max_tokens=6), GenerationOptions(max_tokens=6, temperature=1.0, seed=5)):
+            calls.clear()
+            plain = complete_ids(model, tokenizer, prompts, options, batch_size=9)
+            plain_calls = list(calls)
+            calls.clear()
+            grouped = complete_ids(model, tokenizer, prompts, options, batch_size=9, group=3)
+            assert [a.token_ids for a in grouped] == [a.token_ids for a in plain]
+            assert plain_calls[0][0] == 9 and calls[0][0] == 3  # the prompts' prefill: 3 rows, not 9
+    finally:
+        hook.remove()

@@ -253,7 +253,10 @@ def train_cmd(
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the reviewed data (default: the method's).")
                       ] = None,
     method: Annotated[str, typer.Option(help="dpo: train on the project's preference pairs (preference and "
-                                             "response projects); auto: the task's own training.")] = "auto",
+                                             "response projects); reward: a reward model on those pairs or on a "
+                                             "rating project's answers to the same prompt; kto: a rating project's "
+                                             "answers (4-5 desirable, 1-2 not); auto: the task's own training.")
+                  ] = "auto",
 ) -> None:
     """Queue a fine-tuning job on the reviewed records; a worker (`tuneloop serve` or `tuneloop worker`) runs it."""
     from tuneloop.services.review import projects, rounds

@@ -84,6 +84,7 @@ def train_cmd(
     resume: Annotated[Optional[Path], typer.Option(help="Resume this run folder from its last checkpoint.")] = None,
 ) -> None:
     """Fine-tune a model. `tuneloop train --data train.jsonl` works with no recipe file."""
+    import tuneloop.evals.rl  # noqa: F401 - registers grpo's reward sources (graders, reward models, functions)
     from tuneloop.engine.loop import TrainingError, resume as resume_run, train
 
     try:

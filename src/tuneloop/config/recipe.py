@@ -104,6 +104,9 @@ class EvaluationSection(_Section):
     """Evaluate on the validation data every N optimizer steps."""
     each_epoch: bool = True
     """Evaluate at the end of each epoch."""
+    at_start: bool = False
+    """Evaluate the starting model once before the first step (an Evaluation event at step 0), to compare with:
+    the base model's reward before RL, say. It does not count for early stopping."""
 
 
 class EarlyStoppingSection(_Section):

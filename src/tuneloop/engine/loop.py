@@ -208,6 +208,10 @@ class Loop:
                                 dropped_examples=self.data.dropped, from_step=self.state["step"],
                                 method=self.recipe.method, **self.chosen_hyperparameters()))
         window_tokens, window_start, all_tokens = 0, time.perf_counter(), 0
+        if recipe.evaluation.at_start and self.state["step"] == 0 and not self.state["evals"]:
+            if metrics := self.eval_metrics():
+                self.state["evals"].append({"step": 0, **metrics})
+                self.events.write(Evaluation(0, metrics))
         while self.state["step"] < self.total_steps and not control.stop:
             micro = self._micro_batches()
             for start in range(0, len(micro), hp.gradient_accumulation):

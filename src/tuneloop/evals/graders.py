@@ -277,7 +277,7 @@ def parse(data: Any, *, allow_python: bool, param: str = "grader") -> Any:
         where = ".".join(p for p in loc if p not in {"string_check", "text_similarity", "score_model",
                                                        "label_model", "python", "multi"}
                         and not p.startswith(("dict[", "function-")))
-        where = where.replace(".[", "[")
+        where = param + where.replace(".[", "[").removeprefix("grader")
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "union_tag_invalid":
             message = (f"unknown grader type {error.get('input', {}).get('type')!r}; one of string_check, "

@@ -56,18 +56,36 @@ def implicit_reward_pairs(model: Any, tokenizer: Any, records: list[Any], beta: 
                           on_progress: Callable[[int], None] | None = None) -> PairReport:
     """DPO's implicit reward on each side, the adapter switched off as the reference; `average` (ORPO, or a model
     with no adapter): beta times the answer's mean per-token log-probability instead."""
-    from tuneloop.engine.methods.dpo import collate_pairs, pair_logps, tokenize_pairs
+    chosen, rejected, scored_by = implicit_rewards(model, tokenizer, records, beta, max_length, batch, average,
+                                                   on_progress)
+    return _report(chosen, rejected, scored_by)
+
+
+@torch.no_grad()
+def implicit_rewards(model: Any, tokenizer: Any, records: list[Any], beta: float = 0.1, max_length: int = 1024,
+                     batch: int = 8, average: bool = False, on_progress: Callable[[int], None] | None = None
+                     ) -> tuple[list[float], list[float], str]:
+    """(reward of each pair's chosen side, of its rejected side, how they were scored): see
+    `implicit_reward_pairs`. A pair whose answers keep no token after truncation is scored 0 on both sides."""
+    from tuneloop.data.records import PreferenceRecord
+    from tuneloop.engine.methods.dpo import PairExample, collate_pairs, pair_logps, tokenize_pairs
 
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    examples, _ = tokenize_pairs(tokenizer, records, max_length, method="evaluation")
+    examples: list[PairExample | None] = []
+    for record in records:
+        assert isinstance(record, PreferenceRecord)
+        kept, _ = tokenize_pairs(tokenizer, [record], max_length, method="evaluation")
+        examples.append(kept[0] if kept else None)
     use_reference = not average and hasattr(model, "disable_adapter")
     device = next(model.parameters()).device
     model.eval()
-    chosen, rejected = [], []
-    for start in range(0, len(examples), batch):
-        part = examples[start : start + batch]
-        inputs = {k: v.to(device) for k, v in collate_pairs(part, tokenizer.pad_token_id).items()}
+    chosen, rejected = [0.0] * len(records), [0.0] * len(records)
+    present = [i for i, e in enumerate(examples) if e is not None]
+    for start in range(0, len(present), batch):
+        places = present[start : start + batch]
+        part = [examples[i] for i in places]
+        inputs = {k: v.to(device) for k, v in collate_pairs(part, tokenizer.pad_token_id).items()}  # type: ignore[arg-type]
         logps, counts = pair_logps(model, inputs)
         if use_reference:
             with model.disable_adapter():
@@ -75,8 +93,8 @@ def implicit_reward_pairs(model: Any, tokenizer: Any, records: list[Any], beta: 
         else:
             logps = logps / counts.clamp(min=1)
         scores = (beta * logps).tolist()
-        chosen += scores[: len(part)]
-        rejected += scores[len(part):]
+        for j, i in enumerate(places):
+            chosen[i], rejected[i] = scores[j], scores[len(part) + j]
         if on_progress:
             on_progress(len(part))
-    return _report(chosen, rejected, "implicit reward" if use_reference else "log-probability")
+    return chosen, rejected, "implicit reward" if use_reference else "log-probability"

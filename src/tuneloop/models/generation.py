@@ -172,9 +172,11 @@ def complete_batch(model: Any, tokenizer: Any, conversations: Sequence[list[dict
 
 @torch.no_grad()
 def complete_ids(model: Any, tokenizer: Any, prompts: Sequence[list[int]], options: GenerationOptions,
-                 batch_size: int = 8) -> list[Answer]:
+                 batch_size: int = 8, group: int = 1) -> list[Answer]:
     """`complete_batch` on prompts already encoded (`encode_chat`): RL scores and trains on exactly these tokens.
-    With a seed, each batch of `batch_size` starts from it."""
+    With a seed, each batch of `batch_size` starts from it. `group`: the prompts come in runs of `group` identical
+    ones (several samples per prompt; `batch_size` a multiple of it): each run's prompt is read once and its KV cache
+    repeated for the run (transformers' prefix caching: generate() continues from the cache it is given)."""
     device, eos = next(model.parameters()).device, _eos_ids(model, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers: list[Answer] = []
@@ -183,10 +185,13 @@ def complete_ids(model: Any, tokenizer: Any, prompts: Sequence[list[int]], optio
         width = max(len(p) for p in prompts_part)
         ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts_part], device=device)  # (B, width)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts_part], device=device)
+        extra: dict[str, Any] = {}
+        if group > 1 and width > 1:
+            extra["cache"] = _prefix_cache(model, ids[::group, :-1], mask[::group, :-1], group)
         if options.seed is not None:
             torch.manual_seed(options.seed)
         out = model.generate(input_ids=ids, attention_mask=mask, output_scores=options.logprobs,
-                             return_dict_in_generate=True, **_kwargs(tokenizer, options, width))
+                             return_dict_in_generate=True, **_kwargs(tokenizer, options, width), **extra)
         for row in range(len(prompts_part)):
             new = out.sequences[row, width:].tolist()
             ends = [i for i, token in enumerate(new) if token in eos]
@@ -198,6 +203,14 @@ def complete_ids(model: Any, tokenizer: Any, prompts: Sequence[list[int]], optio
                                             options.top_logprobs)
             answers.append(answer)
     return answers
+
+
+def _prefix_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, group: int) -> Any:
+    """The KV cache of each (left-padded) prompt but its last token, each repeated `group` times in place."""
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    cache = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True).past_key_values
+    cache.batch_repeat_interleave(group)
+    return cache
 
 
 def stream(model: Any, tokenizer: Any, messages: list[dict[str, Any]], options: GenerationOptions,

@@ -25,8 +25,7 @@ def parse_grader(settings: Settings, data: Any, param: str = "grader", session: 
     try:
         grader = graders.parse(data, allow_python=settings.allow_python_graders, param=param)
     except graders.GraderError as e:
-        raise ServiceError(400, e.message.replace("grader", param, 1) if param != "grader" else e.message,
-                           (e.param or param).replace("grader", param, 1), "invalid_grader") from None
+        raise ServiceError(400, e.message, e.param or param, "invalid_grader") from None
     if session is not None:
         for where, model in judge_models(grader, param):
             if not settings.judge_base_url:

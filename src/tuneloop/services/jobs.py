@@ -118,12 +118,39 @@ class Dpo(BaseModel):
     hyperparameters: DpoHyperparameters = Field(default_factory=DpoHyperparameters)
 
 
+class ReinforcementHyperparameters(Hyperparameters):
+    """OpenAI's reinforcement hyperparameters, then tuneloop's own (the grpo method's knobs)."""
+
+    compute_multiplier: _number(float, 0, 16, auto=True) = "auto"
+    """Scales the completions sampled per prompt (4 at 1; at least 2)."""
+    eval_interval: _number(int, 1, 10_000_000, auto=True) = "auto"
+    """Evaluate on the validation file every N steps (auto: each epoch)."""
+    eval_samples: _number(int, 1, 1, auto=True) = "auto"
+    """Completions per validation prompt: one greedy completion in this build."""
+    reasoning_effort: Literal["default", "low", "medium", "high"] | None = None
+    """Accepted for OpenAI's clients; the models trained here do not reason, so it changes nothing."""
+    num_generations: _number(int, 2, 64, auto=False) = None
+    temperature: _real(0.01, 2.0) = None
+    max_completion_length: _number(int, 1, 4096, auto=False) = None
+    beta: _real(0.0, 100.0) = None
+    epsilon: _real(0.001, 0.999) = None
+    loss: Literal["grpo", "dr_grpo", "dapo"] | None = None
+    scale_rewards: Literal["group", "batch", "none"] | None = None
+
+
+class Reinforcement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grader: dict[str, Any] = Field(description="An OpenAI grader: string_check, text_similarity, score_model, "
+                                               "label_model, python (where the server allows) or multi")
+    hyperparameters: ReinforcementHyperparameters = Field(default_factory=ReinforcementHyperparameters)
+
+
 class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     supervised: Supervised | None = None
     dpo: Dpo | None = None
-    reinforcement: dict[str, Any] | None = None
+    reinforcement: Reinforcement | None = None
 
 
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -168,15 +195,20 @@ def _method(request: JobCreate) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ServiceError(400, f"method.{others[0]}: given with method.type '{method.type}'; set method.type to "
                                 f"'{others[0]}', or put the hyperparameters under method.{method.type}",
                            f"method.{others[0]}")
-    if method.type == "reinforcement":
-        raise ServiceError(400, "method.type 'reinforcement' is not available in this build yet; use 'supervised' "
-                                "or 'dpo'", "method.type", "unsupported_method")
+    if method.type == "reinforcement" and method.reinforcement is None:
+        raise ServiceError(400, "method.reinforcement: a reinforcement job needs method.reinforcement.grader",
+                           "method.reinforcement.grader")
     hp: Hyperparameters = (method.dpo or Dpo()).hyperparameters if method.type == "dpo" else \
+        method.reinforcement.hyperparameters if method.reinforcement is not None else \
         (method.supervised or Supervised()).hyperparameters
     given = {k: v for k, v in hp.model_dump(exclude_none=True).items() if v != "auto"}
     stored = {"n_epochs": hp.n_epochs, "batch_size": hp.batch_size,
               "learning_rate_multiplier": hp.learning_rate_multiplier,
               **({"beta": hp.beta} if isinstance(hp, DpoHyperparameters) else {}), **given}
+    if isinstance(hp, ReinforcementHyperparameters):
+        stored.update({k: getattr(hp, k) for k in ("compute_multiplier", "eval_interval", "eval_samples")})
+        return {"type": "reinforcement", "reinforcement": {"grader": method.reinforcement.grader,
+                                                           "hyperparameters": stored}}, given
     return {"type": method.type, method.type: {"hyperparameters": stored}}, given
 
 
@@ -213,17 +245,27 @@ def request_recipe(request: JobCreate) -> Recipe:
         data["validation"] = request.validation_file
     hyperparameters = {"epochs": given.get("n_epochs"), "batch_size": given.get("batch_size", 8),
                        **{k: given[k] for k in ("max_length", "max_steps") if k in given}}
+    sections: dict[str, Any] = {}
+    if kind == "dpo":
+        sections["dpo"] = {k: given[k] for k in ("beta", "loss", "label_smoothing", "sft_weight") if k in given}
+    if kind == "reinforcement":
+        rl = {k: given[k] for k in ("num_generations", "temperature", "max_completion_length", "beta", "epsilon",
+                                    "loss", "scale_rewards") if k in given}
+        if "num_generations" not in rl and "compute_multiplier" in given:
+            rl["num_generations"] = max(2, round(4 * float(given["compute_multiplier"])))
+        sections["grpo"] = {"rewards": [{"grader": method["reinforcement"]["grader"]}], **rl}
     try:
-        preference = {k: given[k] for k in ("beta", "loss", "label_smoothing", "sft_weight") if k in given}
         recipe = parse_recipe({
-            "model": request.model, "method": "sft" if kind == "supervised" else kind, "data": data,
-            "seed": request.seed or 0, **({"dpo": preference} if kind == "dpo" else {}),
+            "model": request.model, "method": {"supervised": "sft", "reinforcement": "grpo"}.get(kind, kind),
+            "data": data, "seed": request.seed or 0, **sections,
             "adapter": {"type": given.get("adapter", "lora"), **({"r": given["lora_rank"]} if "lora_rank" in given else {}),
                         **({"alpha": given["lora_alpha"]} if "lora_alpha" in given else {})},
             "hyperparameters": hyperparameters,
             "checkpoints": {"each_epoch": True, "keep_last": 3,
                             **({"every_steps": given["checkpoint_steps"]} if "checkpoint_steps" in given else {})},
-            "evaluation": {"each_epoch": request.validation_file is not None}})
+            "evaluation": {"each_epoch": request.validation_file is not None and "eval_interval" not in given,
+                           **({"every_steps": given["eval_interval"]} if "eval_interval" in given else {}),
+                           "at_start": kind == "reinforcement" and request.validation_file is not None}})
     except RecipeError as e:
         raise ServiceError(400, str(e), f"method.{kind}.hyperparameters") from None
     if "learning_rate_multiplier" in given:
@@ -237,6 +279,10 @@ def create_job(session: Session, settings: Settings, body: dict[str, Any] | JobC
     """A fine-tuning job from an OpenAI request (checked as `JobCreate`, its model by `check_model`)."""
     request = parse_request(body)
     check_model(settings, request.model, any_path=any_path)
+    if request.method is not None and request.method.reinforcement is not None:
+        from tuneloop.services.graders import parse_grader
+
+        parse_grader(settings, request.method.reinforcement.grader, "method.reinforcement.grader", session)
     method, given = _method(request)
     return create_train_job(session, request_recipe(request), method=method, hyperparameters=given,
                             suffix=request.suffix, metadata=request.metadata)

@@ -28,6 +28,25 @@ ORG = "tuneloop"
 
 
 PAIR_FORMATS = ("preference", "prompt_chosen")
+MAX_FIELD_PROBLEMS = 20
+
+
+def _grader_problems(recipe: dict, records: list) -> list[str]:
+    """Lines whose fields the job's graders name but the line lacks ('line 7: lacks the field team ...')."""
+    from tuneloop.evals import graders
+
+    found = []
+    for source in ((recipe.get("grpo") or {}).get("rewards") or []):
+        if not source.get("grader"):
+            continue
+        grader = graders.parse(source["grader"], allow_python=True)  # checked when the job was created
+        for line, record in records:
+            problem = graders.check_item(grader, record.item())
+            if problem is not None:
+                found.append(f"line {line}: {problem}")
+                if len(found) >= MAX_FIELD_PROBLEMS:
+                    return found
+    return found
 
 
 def validate_files(session: Session, settings: Settings, job_id: str,
@@ -39,6 +58,7 @@ def validate_files(session: Session, settings: Settings, job_id: str,
     assert job is not None
     status, error, message = "queued", None, "Files validated; job queued"
     pairs_only = (job.recipe or {}).get("method") == "dpo"  # a dpo job's files are preference pairs, line by line
+    prompts_only = (job.recipe or {}).get("method") == "grpo"  # a reinforcement job's: prompts, with graders' fields
     for param in ("training_file", "validation_file"):
         file_id = getattr(job, param)
         if file_id is None:
@@ -51,8 +71,16 @@ def validate_files(session: Session, settings: Settings, job_id: str,
             break
         stored = content_path(settings, file)
         try:
-            report = validate(Source(stored), on_progress=(lambda *_: beat()) if beat else None)
+            collected: list = []
+            report = validate(Source(stored), on_progress=(lambda *_: beat()) if beat else None,
+                              collect=collected if prompts_only else None)
             said = f"{param} {file.filename} has"
+            if prompts_only and report.format != "prompts" and report.rows:
+                said = (f"{param} {file.filename} looks like {report.format or 'unknown'} data; a reinforcement job "
+                        f"trains on prompts ({FORMAT_HELP['prompts']}):")
+                collected = []
+                report = validate(Source(stored, "prompts"), on_progress=(lambda *_: beat()) if beat else None,
+                                  collect=collected)
             if pairs_only and report.format not in PAIR_FORMATS and report.rows:  # every line as a pair, named
                 said = (f"{param} {file.filename} looks like {report.format or 'unknown'} data; a dpo job trains on "
                         f"preference pairs ({FORMAT_HELP['preference']}, or {FORMAT_HELP['prompt_chosen']}):")
@@ -60,6 +88,10 @@ def validate_files(session: Session, settings: Settings, job_id: str,
             problems = [p for kept in report.problems.values() for p in kept if p.severity == "error"]
             lines = "; ".join(f"{p.where or 'file'}: {p.message}" for p in problems[:20])
             problem = None if report.ok else f"{said} {report.errors} error(s): {lines}"
+            if problem is None and prompts_only:
+                missing = _grader_problems(job.recipe or {}, collected)
+                if missing:
+                    problem = f"{param} {file.filename} has lines the grader cannot read: {'; '.join(missing)}"
         except DataError as e:
             problem = f"{param} {file.filename} cannot be read: {e}"
         except Exception as e:  # noqa: BLE001  a reader's own error (a Parquet file broken half-way): the job fails

@@ -88,6 +88,7 @@ def run_training(parent_pid: int, run_dir: str, settings: dict) -> None:
     from tuneloop.config.settings import Settings
     from tuneloop.models.run_folder import Error, EventLog
     from tuneloop.engine.loop import TrainingError, run_in_this_process
+    import tuneloop.evals.rl  # noqa: F401 - registers grpo's reward sources (graders, reward models, functions)
 
     config = Settings.from_child(settings)
     print(f"training child {os.getpid()}: {config.described()}", file=sys.stderr, flush=True)

@@ -62,11 +62,12 @@ class EventFollower:
                     **{k: v for k, v in e.extra.items() if isinstance(v, (int, float))}}  # a method's own (DPO rewards)
             repo.add_event(session, job_id=job.id, kind="metrics", data=data,
                            message=f"Step {e.step}/{e.total_steps}: training loss={e.loss:.4f}")
-        elif isinstance(e, Evaluation) and "eval_loss" in e.metrics:
-            others = {f"valid_{k.removeprefix('eval_')}": v for k, v in e.metrics.items() if k != "eval_loss"}
-            repo.add_event(session, job_id=job.id, kind="metrics",
-                           data={"step": e.step, "valid_loss": e.metrics["eval_loss"], **others},
-                           message=f"Step {e.step}: validation loss={e.metrics['eval_loss']:.4f}")
+        elif isinstance(e, Evaluation) and e.metrics:
+            shown = {f"valid_{k.removeprefix('eval_')}": v for k, v in e.metrics.items()}
+            first = "valid_loss" if "valid_loss" in shown else next(iter(shown))
+            repo.add_event(session, job_id=job.id, kind="metrics", data={"step": e.step, **shown},
+                           message=f"Step {e.step}: validation {first.removeprefix('valid_').replace('_', ' ')}="
+                                   f"{shown[first]:.4f}")
         elif isinstance(e, Checkpoint):
             model = e.model
             repo.drop_checkpoints(session, job_id=job.id, step=e.step)  # a pause may re-save a step

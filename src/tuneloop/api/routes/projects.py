@@ -106,9 +106,11 @@ class TrainIn(Body):
         "auto", description="Classification projects: a head on the model, or the chat model answering with the "
                             "label; auto: head for encoders, generative for chat models")
     epochs: int | None = Field(None, ge=1, le=50, description="Default: the training method's")
-    method: Literal["auto", "dpo"] = Field(
+    method: Literal["auto", "dpo", "reward", "kto"] = Field(
         "auto", description="dpo: train on the project's preference pairs (preference and response projects); "
-                            "auto: the task type's own training")
+                            "reward: a reward model on those pairs, or on a rating project's answers to the same "
+                            "prompt; kto: a rating project's answers (4-5 desirable, 1-2 not); auto: the task type's "
+                            "own training")
 
 
 class RepredictIn(Body):

@@ -31,9 +31,10 @@ import torch.nn.functional as F
 
 from tuneloop.data.records import PromptRecord
 from tuneloop.engine.methods import Defaults, EvalContext, Method, Prepared, register
-from tuneloop.engine.methods.sft import (check_generates, collate, epochs_reason, labelled_logits, load_policy,
+from tuneloop.engine.methods.dpo import continuation_logps
+from tuneloop.engine.methods.sft import (check_generates, epochs_reason, labelled_logits, load_policy,
                                          scaled_epochs)
-from tuneloop.engine.tokenize import IGNORE, Example
+from tuneloop.engine.tokenize import IGNORE
 from tuneloop.models.generation import GenerationOptions, complete_ids, encode_chat
 
 RewardFn = Callable[[list[list[dict[str, Any]]], list[str], list[dict[str, Any]]], list[float]]
@@ -207,7 +208,7 @@ class GRPO(Method):
         was_training = model.training
         model.eval()
         try:
-            return complete_ids(model, self.tokenizer, ids, options, batch_size=len(ids))
+            return complete_ids(model, self.tokenizer, ids, options, batch_size=len(ids), group=per_prompt)
         finally:
             model.train(was_training)
 
@@ -243,9 +244,8 @@ class GRPO(Method):
         rewards, per_source = self.score(prompts, completions, section.num_generations)
         advantages, spread = group_advantages(rewards, len(prompts), section.scale_rewards)
         device = batch["prompt_index"].device
-        rows = [Example(p.prompt_ids + a.token_ids, [IGNORE] * len(p.prompt_ids) + a.token_ids)
-                for p, a in zip([p for p in prompts for _ in range(section.num_generations)], answers)]
-        out = {k: v.to(device) for k, v in collate(rows, self.tokenizer.pad_token_id).items()}
+        out = {k: v.to(device) for k, v in grouped_batch(prompts, [a.token_ids for a in answers],
+                                                        self.tokenizer.pad_token_id).items()}
         out["advantages"] = advantages.to(device)
         out["old_logps"] = self._logps(model, out)
         if section.beta:
@@ -286,7 +286,7 @@ class GRPO(Method):
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         section = self.recipe.grpo
         logps = completion_logps(model, batch, section.temperature)
-        counts = (batch["labels"][:, 1:] != IGNORE).sum(1)
+        counts = label_counts(batch)
         advantages = torch.repeat_interleave(batch["advantages"], counts)
         epsilon_high = section.epsilon_high if section.epsilon_high is not None else section.epsilon
         losses, clipped, kl = token_losses(logps, batch["old_logps"], advantages, section.epsilon, epsilon_high,
@@ -307,7 +307,15 @@ class GRPO(Method):
             return completions
         if section.loss == "dr_grpo":
             return completions * section.max_completion_length
-        return int((batch["labels"][:, 1:] != IGNORE).sum())
+        return int(label_counts(batch).sum())
+
+    def tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        """Tokens the batch stands for: each completion with its whole prompt (what a trainer that runs the prompt
+        once per completion processes), so tokens/s compares with other trainers."""
+        if "prompt_ids" not in batch:
+            return int(batch["attention_mask"].sum())
+        per_prompt = len(batch["advantages"]) // batch["prompt_mask"].shape[0]
+        return int(per_prompt * batch["prompt_mask"].sum() + batch["answer_mask"].sum())
 
     def step_metrics(self, step: int = 0) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -362,9 +370,40 @@ def held_out_rewards(method: GRPO, model: Any, prompts: list[PromptExample], bat
     return out
 
 
+def grouped_batch(prompts: list[PromptExample], completions: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Each prompt once, left-padded (P, W), and its completions after it, right-padded (P x G, A), every completion
+    token labelled: the layout `continuation_logps` runs (the prompt's forward shared by its group)."""
+    width = max(len(p.prompt_ids) for p in prompts)
+    prompt = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, p in enumerate(prompts):
+        prompt[row, width - len(p.prompt_ids):] = torch.tensor(p.prompt_ids)
+        prompt_mask[row, width - len(p.prompt_ids):] = 1
+    answer_width = max(len(c) for c in completions)
+    answer = torch.full((len(completions), answer_width), pad_id, dtype=torch.long)
+    answer_mask = torch.zeros((len(completions), answer_width), dtype=torch.long)
+    labels = torch.full((len(completions), answer_width), IGNORE, dtype=torch.long)
+    for row, c in enumerate(completions):
+        answer[row, : len(c)] = torch.tensor(c)
+        answer_mask[row, : len(c)] = 1
+        labels[row, : len(c)] = torch.tensor(c)
+    group = len(completions) // len(prompts)
+    return {"prompt_ids": prompt, "prompt_mask": prompt_mask, "answer_ids": answer, "answer_mask": answer_mask,
+            "answer_labels": labels, "order": torch.arange(len(prompts)).repeat_interleave(group)}
+
+
+def label_counts(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Completion tokens per completion row."""
+    if "answer_labels" in batch:
+        return (batch["answer_labels"] != IGNORE).sum(1)
+    return (batch["labels"][:, 1:] != IGNORE).sum(1)
+
+
 def completion_logps(model: Any, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
     """Each completion token's log-probability under the sampling temperature (TRL's too), row-major (the rows'
-    labelled positions in order)."""
+    labelled positions in order): the grouped layout (`grouped_batch`) or whole rows (prompt and completion)."""
+    if "prompt_ids" in batch:
+        return continuation_logps(model, batch, batch["order"], temperature)[0]
     logits, targets = labelled_logits(model, {k: batch[k] for k in ("input_ids", "attention_mask", "labels")})
     return -F.cross_entropy(logits / temperature, targets, reduction="none")
 

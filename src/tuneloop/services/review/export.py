@@ -91,9 +91,12 @@ def export_report(session: Session, project: Project, kind: str, split: str = "p
         if record.answer_source == "majority":  # the answers that made the majority
             top = Counter(task.answer_of(a.value) for a in used).most_common(1)[0][0]
             used = [a for a in used if task.answer_of(a.value) == top]
-        row = task.export_row(project, record, used, kind) if used else None
+        row = task.export_row(project, record, used, "reward" if kind == "reward_pairs" else kind) if used else None
         if row is None:
             left["nothing to learn from"] += 1
         else:
             rows.append(row)
+    if kind == "reward_pairs":  # a rating project's answers to the same prompt, paired (tasks/rating.py)
+        pairs = task.export_pairs(rows)  # type: ignore[attr-defined]
+        return Export(pairs, dict(left), policy, split)
     return Export(rows, dict(left), policy, split)

@@ -43,6 +43,11 @@ class Predictor(Protocol):
     def spans(self, texts: Sequence[str], labels: Sequence[str]) -> list[Predicted]:
         """The labelled spans found in each text (a token classifier), with a score each."""
 
+    def prefer(self, prompts: Sequence[list[dict[str, Any]]], answers: Sequence[tuple[str, str]]
+               ) -> tuple[list[tuple[float, float]], str]:
+        """(each answer pair's two scores, what scored them): a reward model's rewards, or a model trained on pairs
+        by its implicit reward against its adapter switched off."""
+
 
 class LocalModel:
     """A registered, fine-tuned (run folder or ft: id) or local model of tuneloop, run in this process."""
@@ -50,7 +55,11 @@ class LocalModel:
     def __init__(self, ref: str, settings: Settings, name: str | None = None, max_tokens: int = 256):
         from tuneloop.models.loading import load_model
 
+        from tuneloop.models.loading import find_run_output, run_meta
+
         self.name, self.max_tokens = name or ref, max_tokens
+        final = find_run_output(ref)
+        self.meta = run_meta(final) if final is not None else None
         self.model, self.tokenizer = load_model(ref, settings)
         if (has_head(self.model) or has_token_head(self.model)) and hasattr(self.model, "merge_and_unload"):
             # this copy only predicts: fold the adapter into the weights (one matmul per layer, not three)
@@ -81,6 +90,27 @@ class LocalModel:
             raise ServiceError(400, f"{self.name} finds {sorted({t[2:] for t in tags if t != 'O'})}, none of the "
                                     f"project's labels {list(labels)}", "model")
         return predict_spans(self.model, self.tokenizer, texts)
+
+    def prefer(self, prompts: Sequence[list[dict[str, Any]]], answers: Sequence[tuple[str, str]]
+               ) -> tuple[list[tuple[float, float]], str]:
+        from tuneloop.data.records import Message, PreferenceRecord
+        from tuneloop.evals.preference import implicit_rewards
+        from tuneloop.evals.rewards import RewardScorer
+
+        if self.meta is not None and self.meta.is_reward:
+            scorer = RewardScorer(self.model, self.tokenizer)
+            scores = scorer.score([[*p, {"role": "assistant", "content": a}] for p, pair in zip(prompts, answers)
+                                   for a in pair])
+            return [(scores[2 * i], scores[2 * i + 1]) for i in range(len(answers))], "reward model"
+        if has_head(self.model) or has_token_head(self.model):
+            raise ServiceError(400, f"{self.name} is a classifier: it cannot choose between two answers; use a reward "
+                                    "model or a model trained on pairs (dpo)", "model")
+        preference = (self.meta.extra.get("preference") or {}) if self.meta is not None else {}
+        records = [PreferenceRecord(messages=[Message(**m) for m in p], chosen=[Message(role="assistant", content=a)],
+                                    rejected=[Message(role="assistant", content=b)]) for p, (a, b) in zip(prompts, answers)]
+        first, second, scored_by = implicit_rewards(self.model, self.tokenizer, records, preference.get("beta", 0.1),
+                                                    average=preference.get("method") == "orpo")
+        return list(zip(first, second)), scored_by
 
     def respond(self, prompts: Sequence[list[dict[str, Any]]]) -> list[tuple[str, float]]:
         from tuneloop.models.generation import GenerationOptions, complete_batch
@@ -135,6 +165,11 @@ class Endpoint:
     def spans(self, texts: Sequence[str], labels: Sequence[str]) -> list[Predicted]:
         raise ServiceError(400, "an OpenAI-compatible endpoint answers in text and cannot mark spans; pre-label a "
                                 "spans project with a token classifier trained here (method token_classify)", "model")
+
+    def prefer(self, prompts: Sequence[list[dict[str, Any]]], answers: Sequence[tuple[str, str]]
+               ) -> tuple[list[tuple[float, float]], str]:
+        raise ServiceError(400, "an OpenAI-compatible endpoint cannot score two answers; use a reward model or a model "
+                                "trained on pairs here (dpo)", "model")
 
     def respond(self, prompts: Sequence[list[dict[str, Any]]]) -> list[tuple[str, float]]:
         out = []

@@ -38,12 +38,17 @@ def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
     types fine-tune a chat model on their `train_as` export. `epochs`: None leaves it to the method's defaults.
     `any_path`: the CLI may name any model folder; over the API, only what `job_service.check_model` allows.
     `model` None: minilm-l6 for a classifier, smollm2-135m-instruct otherwise. `method` "dpo": a project whose
-    reviewed records export preference pairs (preferences, corrected drafts) trains the dpo method on them."""
+    reviewed records export preference pairs (preferences, corrected drafts) trains the dpo method on them;
+    "reward": a reward model on those pairs (or on a rating project's answers to the same prompt, the better rated
+    preferred, by the difference in mean rating); "kto": a rating project's answers, rated 4 or 5 desirable and 1
+    or 2 not."""
     task = task_of(project)
-    if method not in (None, "auto", "dpo"):
-        raise ServiceError(400, f"method '{method}' is not one of auto, dpo", "method")
+    if method not in (None, "auto", "dpo", "reward", "kto"):
+        raise ServiceError(400, f"method '{method}' is not one of auto, dpo, reward, kto", "method")
     if method == "dpo":
         return _train_dpo(session, settings, project, model=model, epochs=epochs, any_path=any_path)
+    if method in ("reward", "kto"):
+        return _train_feedback(session, settings, project, method, model=model, epochs=epochs, any_path=any_path)
     model = model or ("minilm-l6" if (task.classifier_export or task.trains) and classifier != "generative" else
                       "smollm2-135m-instruct")
     if task.classifier_export is None and task.train_as is None and task.trains is None:
@@ -107,6 +112,28 @@ def _train_dpo(session: Session, settings: Settings, project: Project, *, model:
                                                         "batch_size": "auto", "learning_rate_multiplier": "auto"}}}
     return _queue_training(session, settings, project, rows, "pairs", {"model": model, "method": "dpo"}, epochs,
                            shown)
+
+
+def _train_feedback(session: Session, settings: Settings, project: Project, method: str, *, model: str | None,
+                    epochs: int | None, any_path: bool) -> Job:
+    """A reward model (method reward, default on minilm-l6) on the project's pairs, or KTO (default on
+    smollm2-135m-instruct) on a rating project's rated answers."""
+    task = task_of(project)
+    kind = {"reward": "reward_pairs" if "reward_pairs" in task.exports else "dpo", "kto": "kto"}[method]
+    if kind not in task.exports:
+        what = {"reward": "preference pairs or ratings", "kto": "ratings"}[method]
+        raise ServiceError(400, f"a {task.name} project's reviewed records are not {what}; {method} trains on "
+                                f"{'preference, response and rating' if method == 'reward' else 'rating'} projects",
+                           "method")
+    model = model or ("minilm-l6" if method == "reward" else "smollm2-135m-instruct")
+    job_service.check_model(settings, model, any_path=any_path, encoders=method == "reward")
+    rows = export.export_rows(session, project, kind)
+    if len(rows) < MIN_EXAMPLES:
+        unit = "pair(s)" if method == "reward" else "rated answer(s) (ratings of 3 are left out)"
+        raise ServiceError(409, f"project '{project.name}' has {len(rows)} {unit} to train a {method} model on; at "
+                                f"least {MIN_EXAMPLES} are needed", "project", "too_few_reviewed")
+    return _queue_training(session, settings, project, rows, kind.replace("_", "-"), {"model": model, "method": method},
+                           epochs)
 
 
 def project_jobs(session: Session, project: Project) -> list[Job]:

@@ -4,7 +4,9 @@ sees the two answers in their own random order and never with the models' names.
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tuneloop.services import ServiceError
@@ -29,6 +31,8 @@ class Preference(TaskType):
     widget = "compare"
     exports = ("dpo", "sft")
     train_as = "sft"
+    prelabels = True
+    round_metric = "pairwise accuracy"
 
     def read(self, item: Item) -> tuple[str, dict[str, Any]]:
         if "answers" not in item:
@@ -64,3 +68,30 @@ class Preference(TaskType):
             return {"messages": [*prompt, *assistant(better)]}
         return {"input": {"messages": prompt}, "preferred_output": assistant(better),
                 "non_preferred_output": assistant(answers[1 - value["preferred"]])}
+
+    # ---------------------------------------------------------------- a model's choice
+    def predict(self, project: Project, predictor: Any, records: list[Record],
+                uncertainty: Callable[[Sequence[float]], float]) -> list[dict[str, Any]]:
+        """Which answer a reward model (or a model trained on pairs, by its implicit reward) scores higher; its
+        confidence is sigmoid of the difference (Bradley-Terry). People never see it: which answer a model prefers
+        would anchor their choice, as a pre-label does."""
+        scores, scored_by = predictor.prefer([r.data.get("prompt", []) for r in records],
+                                             [tuple(r.data["answers"][:2]) for r in records])
+        rows = []
+        for record, (first, second) in zip(records, scores):
+            p_first = 1 / (1 + math.exp(max(-60.0, min(60.0, second - first))))
+            best = 0 if first >= second else 1
+            probs = [p_first, 1 - p_first]
+            rows.append({"record_id": record.id, "model": predictor.name, "answer": {"preferred": best,
+                         "scores": [first, second], "scored_by": scored_by}, "label": KEYS[best],
+                         "confidence": probs[best], "probabilities": dict(zip(KEYS, probs)),
+                         "uncertainty": uncertainty(probs)})
+        return rows
+
+    def holdout_score(self, pairs: list[tuple[Any, str]], labels: list[str]) -> tuple[float | None, float | None]:
+        """How often the model prefers the answer people preferred, on the held-out pairs."""
+        return sum(gold[0] == predicted for gold, predicted in pairs) / len(pairs), None
+
+    def model_report(self, pairs: list[tuple[Any, str]], labels: list[str]) -> dict[str, Any]:
+        agree = sum(gold[0] == predicted for gold, predicted in pairs)
+        return {"accuracy": round(agree / len(pairs), 4) if pairs else None, "pairs": len(pairs)}

@@ -16,8 +16,11 @@ class Rating(TaskType):
     title = "rate an answer from 1 to 5"
     widget = "scale"
     settles_by_agreement = False
-    exports = ("reward",)
-    not_trainable = "a rating project exports reward data; reward models are not trainable here yet"
+    exports = ("reward", "kto", "reward_pairs")
+    not_trainable = ("a rating project trains a reward model (method reward: its answers to the same prompt as pairs) "
+                     "or KTO (method kto: rated 4-5 desirable, 1-2 not)")
+    pairs_from_records = True
+    """`reward_pairs` pairs records with one another (answers to the same prompt): export_rows asks `export_pairs`."""
 
     def read(self, item: Item) -> tuple[str, dict[str, Any]]:
         text, data = prompt_and_answer(item, self.name)
@@ -39,5 +42,32 @@ class Rating(TaskType):
         """Every person's rating counts (their mean), not one chosen annotation."""
         ratings = [a.value["rating"] for a in annotations]
         comments = [a.value["comment"] for a in annotations if a.value.get("comment")]
+        mean = sum(ratings) / len(ratings)
+        if kind == "kto":  # KTO's unpaired format: good (4, 5) or bad (1, 2); a 3 teaches neither way
+            if 2 < mean < 4:
+                return None
+            return {"prompt": record.data["prompt"], "completion": assistant(record.data.get("answer") or ""),
+                    "label": mean >= 4, "rating": mean}
         return {"messages": [*record.data["prompt"], *assistant(record.data.get("answer") or "")],
-                "rating": sum(ratings) / len(ratings), "ratings": ratings, "comments": comments}
+                "rating": mean, "ratings": ratings, "comments": comments}
+
+    def export_pairs(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rated answers to the same prompt as preference pairs: the better rated preferred, with the difference
+        in mean rating as the pair's margin (the reward method reads it); equal ratings make no pair."""
+        import json
+
+        by_prompt: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_prompt.setdefault(json.dumps(row["messages"][:-1], sort_keys=True), []).append(row)
+        pairs = []
+        for group in by_prompt.values():
+            for i, a in enumerate(group):
+                for b in group[i + 1:]:
+                    if a["rating"] == b["rating"]:
+                        continue
+                    better, worse = (a, b) if a["rating"] > b["rating"] else (b, a)
+                    pairs.append({"input": {"messages": better["messages"][:-1]},
+                                  "preferred_output": better["messages"][-1:],
+                                  "non_preferred_output": worse["messages"][-1:],
+                                  "margin": round(better["rating"] - worse["rating"], 4)})
+        return pairs
