@@ -264,6 +264,31 @@ def test_runs_page_shows_the_loss_curve_and_events(review_server, login, tiny_ch
     screenshot(page, "run")
 
 
+def test_an_rl_runs_page_shows_its_rewards_and_latest_rollouts(review_server, login, tiny_chat_model, tmp_path):
+    """A person spots reward hacking where they look: the reward curve, and what the completions said for it."""
+    import tuneloop.evals.rl  # noqa: F401 - the grader reward source, as the CLI and the worker import it
+    from tests.conftest import write_jsonl
+    from tuneloop.config.recipe import parse_recipe
+    from tuneloop.engine.loop import train
+
+    rows = [{"messages": [{"role": "user", "content": f"which team handles ticket {i}?"}], "team": "a"} for i in range(8)]
+    grader = {"type": "string_check", "name": "has_a", "input": "{{ sample.output_text }}",
+              "reference": "{{ item.team }}", "operation": "like"}
+    recipe = parse_recipe({"model": str(tiny_chat_model), "method": "grpo", "data": {"train": [str(write_jsonl(
+        tmp_path / "prompts.jsonl", rows))]}, "hyperparameters": {"max_steps": 3, "batch_size": 2},
+        "grpo": {"rewards": [{"grader": grader}], "num_generations": 2, "max_completion_length": 6,
+                 "log_completions": 2}})
+    run = train(recipe, review_server["settings"]).run_dir
+    page = login("rev")
+    page.goto(review_server["base"] + f"/runs/{run.name}")
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    expect(page.get_by_test_id("rewards-chart").locator("svg path")).to_have_count(1)  # the mean reward per step
+    expect(page.get_by_test_id("rollouts").locator("tbody tr")).to_have_count(6)  # 2 a step, newest first
+    first = page.get_by_test_id("rollouts").locator("tbody tr").first
+    expect(first.locator("td").first).to_have_text("3")
+    expect(first).to_contain_text("which team handles ticket")
+
+
 def test_export_gives_the_expected_jsonl(review_server):
     headers = {"Authorization": f"Bearer {review_server['key']}"}
     stored = {a.record_id: a.value["label"] for a in _annotations(review_server, "tickets", "ann")}

@@ -10,6 +10,7 @@ its `RunMeta` here too (which is why it lives in `models/`, below the engine).
       checkpoints/step-N/    trainable weights, optimizer, scheduler, RNG states, data position (+ model/)
       final/                 the adapter or model, tokenizer, and run.json (RunMeta)
       eval-<data>.json       saved evaluations
+      rollouts.jsonl         online RL: a sample of each logging step's rollouts (prompt, completion, rewards)
 
 Folders written before this module existed have the same layout and load as they are: unknown keys of
 run.json and of an event are kept in `extra`, missing ones take their defaults.
@@ -24,8 +25,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-RECIPE, EVENTS, CHECKPOINTS, FINAL, META, TRAINING_LOG = (
-    "recipe.yaml", "events.jsonl", "checkpoints", "final", "run.json", "training.log")
+RECIPE, EVENTS, CHECKPOINTS, FINAL, META, TRAINING_LOG, ROLLOUTS = (
+    "recipe.yaml", "events.jsonl", "checkpoints", "final", "run.json", "training.log", "rollouts.jsonl")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,27 @@ class RunFolder:
     @property
     def training_log(self) -> Path:
         return self.path / TRAINING_LOG
+
+    @property
+    def rollouts(self) -> Path:
+        return self.path / ROLLOUTS
+
+    def read_rollouts(self, limit: int = 20) -> list[dict]:
+        """The last `limit` rollouts written (read from the file's end: it grows with every logging step)."""
+        if not self.rollouts.exists():
+            return []
+        with self.rollouts.open("rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 512 * 1024))
+            tail = f.read().decode("utf-8", errors="replace").splitlines()
+        out = []
+        for line in tail[-limit:]:
+            try:
+                out.append(json.loads(line))
+            except ValueError:  # the first line of the tail may be cut, the last one half-written
+                continue
+        return out
 
     @property
     def checkpoints(self) -> Path:

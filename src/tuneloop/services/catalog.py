@@ -74,6 +74,11 @@ def run_events(settings: Settings, run_id: str, after: int = 0, limit: int = 100
             "status": (status := run_status(events)), "finished": status in FINISHED}
 
 
+def run_rollouts(settings: Settings, run_id: str, limit: int = 20) -> dict[str, Any]:
+    """The last rollouts an online RL run kept (prompt, completion, each reward, advantage), newest last."""
+    return {"object": "list", "data": _run_folder(settings, run_id).read_rollouts(limit)}
+
+
 def evaluations(settings: Settings) -> list[dict[str, Any]]:
     """Every saved evaluation (eval-<data>.json beside its run), newest first, without per-example samples."""
     root = settings.runs_dir

@@ -37,6 +37,12 @@ def get_run(settings: SettingsDep, run_id: str) -> dict:
     return catalog.run(settings, run_id)
 
 
+@router.get("/runs/{run_id}/rollouts")
+def get_run_rollouts(settings: SettingsDep, run_id: str, limit: int = Query(20, ge=1, le=500)) -> dict:
+    """An RL run's latest rollouts (prompt, completion, rewards, advantage): where reward hacking shows."""
+    return catalog.run_rollouts(settings, run_id, limit)
+
+
 @router.get("/runs/{run_id}/events")
 def get_run_events(settings: SettingsDep, run_id: str, after: int = Query(0, ge=0),
                    limit: int = Query(1000, ge=1, le=10000)) -> dict:

@@ -36,6 +36,7 @@ from tuneloop.engine.methods.sft import (check_generates, epochs_reason, labelle
                                          scaled_epochs)
 from tuneloop.engine.tokenize import IGNORE
 from tuneloop.models.generation import GenerationOptions, complete_ids, encode_chat
+from tuneloop.models.run_folder import ROLLOUTS
 
 RewardFn = Callable[[list[list[dict[str, Any]]], list[str], list[dict[str, Any]]], list[float]]
 """(prompts as messages, completions as text, the prompts' data lines) -> one reward each (NaN: not scored)."""
@@ -46,7 +47,7 @@ REWARD_SOURCES: dict[str, RewardFactory] = {}
 ADAPTER_LEARNING_RATES = {"lora": 1e-4, "dora": 1e-4, "qlora": 1e-4, "ia3": 1e-3, "full": 1e-6, "freeze": 1e-6}
 """RL moves the policy with noisy, self-made targets: LoRA at 1e-4, a tenth of SFT's; full at TRL's 1e-6."""
 TARGET_EPOCHS, MIN_PROMPTS_SEEN, MAX_EPOCHS = 1, 200, 4
-ROLLOUTS_FILE = "rollouts.jsonl"
+ROLLOUTS_FILE = ROLLOUTS
 """In the run folder: a sample of each logging step's rollouts (prompt, completion, rewards, advantage)."""
 
 
