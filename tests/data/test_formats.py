@@ -114,3 +114,17 @@ def test_preference_pair_is_kept_apart():
                                     rejected=[{"role": "assistant", "content": "bad"}])
     assert dump_record(record, "preference")["non_preferred_output"] == [{"role": "assistant", "content": "bad"}]
     assert dump_record(record, "chat")["messages"][-1]["content"] == "good"
+
+
+def test_rl_prompts_and_kto_answers_are_told_apart_from_chats_and_completions():
+    from tuneloop.data.formats import detect_dataset_format, detect_format
+
+    asked = {"messages": [{"role": "user", "content": "which team?"}], "team": "billing"}
+    answered = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    follow_up = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                              {"role": "user", "content": "and?"}]}
+    assert detect_format(asked) == "prompts" and detect_format(answered) == detect_format(follow_up) == "chat"
+    assert detect_dataset_format([asked] * 3) == "prompts"
+    assert detect_dataset_format([asked] * 7 + [answered] * 5) == "chat"  # a chat file with unanswered lines
+    assert detect_format({"prompt": "p", "completion": "c", "label": True}) == "unpaired"
+    assert detect_format({"prompt": "p", "completion": "c", "label": "positive"}) == "completion"

@@ -110,9 +110,8 @@ def test_kto_learns_from_unpaired_answers(tiny_chat_model, tmp_path):
     assert evals[-1]["eval_rewards_margins"] > evals[0]["eval_rewards_margins"] and evals[-1]["eval_rewards_margins"] > 0
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]  # step losses swing with each batch's class mix
     meta = json.loads((result.final_dir / "run.json").read_text())
-    good = sum(r["label"] for r in json.loads(json.dumps(rows)))
     assert meta["preference"]["method"] == "kto" and meta["preference"]["desirable_weight"] == 1.0
-    assert meta["preference"]["undesirable_weight"] > 1.0 and good > len(rows) - good  # the smaller class weighted up
+    assert meta["preference"]["undesirable_weight"] > 1.0  # 18 answers, two thirds desirable: the bad ones weigh more
 
 
 def test_a_killed_run_resumes_exactly(tiny_chat_model, tmp_path):

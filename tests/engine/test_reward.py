@@ -187,3 +187,23 @@ def test_orpo_learns_the_preference_without_a_reference(tiny_chat_model, tmp_pat
     chats = write_jsonl(tmp_path / "chats.jsonl", chat_rows(12))
     with pytest.raises(TrainingError, match="'orpo' needs preference pairs.*training example 1 is a chat record"):
         train(recipe(tiny_chat_model, chats, method="orpo"), get_settings(), tmp_path / "run2")
+
+
+def test_an_orpo_run_resumes_exactly(tiny_chat_model, tmp_path):
+    from tuneloop.engine.loop import resume
+    from tuneloop.models.run_folder import Step
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_3(event):
+        if isinstance(event, Step) and event.step == 3:
+            raise Killed()
+
+    train_file = write_jsonl(tmp_path / "pairs.jsonl", pairs(8))
+    r = recipe(tiny_chat_model, train_file, method="orpo",
+               hyperparameters={"max_steps": 6, "epochs": None, "batch_size": 2}, checkpoints={"every_steps": 2})
+    whole = train(r, get_settings(), tmp_path / "whole")
+    with pytest.raises(Killed):
+        train(r, get_settings(), tmp_path / "killed", listener=kill_at_step_3)
+    assert resume(tmp_path / "killed", get_settings()).losses == pytest.approx(whole.losses, abs=1e-6)

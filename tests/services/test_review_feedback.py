@@ -45,8 +45,11 @@ def test_a_reward_model_trains_on_the_pairs_and_each_round_scores_it_on_held_out
     assert view["metric"] == "pairwise accuracy" and view["predicted"] == 6
     prediction = store.latest_predictions(session, project_id=project.id, model=model)[0]
     assert prediction.answer["scored_by"] == "reward model" and len(prediction.answer["scores"]) == 2
-    shown = queue.next_record(session, project, env["people"]["bob"], "id")
-    assert shown is None or shown.get("prediction") is None  # people never see which answer a model prefers
+    from tuneloop.store.tables import Record
+
+    held = session.get(Record, prediction.record_id)
+    shown = queue.record_view(session, project, held, env["people"]["rev"])
+    assert shown["prediction"] is None and "scores" not in str(shown)  # never which answer a model prefers
 
 
 def rating_rows() -> list[dict]:

@@ -282,6 +282,9 @@ class Recipe(_Section):
     def _checks(self) -> "Recipe":
         if self.early_stopping.enabled and self.data.validation is None and self.data.validation_split == 0:
             raise ValueError("early_stopping needs validation data: set data.validation or data.validation_split")
+        if self.method == "grpo" and self.grpo.max_completion_length >= self.hyperparameters.max_length:
+            raise ValueError(f"grpo.max_completion_length {self.grpo.max_completion_length} leaves no room for a prompt "
+                             f"within hyperparameters.max_length {self.hyperparameters.max_length}")
         return self
 
 

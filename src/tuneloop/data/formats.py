@@ -55,12 +55,14 @@ def detect_format(obj: Any) -> str | None:
     if "messages" in keys:
         messages = obj["messages"]
         last = messages[-1] if isinstance(messages, list) and messages else None
-        return "prompts" if isinstance(last, dict) and last.get("role") == "user" else "chat"
+        answered = isinstance(messages, list) and any(isinstance(m, dict) and m.get("role") == "assistant"
+                                                      for m in messages)
+        return "prompts" if isinstance(last, dict) and last.get("role") == "user" and not answered else "chat"
     if "preferred_output" in keys or "non_preferred_output" in keys:
         return "preference"
     if "chosen" in keys or "rejected" in keys:
         return "prompt_chosen"
-    if "completion" in keys and "label" in keys:
+    if "completion" in keys and isinstance(obj.get("label"), bool):
         return "unpaired"
     if "completion" in keys:
         return "completion"
@@ -76,6 +78,8 @@ def detect_format(obj: Any) -> str | None:
 def detect_dataset_format(objects: Iterable[Any]) -> str | None:
     """The format most of these objects look like."""
     votes = Counter(fmt for fmt in map(detect_format, objects) if fmt)
+    if votes.get("prompts") and votes.get("chat"):  # RL prompts only when no conversation is answered
+        return "chat"
     return votes.most_common(1)[0][0] if votes else None
 
 

@@ -23,11 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -196,13 +192,29 @@ def _item_fields(source: str) -> set[str]:
     return out
 
 
-def _check_template(source: str, param: str) -> None:
-    from jinja2 import TemplateSyntaxError, meta
+MAX_TEMPLATE = 20_000
+"""Characters of one template at most."""
 
+
+def _check_template(source: str, param: str) -> None:
+    """Templates fill in fields, as OpenAI's do: text, `{{ item.x }}`, `{{ sample.output_json.y }}`, constants and
+    filters (`| lower`, `| trim`, `| replace('.', '')`). Loops, conditions, calls and arithmetic are refused, so no
+    template can run for long or fill the memory."""
+    from jinja2 import TemplateSyntaxError, meta, nodes
+
+    if len(source) > MAX_TEMPLATE:
+        raise GraderError(f"{param}: the template is {len(source)} characters long; at most {MAX_TEMPLATE}", param)
     try:
-        names = meta.find_undeclared_variables(_jinja().parse(source))
+        tree = _jinja().parse(source)
     except TemplateSyntaxError as e:
         raise GraderError(f"{param}: the template does not parse: {e.message} (line {e.lineno})", param) from None
+    allowed = (nodes.Template, nodes.Output, nodes.TemplateData, nodes.Name, nodes.Getattr, nodes.Getitem,
+               nodes.Const, nodes.Filter, nodes.Concat, nodes.Keyword)
+    for node in tree.find_all(nodes.Node):  # before anything compiles it (compiling folds constants: 'a' * 10**10)
+        if not isinstance(node, allowed):
+            raise GraderError(f"{param}: templates fill in fields ({{{{ item.field }}}}, {{{{ sample.output_text }}}}, "
+                              f"filters such as | lower); a {type(node).__name__.lower()} is not allowed", param)
+    names = meta.find_undeclared_variables(tree)
     unknown = sorted(names - {"item", "sample"})
     if unknown:
         raise GraderError(f"{param}: the template names {', '.join(unknown)}; templates may use item.<field> and "
@@ -211,21 +223,21 @@ def _check_template(source: str, param: str) -> None:
 
 def render(source: str, sample: dict[str, Any], item: dict[str, Any]) -> str:
     """The template filled in; GraderError naming the field it lacks."""
-    from jinja2 import TemplateError, UndefinedError
+    from jinja2 import UndefinedError
 
     try:
         return _template(source).render(item=item, sample=sample)
     except UndefinedError as e:
-        raise GraderError(f"the template {source!r} names a field the data lacks: {e.message}") from None
-    except TemplateError as e:
-        raise GraderError(f"the template {source!r} failed: {e}") from None
+        raise GraderError(f"the template {source[:200]!r} names a field the data lacks: {e.message}") from None
+    except Exception as e:  # a filter given the wrong kind of value, say: that sample scores 0 with the reason
+        raise GraderError(f"the template {source[:200]!r} failed: {type(e).__name__}: {e}") from None
 
 
 def sample_namespace(output_text: str) -> dict[str, Any]:
     """`sample` as templates and Python graders see it."""
     try:
         output_json = json.loads(output_text)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         output_json = None
     return {"output_text": output_text, "output_json": output_json, "output_tools": [],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": output_text}}]}
@@ -280,8 +292,12 @@ def parse(data: Any, *, allow_python: bool, param: str = "grader") -> Any:
         where = param + where.replace(".[", "[").removeprefix("grader")
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "union_tag_invalid":
-            message = (f"unknown grader type {error.get('input', {}).get('type')!r}; one of string_check, "
-                       "text_similarity, score_model, label_model, python, multi")
+            tag = error.get("input", {}).get("type")
+            inside = ".graders" in where
+            message = (f"a multi grader's graders are single graders; {tag!r} is not one of string_check, "
+                       "text_similarity, score_model, label_model, python" if inside and tag == "multi" else
+                       f"unknown grader type {tag!r}; one of string_check, text_similarity, score_model, "
+                       f"label_model, python{'' if inside else ', multi'}")
             where = where + ".type"
         elif error["type"] == "union_tag_not_found":
             where = where + ".type"
@@ -511,7 +527,7 @@ def read_score(text: str, low: float, high: float) -> float | None:
             value = parsed.get("result", parsed.get("score"))
         elif isinstance(parsed, (int, float)):
             value = parsed
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         found = NUMBER.search(text)
@@ -557,12 +573,8 @@ def _grade_judged(grader: Any, sample: dict[str, Any], item: dict[str, Any], env
 
 # ---------------------------------------------------------------- python, in a separate process
 
-_RUNNER = r"""
-import json, resource, sys, traceback
-seconds, megabytes = float(sys.argv[1]), int(sys.argv[2])
-resource.setrlimit(resource.RLIMIT_AS, (megabytes << 20, megabytes << 20))
-cpu = max(1, int(seconds + 0.999))
-resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+_GRADE = r"""
+import json, sys, traceback
 job = json.loads(sys.stdin.read())
 out = []
 try:
@@ -584,39 +596,36 @@ print(json.dumps({"results": out}))
 
 def _grade_python(grader: Python, samples: list[dict[str, Any]], items: list[dict[str, Any]],
                   env: GradingEnv) -> list[Grade]:
-    """Every case in one child process: `python -I` (no user site, no PYTHON* variables) in an empty folder, with
-    RLIMIT_AS and RLIMIT_CPU set before the grader's code is read, and a wall-clock limit. It is a separate process
-    with limits, not a security sandbox: the operator turns Python graders on only for authors they trust."""
+    """Every case in one child process (`sandbox.run`: limits, no network, its own /proc where it can). Its answer
+    is checked: one finite score or error per case, or every case fails with python_grader_server_error."""
+    from tuneloop.evals import sandbox
+
     if not env.allow_python:
         return [Grade(0.0).failed("python_grader_server_error", "disabled") for _ in samples]
-    payload = json.dumps({"source": grader.source, "cases": [{"sample": s, "item": i} for s, i in zip(samples, items)]},
-                         default=str)
-    with tempfile.TemporaryDirectory(prefix="tuneloop-grader-") as folder:
-        try:
-            done = subprocess.run([sys.executable, "-I", "-c", _RUNNER, str(env.python_seconds),
-                                   str(env.python_memory_mb)], input=payload, capture_output=True, text=True,
-                                  timeout=env.python_seconds, cwd=folder,
-                                  env={"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"})
-        except subprocess.TimeoutExpired:
+    try:
+        result = sandbox.run(_GRADE, {"source": grader.source,
+                                      "cases": [{"sample": s, "item": i} for s, i in zip(samples, items)]},
+                             env.python_seconds, env.python_memory_mb)
+    except sandbox.Failed as e:
+        if e.kind == "timeout":
             return [Grade(0.0).failed("unresponsive_reward_error", f"no grade within {env.python_seconds:g} s")
                     for _ in samples]
-    try:
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        reason = "memory limit" if "MemoryError" in done.stderr else f"exit code {done.returncode}"
-        if done.returncode in (-9, -24, 137, 152):  # SIGKILL / SIGXCPU: the CPU limit
-            reason = "cpu time limit"
-        return [Grade(0.0).failed("python_grader_server_error", reason) for _ in samples]
-    if "setup" in result:
+        return [Grade(0.0).failed("python_grader_server_error", e.kind) for _ in samples]
+    if isinstance(result, dict) and isinstance(result.get("setup"), str):
         return [Grade(0.0).failed("python_grader_runtime_error", result["setup"].strip()[-500:]) for _ in samples]
+    results = result.get("results") if isinstance(result, dict) else None
+    if not isinstance(results, list) or len(results) != len(samples) or not all(isinstance(r, dict) for r in results):
+        return [Grade(0.0).failed("python_grader_server_error", "the grader's process answered out of shape")
+                for _ in samples]
     out = []
-    for r in result["results"]:
+    for r in results:
+        score = r.get("score")
         if "error" in r:
-            out.append(Grade(0.0).failed("python_grader_runtime_error", r["error"]))
-        elif not math.isfinite(r["score"]):
-            out.append(Grade(0.0).failed("python_grader_runtime_error", f"grade returned {r['score']}"))
+            out.append(Grade(0.0).failed("python_grader_runtime_error", str(r["error"])[:500]))
+        elif isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            out.append(Grade(0.0).failed("python_grader_runtime_error", f"grade returned {str(score)[:60]}"))
         else:
-            out.append(Grade(r["score"]))
+            out.append(Grade(float(score)))
     return out
 
 
@@ -653,8 +662,11 @@ def _grade_multi(grader: Multi, samples: list[dict[str, Any]], items: list[dict[
             for model, tokens in g.token_usage.items():
                 result.token_usage[model] = result.token_usage.get(model, 0) + tokens
         try:
-            result.reward = formula_value(grader.calculate_output, result.sub_rewards)
-        except Exception as e:  # simpleeval's own errors, a division by zero, a math domain error
+            value = formula_value(grader.calculate_output, result.sub_rewards)
+            if not math.isfinite(value):
+                raise ValueError(f"the formula gave {value}")
+            result.reward = value
+        except Exception as e:  # simpleeval's own errors, a division by zero, a math domain error, inf or nan
             result.failed("formula_parse_error" if isinstance(e, SyntaxError) else "other_error",
                           f"{type(e).__name__}: {e}")
         out.append(result)

@@ -7,11 +7,10 @@ only where TUNELOOP_ALLOW_PYTHON_GRADERS=1, with the working folder on its impor
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from tuneloop.engine.methods.grpo import register_reward_source
@@ -30,8 +29,10 @@ def grader_reward(source: Any, settings: Any) -> Any:
                              embedder=_embedder(settings) if _uses_cosine(grader) else None)
 
     def reward(prompts: list, completions: list[str], items: list[dict]) -> list[float]:
+        """A completion the grader cannot read (not JSON where the template asks output_json) scores 0, as OpenAI
+        scores it; only a data line that lacks a field the grader names is not scored (NaN)."""
         grades = graders.grade_batch(grader, completions, items, env)
-        return [g.reward if not (g.errors.get("sample_parse_error")) else math.nan for g in grades]
+        return [math.nan if graders.check_item(grader, item) is not None else g.reward for g, item in zip(grades, items)]
 
     reward.check_item = lambda item: graders.check_item(grader, item)  # type: ignore[attr-defined]
     return reward
@@ -51,26 +52,41 @@ def _embedder(settings: Any) -> Any:
     return TextEmbedder(settings)
 
 
+def is_local(model: str) -> bool:
+    """A judge this machine has: a registered name, or a folder or file that exists (a run, a converted model). The
+    services resolve a client's model id (ft:..., a run's name) to one of these when they create the job."""
+    from tuneloop.models.registry import EMBEDDED
+
+    return model in EMBEDDED or Path(model).exists()
+
+
 class LocalJudges:
-    """Judges for training: a model this machine has (a registry name, a folder, a run), loaded once each, or
-    TUNELOOP_JUDGE_BASE_URL for any other name."""
+    """Judges for training: a model this machine has (`is_local`), loaded once each; any other name goes to
+    TUNELOOP_JUDGE_BASE_URL (never downloaded from the hub). A judge that cannot be loaded fails every grade that
+    asks it (model_grader_server_error, reward 0), and says so once on stderr (the run's training.log)."""
 
     def __init__(self, settings: Any):
-        self.settings, self.loaded = settings, {}
+        self.settings, self.loaded, self.broken = settings, {}, {}
 
     def __call__(self, model: str, messages: list[dict[str, str]], sampling: dict[str, Any]) -> tuple[str, int]:
         from tuneloop.models import generation
         from tuneloop.models.loading import load_causal_lm
 
+        if model in self.broken:
+            raise RuntimeError(self.broken[model])
+        if not is_local(model):
+            if not self.settings.judge_base_url:
+                self.broken[model] = f"no judge '{model}' on this machine, and no TUNELOOP_JUDGE_BASE_URL"
+                print(self.broken[model], file=sys.stderr, flush=True)
+                raise RuntimeError(self.broken[model])
+            return _endpoint(self.settings, model, messages, sampling)
         if model not in self.loaded:
             try:
                 self.loaded[model] = load_causal_lm(model, self.settings)
-            except Exception:
-                if not self.settings.judge_base_url:
-                    raise
-                self.loaded[model] = None
-        if self.loaded[model] is None:
-            return _endpoint(self.settings, model, messages, sampling)
+            except Exception as e:  # noqa: BLE001 - any loading failure: kept, reported once
+                self.broken[model] = f"the judge '{model}' could not be loaded: {type(e).__name__}: {e}"
+                print(self.broken[model], file=sys.stderr, flush=True)
+                raise RuntimeError(self.broken[model]) from None
         judge, tokenizer = self.loaded[model]
         options = generation.GenerationOptions(max_tokens=sampling.get("max_completions_tokens") or 64,
                                                temperature=sampling.get("temperature") or 0.0,
@@ -104,13 +120,9 @@ def reward_model_reward(source: Any, settings: Any) -> Any:
     return reward
 
 
-_FUNCTION_RUNNER = r"""
-import importlib, json, math, resource, sys
-seconds, megabytes, target = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-resource.setrlimit(resource.RLIMIT_AS, (megabytes << 20, megabytes << 20))
-cpu = max(1, int(seconds + 0.999))
-resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-sys.path.insert(0, sys.argv[4])
+_CALL = r"""
+import importlib, json, sys
+target = sys.argv[3]
 job = json.loads(sys.stdin.read())
 module, name = target.split(":", 1)
 fn = getattr(importlib.import_module(module), name)
@@ -125,30 +137,34 @@ def function_reward(source: Any, settings: Any) -> Any:
         raise ValueError(f"function '{source.function}' is user code: it runs only where TUNELOOP_ALLOW_PYTHON_GRADERS=1 "
                          "is set, in a separate process with time and memory limits")
     folder = os.getcwd()
-    check = _call(settings, source.function, folder, [], [], {})  # the module and function exist and run
-    if check is None:
-        raise ValueError(f"function '{source.function}' could not be imported from {folder}")
+    if _call(settings, source.function, folder, [], [], {}) is None:  # the module and function exist and run
+        raise ValueError(f"function '{source.function}' could not be imported and called from {folder}")
 
     def reward(prompts: list, completions: list[str], items: list[dict]) -> list[float]:
         keys = sorted({k for item in items for k in item if k != "messages"})
         fields = {k: [item.get(k) for item in items] for k in keys}
-        values = _call(settings, source.function, folder, prompts, completions, fields)
+        # TRL's shapes: conversational prompts get completions as messages
+        shaped = [[{"role": "assistant", "content": c}] for c in completions]
+        values = _call(settings, source.function, folder, prompts, shaped, fields)
         if values is None or len(values) != len(completions):
+            print(f"reward function {source.function} failed or answered {0 if values is None else len(values)} values "
+                  f"for {len(completions)} completions: this batch is not scored", file=sys.stderr, flush=True)
             return [math.nan] * len(completions)
         return [math.nan if v is None else v for v in values]
 
     return reward
 
 
-def _call(settings: Any, target: str, folder: str, prompts: list, completions: list[str],
-          fields: dict[str, list]) -> list | None:
+def _call(settings: Any, target: str, folder: str, prompts: list, completions: list, fields: dict[str, list]
+          ) -> list | None:
+    from tuneloop.evals import sandbox
+
     try:
-        done = subprocess.run([sys.executable, "-I", "-c", _FUNCTION_RUNNER, str(settings.python_grader_seconds),
-                               str(settings.python_grader_memory_mb), target, folder],
-                              input=json.dumps({"prompts": prompts, "completions": completions, "fields": fields},
-                                               default=str),
-                              capture_output=True, text=True, timeout=settings.python_grader_seconds, cwd=folder,
-                              env={"PATH": os.environ.get("PATH", ""), "PYTHONHASHSEED": "0"})
-        return json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
-    except (subprocess.TimeoutExpired, ValueError, IndexError):
+        values = sandbox.run(_CALL, {"prompts": prompts, "completions": completions, "fields": fields},
+                             settings.python_grader_seconds, settings.python_grader_memory_mb, [target], path=folder)
+    except sandbox.Failed:
         return None
+    if not isinstance(values, list) or not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               and math.isfinite(v) for v in values):
+        return None
+    return values

@@ -38,6 +38,25 @@ def parse_grader(settings: Settings, data: Any, param: str = "grader", session: 
     return grader
 
 
+def resolve_judges(session: Session, settings: Settings, data: dict[str, Any]) -> dict[str, Any]:
+    """The grader's JSON with each judge model a client named by its API id (ft:..., a run's name) replaced by what
+    the worker loads (a run folder, a registered name); names this server does not serve stay as they are (the
+    judge endpoint's)."""
+    out = dict(data)
+    if isinstance(out.get("model"), str):
+        try:
+            out["model"] = api_model_ref(session, settings, out["model"])
+        except ServiceError:
+            pass
+    graders_ = out.get("graders")
+    if isinstance(graders_, dict) and "type" not in graders_:
+        out["graders"] = {name: resolve_judges(session, settings, sub) if isinstance(sub, dict) else sub
+                          for name, sub in graders_.items()}
+    elif isinstance(graders_, dict):
+        out["graders"] = resolve_judges(session, settings, graders_)
+    return out
+
+
 def judge_models(grader: Any, param: str = "grader") -> list[tuple[str, str]]:
     """(field, model) of every judge the grader asks."""
     if isinstance(grader, (graders.ScoreModel, graders.LabelModel)):

@@ -267,7 +267,9 @@ def request_recipe(request: JobCreate) -> Recipe:
                            **({"every_steps": given["eval_interval"]} if "eval_interval" in given else {}),
                            "at_start": kind == "reinforcement" and request.validation_file is not None}})
     except RecipeError as e:
-        raise ServiceError(400, str(e), f"method.{kind}.hyperparameters") from None
+        field = next((f for f in ("max_completion_length", "num_generations", "temperature", "epsilon", "beta")
+                      if kind == "reinforcement" and f"grpo.{f}" in str(e)), None)
+        raise ServiceError(400, str(e), f"method.{kind}.hyperparameters" + (f".{field}" if field else "")) from None
     if "learning_rate_multiplier" in given:
         default = method_for(recipe, "chat").defaults(1).values["learning_rate"]
         recipe.hyperparameters.learning_rate = default * float(given["learning_rate_multiplier"])
@@ -279,12 +281,15 @@ def create_job(session: Session, settings: Settings, body: dict[str, Any] | JobC
     """A fine-tuning job from an OpenAI request (checked as `JobCreate`, its model by `check_model`)."""
     request = parse_request(body)
     check_model(settings, request.model, any_path=any_path)
+    recipe = request_recipe(request)
     if request.method is not None and request.method.reinforcement is not None:
-        from tuneloop.services.graders import parse_grader
+        from tuneloop.services.graders import parse_grader, resolve_judges
 
         parse_grader(settings, request.method.reinforcement.grader, "method.reinforcement.grader", session)
+        for source in recipe.grpo.rewards:  # the worker loads judges by what this server resolved them to
+            source.grader = resolve_judges(session, settings, source.grader or {})
     method, given = _method(request)
-    return create_train_job(session, request_recipe(request), method=method, hyperparameters=given,
+    return create_train_job(session, recipe, method=method, hyperparameters=given,
                             suffix=request.suffix, metadata=request.metadata)
 
 

@@ -75,6 +75,9 @@ def validate_files(session: Session, settings: Settings, job_id: str,
             report = validate(Source(stored), on_progress=(lambda *_: beat()) if beat else None,
                               collect=collected if prompts_only else None)
             said = f"{param} {file.filename} has"
+            if not (prompts_only or pairs_only) and report.format == "prompts":  # unanswered chats: say so per line
+                collected = []
+                report = validate(Source(stored, "chat"), on_progress=(lambda *_: beat()) if beat else None)
             if prompts_only and report.format != "prompts" and report.rows:
                 said = (f"{param} {file.filename} looks like {report.format or 'unknown'} data; a reinforcement job "
                         f"trains on prompts ({FORMAT_HELP['prompts']}):")

@@ -5,8 +5,9 @@ policy makes each completion's tokens more or less likely by that advantage:
 
     loss per token = -min(ratio * A, clip(ratio, 1 - epsilon, 1 + epsilon_high) * A) + beta * KL(ref)
 
-ratio = pi(token) / pi_old(token), pi_old being the policy that sampled (the same weights at this step: the clip
-matters once a rollout is reused, and the ratio is kept exact for it), and KL TRL's k3 estimate
+ratio = pi(token) / pi_old(token), pi_old being the policy that sampled: each rollout trains one step, so pi_old is
+this step's own forward, detached, and the ratio is exactly 1 (as in TRL's default; the clip acts when a batch
+brings its own `old_logps`), and KL TRL's k3 estimate
 exp(ref - logp) - (ref - logp) - 1 times the ratio (TRL's default bias correction, DeepSeek-V3.2). Token losses are averaged per completion then over completions (`grpo`),
 over all the batch's tokens (`dapo`), or summed over completions x max_completion_length (`dr_grpo`), as TRL's
 GRPOTrainer does.
@@ -233,8 +234,12 @@ class GRPO(Method):
         return total, per_source
 
     @torch.no_grad()
-    def _logps(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return completion_logps(model, batch, self.recipe.grpo.temperature)
+    def _reference_logps(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        temperature = self.recipe.grpo.temperature
+        if self.reference is not None:
+            return completion_logps(self.reference, batch, temperature)
+        with model.disable_adapter():
+            return completion_logps(model, batch, temperature)
 
     def rollout(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         section = self.recipe.grpo
@@ -248,14 +253,6 @@ class GRPO(Method):
         out = {k: v.to(device) for k, v in grouped_batch(prompts, [a.token_ids for a in answers],
                                                         self.tokenizer.pad_token_id).items()}
         out["advantages"] = advantages.to(device)
-        out["old_logps"] = self._logps(model, out)
-        if section.beta:
-            with torch.no_grad():
-                if self.reference is not None:
-                    out["ref_logps"] = completion_logps(self.reference, out, section.temperature)
-                else:
-                    with model.disable_adapter():
-                        out["ref_logps"] = completion_logps(model, out, section.temperature)
         lengths = [len(a.token_ids) for a in answers]
         self._collect(rewards, per_source, spread, lengths)
         self._keep_samples(prompts, completions, rewards, per_source, advantages, section.num_generations)
@@ -290,8 +287,14 @@ class GRPO(Method):
         counts = label_counts(batch)
         advantages = torch.repeat_interleave(batch["advantages"], counts)
         epsilon_high = section.epsilon_high if section.epsilon_high is not None else section.epsilon
-        losses, clipped, kl = token_losses(logps, batch["old_logps"], advantages, section.epsilon, epsilon_high,
-                                           section.beta, batch.get("ref_logps"))
+        # each rollout is used once, by the policy that sampled it: its log-probabilities are this very forward's,
+        # so the ratio is exactly 1 whatever the precision or dropout (TRL does the same when on-policy)
+        old = batch["old_logps"] if "old_logps" in batch else logps.detach()
+        reference = batch.get("ref_logps")
+        if section.beta and reference is None:
+            reference = self._reference_logps(model, batch)  # under the loop's autocast, as the policy's forward
+        losses, clipped, kl = token_losses(logps, old, advantages, section.epsilon, epsilon_high, section.beta,
+                                           reference)
         self.window.setdefault("clip_ratio", []).extend(clipped.float().tolist())
         if kl is not None:
             self.window.setdefault("kl", []).extend(kl.detach().float().tolist())
@@ -342,10 +345,17 @@ class GRPO(Method):
     # ---------------------------------------------------------------- evaluation and output
     @torch.no_grad()
     def evaluate(self, model: Any, data: Prepared, ctx: EvalContext) -> dict[str, float]:
-        """The mean reward of one greedy completion per validation prompt (eval_reward, and per source)."""
+        """The mean reward on the validation prompts of `num_generations` completions each, sampled as in training
+        from a fixed seed (every evaluation draws the same way, so they compare; as TRL evaluates), and of one greedy
+        completion each (`eval_reward_greedy`)."""
         if not data.validation:
             return {}
-        return held_out_rewards(self, model, data.validation, ctx.batch_size)
+        devices = [torch.device(ctx.device)] if torch.device(ctx.device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the evaluation's seed leaves training's random stream alone
+            sampled = held_out_rewards(self, model, data.validation, ctx.batch_size, self.recipe.grpo.num_generations,
+                                       self.recipe.grpo.temperature, seed=self.recipe.seed)
+        greedy = held_out_rewards(self, model, data.validation, ctx.batch_size)
+        return {**sampled, "eval_reward_greedy": greedy["eval_reward"]}
 
     def run_meta(self) -> dict[str, Any]:
         section = self.recipe.grpo
@@ -354,14 +364,16 @@ class GRPO(Method):
                        "num_generations": section.num_generations, "loss": section.loss, "beta": section.beta}}
 
 
-def held_out_rewards(method: GRPO, model: Any, prompts: list[PromptExample], batch_size: int) -> dict[str, float]:
-    """eval_reward (and eval_rewards_<source>) of greedy completions, `batch_size` prompts at a time."""
+def held_out_rewards(method: GRPO, model: Any, prompts: list[PromptExample], batch_size: int, per_prompt: int = 1,
+                     temperature: float = 0.0, seed: int | None = None) -> dict[str, float]:
+    """eval_reward (and eval_rewards_<source>): the mean reward of `per_prompt` completions per prompt (greedy at
+    temperature 0), `batch_size` prompts at a time; `seed` starts each batch's sampling."""
     totals: list[float] = []
     per_source: dict[str, list[float]] = {}
     for start in range(0, len(prompts), batch_size):
         part = prompts[start : start + batch_size]
-        answers = method._generate(model, part, 1, 0.0, None)
-        rewards, sources = method.score(part, [a.text for a in answers], 1)
+        answers = method._generate(model, part, per_prompt, temperature, None if seed is None else seed + start)
+        rewards, sources = method.score(part, [a.text for a in answers], per_prompt)
         totals += [v for v in rewards.tolist() if not math.isnan(v)]
         for name, values in sources.items():
             per_source.setdefault(name, []).extend(v for v in values if not math.isnan(v))

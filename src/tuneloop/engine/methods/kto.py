@@ -8,7 +8,8 @@ the reference to the policy:
     undesirable:  w_U * (1 - sigmoid(beta * (z - r)))
 
 z is the mean of log pi - log ref over mismatched pairs (each example's prompt with the previous example's answer
-in the batch, as TRL builds them), without gradient, clamped at 0. The loss is the mean over the batch. The
+in the batch, as TRL builds them), without gradient, clamped at 0. A batch of one (the last of an epoch, say) pairs
+the example with itself, as TRL does; `batch_size` is at least 2. The loss is the mean over the batch. The
 weights default from the class counts so that w_D * n_D / (w_U * n_U) = 1 (the paper asks for 1 to 4/3): the
 smaller class is weighted up. The reference is the model with its adapter switched off, or a frozen copy for full
 and freeze fine-tuning, as for DPO."""
@@ -100,6 +101,9 @@ class KTO(DPO):
     name = "kto"
 
     def __init__(self, recipe: Any, model_kind: str):
+        if recipe.dpo.precompute_reference:
+            raise ValueError("method 'kto' computes its reference as it goes (the KL estimate pairs answers anew in "
+                             "each batch); leave dpo.precompute_reference off")
         super().__init__(recipe, model_kind)
         self.weights = (1.0, 1.0)
 

@@ -27,6 +27,7 @@ TARGET_EPOCHS, MIN_PAIRS_SEEN, MAX_EPOCHS = 3, 400, 8
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
     """log(1 - e^x) for x < 0, stable at both ends (Maechler's split at -log 2)."""
+    x = x.clamp(max=-1e-7)  # both branches are computed: at x = 0 one is -inf, and its gradient NaN
     return torch.where(x > -0.6931472, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 

@@ -132,8 +132,10 @@ def _train_feedback(session: Session, settings: Settings, project: Project, meth
         unit = "pair(s)" if method == "reward" else "rated answer(s) (ratings of 3 are left out)"
         raise ServiceError(409, f"project '{project.name}' has {len(rows)} {unit} to train a {method} model on; at "
                                 f"least {MIN_EXAMPLES} are needed", "project", "too_few_reviewed")
+    shown = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": epochs or "auto"}},
+             "tuneloop_method": method}  # not an OpenAI method type: the jobs list shows which one it is
     return _queue_training(session, settings, project, rows, kind.replace("_", "-"), {"model": model, "method": method},
-                           epochs)
+                           epochs, shown)
 
 
 def project_jobs(session: Session, project: Project) -> list[Job]:
