@@ -90,7 +90,7 @@ def forbidden_for(method: str, path: str) -> list[str]:
         return [ANNOTATOR] if method == "GET" else [ANNOTATOR, REVIEWER, ADMIN]
     if path.startswith(("/api/datasets", "/api/runs", "/api/evals", "/api/jobs")) and method == "GET":
         return [ANNOTATOR]
-    if path.startswith("/api/jobs") and method == "POST":  # like the OpenAI API: changes need a key
+    if path.startswith(("/api/jobs", "/api/rewards")) and method == "POST":  # like the OpenAI API: a key
         return [ANNOTATOR, REVIEWER, ADMIN]
     raise AssertionError(f"{method} {path} has no access rule in tests/api/test_routes.py: decide who may use it")
 

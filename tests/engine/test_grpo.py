@@ -230,3 +230,4 @@ def test_the_grouped_layout_gives_the_whole_rows_log_probabilities_and_gradients
         results.append((logps.detach(), [p.grad.clone() for p in model.parameters()]))
     assert results[0][0].tolist() == pytest.approx(results[1][0].tolist(), abs=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(results[0][1], results[1][1]))
+
