@@ -134,7 +134,7 @@ def test_a_failed_run_says_why_once_and_exits_non_zero(tiny_chat_model, tmp_path
 
 def test_preference_pairs_evaluate_a_reward_model_and_a_dpo_model(tiny_encoder, tiny_chat_model, tmp_path):
     """`tuneloop eval` on pairs: a reward model by its scores, a DPO model by its implicit reward against its adapter
-    switched off (what training's eval_rewards_accuracies measures), an ORPO model by its log-probabilities."""
+    switched off (what training's eval_rewards_accuracies measures)."""
     from tests.engine.test_dpo import pairs
 
     train = write_jsonl(tmp_path / "pairs.jsonl", pairs(12))
@@ -145,7 +145,7 @@ def test_preference_pairs_evaluate_a_reward_model_and_a_dpo_model(tiny_encoder, 
     scored = json.loads((tmp_path / "reward" / "eval-test.json").read_text())
     assert scored["task"] == "preference" and scored["scored_by"] == "reward model" and scored["pairs"] == 4
     assert scored["accuracy"] == 1.0 and scored["margin"] > 0
-    for method, scored_by in (("dpo", "implicit reward"), ("orpo", "log-probability")):
+    for method, scored_by in (("dpo", "implicit reward"),):  # ORPO's log-probability path: evals in test_reward
         invoke("train", "--model", tiny_chat_model, "--method", method, "--data", train, "--epochs", 6, "--lr", 1e-2,
                "--output", tmp_path / method)
         invoke("eval", tmp_path / method, "--data", test)

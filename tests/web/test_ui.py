@@ -884,7 +884,8 @@ def test_a_preference_project_offers_dpo_on_its_pairs(review_server, login):
     page = login("admin")
     page.goto(review_server["base"] + "/projects/prefs")
     method = page.get_by_test_id("train-method")
-    expect(method.locator("option")).to_have_text(["fine-tune on the sft export", "DPO on the preference pairs"])
+    expect(method.locator("option")).to_have_text(["fine-tune on the sft export", "DPO on the preference pairs",
+                                                   "a reward model on the preference pairs"])
     method.select_option("dpo")
     page.locator("#train button[type=submit]").click()
     # the pairs people judged are what DPO trains on: too few here, and the page says how many it needs
