@@ -228,3 +228,23 @@ def live_server(home, with_worker: bool, database_url: str | None = None, allowe
     thread.join(10)
     if with_worker:
         worker.join(30)
+
+
+def assert_resumes_exactly(recipe, folder, kill_at: int) -> None:
+    """Train `recipe` whole; train it again killed after step `kill_at`; resume that run: the same losses, step by
+    step, to 1e-6 (exact resume: weights, optimizer, scheduler, RNG states and data position)."""
+    from tuneloop.config.settings import get_settings
+    from tuneloop.engine.loop import resume, train
+    from tuneloop.models.run_folder import Step
+
+    class Killed(Exception):
+        pass
+
+    def kill(event):
+        if isinstance(event, Step) and event.step == kill_at:
+            raise Killed()
+
+    whole = train(recipe, get_settings(), folder / "whole")
+    with pytest.raises(Killed):
+        train(recipe, get_settings(), folder / "killed", listener=kill)
+    assert resume(folder / "killed", get_settings()).losses == pytest.approx(whole.losses, abs=1e-6)

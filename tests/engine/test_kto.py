@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import chat_rows, write_jsonl
+from tests.conftest import chat_rows, write_jsonl, assert_resumes_exactly
 from tuneloop.config.recipe import parse_recipe
 from tuneloop.config.settings import get_settings
 from tuneloop.engine.loop import TrainingError, train
@@ -115,24 +115,10 @@ def test_kto_learns_from_unpaired_answers(tiny_chat_model, tmp_path):
 
 
 def test_a_killed_run_resumes_exactly(tiny_chat_model, tmp_path):
-    from tuneloop.engine.loop import resume
-    from tuneloop.models.run_folder import Step
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_step_4(event):
-        if isinstance(event, Step) and event.step == 4:
-            raise Killed()
-
     train_file = write_jsonl(tmp_path / "answers.jsonl", answers(8))
-    r = recipe(tiny_chat_model, train_file, hyperparameters={"max_steps": 7, "epochs": None, "batch_size": 2},
-               checkpoints={"every_steps": 3})
-    whole = train(r, get_settings(), tmp_path / "whole")
-    with pytest.raises(Killed):
-        train(r, get_settings(), tmp_path / "killed", listener=kill_at_step_4)
-    resumed = resume(tmp_path / "killed", get_settings())
-    assert resumed.losses == pytest.approx(whole.losses, abs=1e-6)
+    assert_resumes_exactly(recipe(tiny_chat_model, train_file, hyperparameters={"max_steps": 7, "epochs": None,
+                                                                               "batch_size": 2},
+                                  checkpoints={"every_steps": 3}), tmp_path, 4)
 
 
 def test_bad_data_and_settings_are_named(tiny_chat_model, tmp_path):

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import chat_rows, write_jsonl
+from tests.conftest import chat_rows, write_jsonl, assert_resumes_exactly
 from tests.engine.test_dpo import pairs
 from tuneloop.config.recipe import parse_recipe
 from tuneloop.config.settings import get_settings
@@ -118,24 +118,10 @@ def test_the_margin_column_and_centring_shape_the_loss():
 
 
 def test_a_killed_run_resumes_exactly(tiny_encoder, tmp_path):
-    from tuneloop.engine.loop import resume
-    from tuneloop.models.run_folder import Step
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_step_4(event):
-        if isinstance(event, Step) and event.step == 4:
-            raise Killed()
-
     train_file = write_jsonl(tmp_path / "pairs.jsonl", pairs(8))
-    r = recipe(tiny_encoder, train_file, hyperparameters={"max_steps": 7, "epochs": None, "batch_size": 2},
-               checkpoints={"every_steps": 3})
-    whole = train(r, get_settings(), tmp_path / "whole")
-    with pytest.raises(Killed):
-        train(r, get_settings(), tmp_path / "killed", listener=kill_at_step_4)
-    resumed = resume(tmp_path / "killed", get_settings())
-    assert resumed.losses == pytest.approx(whole.losses, abs=1e-6)
+    assert_resumes_exactly(recipe(tiny_encoder, train_file, hyperparameters={"max_steps": 7, "epochs": None,
+                                                                            "batch_size": 2},
+                                  checkpoints={"every_steps": 3}), tmp_path, 4)
 
 
 def test_bad_data_is_named(tiny_encoder, tmp_path):
@@ -190,20 +176,6 @@ def test_orpo_learns_the_preference_without_a_reference(tiny_chat_model, tmp_pat
 
 
 def test_an_orpo_run_resumes_exactly(tiny_chat_model, tmp_path):
-    from tuneloop.engine.loop import resume
-    from tuneloop.models.run_folder import Step
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_step_3(event):
-        if isinstance(event, Step) and event.step == 3:
-            raise Killed()
-
     train_file = write_jsonl(tmp_path / "pairs.jsonl", pairs(8))
-    r = recipe(tiny_chat_model, train_file, method="orpo",
-               hyperparameters={"max_steps": 6, "epochs": None, "batch_size": 2}, checkpoints={"every_steps": 2})
-    whole = train(r, get_settings(), tmp_path / "whole")
-    with pytest.raises(Killed):
-        train(r, get_settings(), tmp_path / "killed", listener=kill_at_step_3)
-    assert resume(tmp_path / "killed", get_settings()).losses == pytest.approx(whole.losses, abs=1e-6)
+    assert_resumes_exactly(recipe(tiny_chat_model, train_file, method="orpo", hyperparameters={
+        "max_steps": 6, "epochs": None, "batch_size": 2}, checkpoints={"every_steps": 2}), tmp_path, 3)
