@@ -167,8 +167,9 @@ class GRPO(Method):
                 item = record.item()
                 for name, _, fn in self.rewards:
                     problem = getattr(fn, "check_item", lambda item: None)(item)
-                    if problem is not None:
-                        raise ValueError(f"{split} example {n + 1} {problem} (reward '{name}')")
+                    if problem is not None:  # the split is shuffled: name the prompt, not only its place
+                        asked = record.messages[-1].content.replace("\n", " ")
+                        raise ValueError(f"{split} example {n + 1} ({asked[:60]!r}) {problem} (reward '{name}')")
                 messages = [{"role": m.role, "content": m.content} for m in record.messages]
                 ids = encode_chat(tokenizer, messages)[0].tolist()
                 if len(ids) > limit:
