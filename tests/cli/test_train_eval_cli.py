@@ -154,3 +154,17 @@ def test_preference_pairs_evaluate_a_reward_model_and_a_dpo_model(tiny_encoder, 
     chats = write_jsonl(tmp_path / "chats.jsonl", chat_rows(4))
     refused = runner.invoke(app, ["eval", str(tmp_path / "reward"), "--data", str(chats)])
     assert refused.exit_code != 0 and "is a reward model: evaluate it on preference pairs" in refused.output
+
+
+def test_the_progress_bar_shows_an_rl_step_s_reward_and_no_reward_for_other_methods():
+    from tuneloop.cli.train import TrainProgress
+    from tuneloop.models.run_folder import Done, Start, Step
+
+    bar = TrainProgress()
+    bar(Start(total_steps=4, method="grpo"))
+    bar(Step(step=1, total_steps=4, loss=0.25, lr=1e-4, extra={"reward": 0.5, "reward_std": 0.1}))
+    fields = bar.progress.tasks[0].fields
+    assert fields["reward"] == "  reward 0.500" and fields["loss"] == "0.2500"
+    bar(Step(step=2, total_steps=4, loss=0.2, lr=1e-4))
+    assert bar.progress.tasks[0].fields["reward"] == ""
+    bar(Done(step=2, final="final"))

@@ -141,6 +141,7 @@ def test_grpo_raises_the_reward_and_keeps_rollouts(tiny_chat_model, tmp_path):
     steps = [e for e in events if e["type"] == "step"]
     assert all({"reward", "reward_std", "rewards/toy:vowels", "rewards/toy:vowels/std", "frac_reward_zero_std",
                 "completions/mean_length", "clip_ratio"} <= set(e) for e in steps)
+    assert all(e["unscored/toy:vowels"] == 0.0 for e in steps)
     evals = [e for e in events if e["type"] == "eval"]
     assert evals[-1]["eval_reward"] > evals[0]["eval_reward"]
     rollouts = [json.loads(line) for line in (tmp_path / "run" / ROLLOUTS_FILE).read_text().splitlines()]
@@ -148,6 +149,19 @@ def test_grpo_raises_the_reward_and_keeps_rollouts(tiny_chat_model, tmp_path):
     assert {"prompt", "completion", "reward", "rewards", "advantage"} <= set(rollouts[0])
     meta = json.loads((result.final_dir / "run.json").read_text())
     assert meta["method"] == "grpo" and meta["rl"]["rewards"] == [{"name": "toy:vowels", "weight": 1.0}]
+
+
+def test_completions_a_reward_could_not_score_are_counted_in_the_step_events(tiny_chat_model, tmp_path):
+    def half_fails(source, settings):  # a reward function that failed for every other completion (None: unscored)
+        return lambda prompts, completions, items: [None if i % 2 else 1.0 for i in range(len(completions))]
+
+    REWARD_SOURCES["function"] = half_fails
+    train_file = write_jsonl(tmp_path / "prompts.jsonl", prompts(8))
+    train(recipe(tiny_chat_model, train_file, hyperparameters={"epochs": 1}), get_settings(), tmp_path / "run")
+    steps = [e for e in map(json.loads, (tmp_path / "run" / "events.jsonl").read_text().splitlines())
+             if e["type"] == "step"]
+    assert [e["unscored/toy:vowels"] for e in steps] == [0.5, 0.5]
+    assert all(e["reward"] == 1.0 for e in steps)  # the mean of what was scored
 
 
 def test_training_changes_every_trainable_weight_and_keeps_the_reference(tiny_chat_model, tmp_path):

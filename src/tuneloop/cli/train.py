@@ -19,11 +19,12 @@ ADAPTERS = "lora, dora, ia3, qlora, full, freeze"
 
 
 class TrainProgress:
-    """A rich progress bar fed by training events: loss, learning rate, tokens/s and ETA."""
+    """A rich progress bar fed by training events: loss (and reward, for RL), learning rate, tokens/s and ETA."""
 
     def __init__(self) -> None:
         self.progress = Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[tps]} tok/s"),
+                                 TextColumn("loss {task.fields[loss]}{task.fields[reward]}  lr {task.fields[lr]}  "
+                                            "{task.fields[tps]} tok/s"),
                                  TimeElapsedColumn(), TimeRemainingColumn(), console=err_console)
         self.task = None
 
@@ -33,11 +34,13 @@ class TrainProgress:
                 err_console.print(describe_hyperparameters(event), highlight=False)
             self.progress.start()
             self.task = self.progress.add_task("train", total=event.total_steps, completed=event.from_step,
-                                               loss="-", lr="-", tps="-")
+                                               loss="-", reward="", lr="-", tps="-")
         elif isinstance(event, Resumed) and self.task is not None:
             self.progress.update(self.task, completed=event.step)
         elif isinstance(event, Step) and self.task is not None:
+            reward = event.extra.get("reward")  # an RL method's mean reward of the step's rollouts
             self.progress.update(self.task, completed=event.step, loss=f"{event.loss:.4f}",
+                                 reward=f"  reward {reward:.3f}" if isinstance(reward, (int, float)) else "",
                                  lr=f"{event.lr:.2e}", tps=f"{event.tokens_per_second:.0f}")
         elif isinstance(event, Evaluation):
             metrics = "  ".join(f"{k} {v:.4f}" if k.endswith("loss") else f"{k} {v:.3f}"

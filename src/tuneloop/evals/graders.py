@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from tuneloop.evals.metrics import rouge, words
 from tuneloop.evals.templates import GraderError, check_template, render, sample_namespace, template_item_fields
 
 __all__ = ["GraderError", "render", "sample_namespace"]  # from templates.py, part of this module's surface
@@ -372,13 +373,6 @@ def _string_check(operation: str, text: str, reference: str) -> float:
     return float(reference.lower() in text.lower())
 
 
-class _Words:
-    """rouge-score's tokenizer protocol, on words of any script (its default keeps only a-z and 0-9)."""
-
-    def tokenize(self, text: str) -> list[str]:
-        return re.findall(r"\w+", text.lower())
-
-
 def similarity(metric: str, text: str, reference: str, embedder: Embedder | None = None) -> float:
     """The text's similarity to the reference, from 0 to 1."""
     if metric == "fuzzy_match":
@@ -392,17 +386,13 @@ def similarity(metric: str, text: str, reference: str, embedder: Embedder | None
     if metric == "gleu":
         from nltk.translate.gleu_score import sentence_gleu
 
-        return float(sentence_gleu([_Words().tokenize(reference)], _Words().tokenize(text)))
+        return float(sentence_gleu([words(reference)], words(text)))
     if metric == "meteor":
         from nltk.translate.meteor_score import meteor_score
 
         return float(meteor_score([reference.split()], text.split()))
     if metric in ROUGE:
-        from rouge_score import rouge_scorer
-
-        kind = "rougeL" if metric == "rouge_l" else f"rouge{metric[-1]}"
-        scorer = rouge_scorer.RougeScorer([kind], tokenizer=_Words())
-        return float(scorer.score(reference, text)[kind].fmeasure)
+        return rouge("rougeL" if metric == "rouge_l" else f"rouge{metric[-1]}", text, reference)
     if metric == "cosine":
         if embedder is None:
             raise GraderError("cosine similarity needs an embedding model, and none is available here")

@@ -1,10 +1,11 @@
 """Metrics for evaluating a fine-tuned model: classification reports and generation scores.
 
-Pure Python (plus numpy/matplotlib for the heat map); nothing here depends on the rest of tuneloop.
+Pure Python (plus numpy/matplotlib for the heat map, rouge-score for ROUGE); nothing here depends on the rest of tuneloop.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -154,33 +155,28 @@ def plot_confusion(report: ClassificationReport, path: str | Path) -> Path:
     return out_path
 
 
-def _lcs_length(first: Sequence[str], second: Sequence[str]) -> int:
-    """Length of the longest common subsequence of two token lists (dynamic programming, O(n*m))."""
-    previous = [0] * (len(second) + 1)
-    for token in first:
-        current = [0]
-        for j, other in enumerate(second):
-            current.append(previous[j] + 1 if token == other else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1]
+class _Words:
+    """rouge-score's tokenizer protocol, on lowercased words of any script (its default keeps only a-z and 0-9)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return re.findall(r"\w+", text.lower())
+
+
+def words(text: str) -> list[str]:
+    """The lowercased words of a text, in any script (the tokens ROUGE and GLEU count)."""
+    return _Words().tokenize(text)
+
+
+def rouge(kind: str, prediction: str, reference: str) -> float:
+    """rouge-score's F-measure of `kind` ("rougeL", "rouge1" .. "rouge5") on words of any script; 0 when either is empty."""
+    from rouge_score import rouge_scorer
+
+    return float(rouge_scorer.RougeScorer([kind], tokenizer=_Words()).score(reference, prediction)[kind].fmeasure)
 
 
 def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F-measure (beta=1) of a generated text against a reference, for free-text outputs.
-
-    Tokens are the lowercased whitespace-separated words; precision = LCS / prediction tokens,
-    recall = LCS / reference tokens. Returns 0.0 if either text has no tokens.
-    """
-    predicted_tokens = prediction.lower().split()
-    reference_tokens = reference.lower().split()
-    if not predicted_tokens or not reference_tokens:
-        return 0.0
-    common = _lcs_length(predicted_tokens, reference_tokens)
-    if common == 0:
-        return 0.0
-    precision = common / len(predicted_tokens)
-    recall = common / len(reference_tokens)
-    return 2 * precision * recall / (precision + recall)
+    """ROUGE-L F-measure (beta=1) of a generated text against a reference, for free-text outputs (rouge-score)."""
+    return rouge("rougeL", prediction, reference)
 
 
 def exact_match(prediction: str, reference: str) -> bool:

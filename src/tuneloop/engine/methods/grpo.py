@@ -268,6 +268,8 @@ class GRPO(Method):
         w.setdefault("reward_std", []).extend(groups.tolist())
         for name, values in per_source.items():
             w.setdefault(f"rewards/{name}", []).extend(v for v in values if not math.isnan(v))
+            # the share this source could not score (a function that failed, a judge that did not answer)
+            w.setdefault(f"unscored/{name}", []).extend(float(math.isnan(v)) for v in values)
         w.setdefault("completions/mean_length", []).extend(float(n) for n in lengths)
         w.setdefault("completions/clipped_ratio", []).extend(
             float(n >= self.recipe.grpo.max_completion_length) for n in lengths)
