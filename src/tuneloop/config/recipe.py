@@ -210,8 +210,9 @@ class OnlineRLSection(_Section):
     top_p: float = Field(1.0, gt=0, le=1)
     max_completion_length: int = Field(64, ge=1, le=4096)
     scale_rewards: Literal["group", "batch", "none"] = "group"
-    """Advantages: the reward less its group's mean, divided by the group's standard deviation (group), the
-    batch's (batch), or not divided (none, as Dr. GRPO)."""
+    """Advantages: the reward less its group's mean, divided by the group's standard deviation (group), that of
+    the rewards sampled together (batch: the prompts of one micro-batch, all of a step's unless
+    gradient_accumulation splits it), or not divided (none, as Dr. GRPO)."""
     epsilon: float = Field(0.2, gt=0, lt=1)
     """The PPO-style clip: the probability ratio to the policy that sampled is kept within [1 - epsilon,
     1 + epsilon_high]."""
