@@ -92,3 +92,34 @@ def test_convert_between_formats(tmp_path):
     bad = runner.invoke(app, ["data", "convert", str(tmp_path / "chat.parquet"), "--to", "labelled", "-o",
                               str(tmp_path / "x.jsonl")])
     assert bad.exit_code == 2 and "line 1" in bad.output and "no label" in bad.output
+
+
+def test_validate_with_a_grader_names_each_line_that_lacks_a_field_it_uses(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": f"ticket {i}"}], "team": "billing"} for i in range(12)]
+    del rows[6]["team"]
+    data = write_jsonl(tmp_path / "prompts.jsonl", rows)
+    grader = {"type": "string_check", "name": "team", "input": "{{ sample.output_text }}",
+              "reference": "{{ item.team }}", "operation": "ilike"}
+    (tmp_path / "grader.json").write_text(json.dumps(grader))
+    result = runner.invoke(app, ["data", "validate", str(data), "--grader", str(tmp_path / "grader.json"), "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.output)
+    [kind] = report["kinds"]
+    assert kind["code"] == "grader_field" and kind["count"] == 1 and not report["ok"]
+    [problem] = kind["problems"]
+    assert problem["line"] == 7 and "lacks the field team" in problem["message"]
+    # a recipe's graders are checked the same way, and a file without the problem passes
+    (tmp_path / "recipe.yaml").write_text(f"method: grpo\ngrpo:\n  rewards:\n    - grader: {json.dumps(grader)}\n")
+    del rows[6]
+    good = write_jsonl(tmp_path / "good.jsonl", rows)
+    assert runner.invoke(app, ["data", "validate", str(good), "--grader", str(tmp_path / "recipe.yaml")]).exit_code == 0
+    # what is not a grader, or a grader that is wrong, is named
+    (tmp_path / "bad.json").write_text(json.dumps({**grader, "operation": "equals"}))
+    bad = runner.invoke(app, ["data", "validate", str(good), "--grader", str(tmp_path / "bad.json")])
+    assert bad.exit_code != 0 and "operation" in bad.output
+    (tmp_path / "none.yaml").write_text("model: x\n")
+    neither = runner.invoke(app, ["data", "validate", str(good), "--grader", str(tmp_path / "none.yaml")])
+    assert neither.exit_code != 0 and "neither a grader" in neither.output
+    chats = write_jsonl(tmp_path / "chats.jsonl", chat_rows(12))
+    wrong = runner.invoke(app, ["data", "validate", str(chats), "--grader", str(tmp_path / "grader.json")])
+    assert wrong.exit_code != 0 and "RL prompt files" in wrong.output

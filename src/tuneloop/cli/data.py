@@ -35,6 +35,9 @@ ColumnsOpt = Annotated[Optional[str], typer.Option(
 LabelsOpt = Annotated[Optional[str], typer.Option(
     "--labels", help="The label set, comma-separated; labels outside it are errors.")]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model whose tokenizer measures token lengths.")]
+GraderOpt = Annotated[Optional[Path], typer.Option(
+    "--grader", help="RL prompts: a grader (JSON or YAML, OpenAI's shape) or a recipe whose grpo.rewards hold graders; "
+                     "each line must have the fields its templates name.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a report.")]
 
 
@@ -88,17 +91,59 @@ def validate_cmd(
     max_length: Annotated[Optional[int], typer.Option(
         "--max-length", help="Warn about examples longer than this many tokens (measured with --model).")] = None,
     show: Annotated[int, typer.Option(help="Places shown per kind of problem.")] = 10,
-    as_json: JsonOpt = False,
+    grader: GraderOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Check every example; report each problem with its line, grouped by kind. Exit 1 on errors."""
     source = _source(file, format, file_type, columns, labels)
+    graders = _graders(grader) if grader is not None else []
     tokenizer = load_tokenizer_with_progress(model) if max_length else None
-    report = _validate_with_progress(source, tokenizer, max_length)
+    records: list = []
+    report = _validate_with_progress(source, tokenizer, max_length, collect=records if graders else None)
+    if graders:
+        _check_grader_fields(report, graders, records, source)
     if as_json:
         print_json(report.to_dict())
     else:
         print_report(report, show)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _graders(path: Path) -> list:
+    """The graders of a grader file, or of a recipe's grpo.rewards; GraderError/DataError name what is wrong."""
+    import yaml
+
+    from tuneloop.evals import graders
+
+    if not path.exists():
+        raise DataError(f"--grader {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())  # JSON is YAML too
+    except yaml.YAMLError as e:
+        raise DataError(f"--grader {path}: not JSON or YAML ({e})") from None
+    if isinstance(data, dict) and "type" in data:
+        return [graders.parse(data, allow_python=True)]  # only its shape is checked: nothing runs here
+    rewards = ((data.get("grpo") or {}).get("rewards") or []) if isinstance(data, dict) else []
+    found = [graders.parse(r["grader"], allow_python=True, param=f"grpo.rewards[{i}].grader")
+             for i, r in enumerate(rewards) if isinstance(r, dict) and r.get("grader")]
+    if not found:
+        raise DataError(f"--grader {path}: neither a grader (an object with a type) nor a recipe with graders "
+                        "in grpo.rewards")
+    return found
+
+
+def _check_grader_fields(report: Report, graders_: list, records: list, source: Source) -> None:
+    from tuneloop.data.problems import Problem
+    from tuneloop.evals import graders
+
+    place = {"jsonl": "line", "json": "item"}.get(source.file_type or detect_file_type(source.path), "row")
+    for number, record in records:
+        if not hasattr(record, "item"):
+            raise DataError(f"--grader checks RL prompt files (format prompts); {source.path.name} is "
+                            f"{report.format}")
+        for grader in graders_:
+            problem = graders.check_item(grader, record.item())
+            if problem is not None:
+                report.add(Problem("grader_field", problem, number, f"{place} {number}"))
 
 
 @app.command("import")

@@ -26,6 +26,7 @@ KINDS: dict[str, tuple[Severity, str]] = {
     "bad_span": ("error", "Span outside its text"),
     "overlapping_spans": ("error", "Overlapping spans"),
     "too_few_examples": ("error", "Fewer than 10 examples"),
+    "grader_field": ("error", "Lacks a field the grader names"),
     "unknown_key": ("warning", "Unknown key"),
     "too_long": ("warning", "Longer than --max-length tokens"),
     "duplicate": ("warning", "Duplicate example"),
