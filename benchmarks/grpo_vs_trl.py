@@ -9,6 +9,9 @@ a Python reward function). Both sides train LoRA (r 16, alpha 32, all linear lay
 4 completions per prompt at temperature 1.0 and at most 16 new tokens, 4 prompts a step (TRL: 16 completions a
 step), beta 0, the dapo loss, one step per generation, in their own processes (peak memory is that process's).
 
+It prints completions/s (the step's completions over the training time), the reward curve of each side (the mean
+reward of each step's completions) and draws both in benchmarks/grpo_vs_trl.png.
+
 Tokens/s counts each completion with its whole prompt (what TRL's num_input_tokens_seen counts), over the time
 of the training call alone. Held-out reward: after training, the same function scores one greedy completion per
 unseen prompt from each side's saved adapter.
@@ -73,7 +76,7 @@ def run_tuneloop(model: str, train_file: Path, out: Path, steps: int, prompts: i
     events = [json.loads(line) for line in (out / "run" / "events.jsonl").read_text().splitlines()]
     rewards = [e["reward"] for e in events if e["type"] == "step" and "reward" in e]
     return {"seconds": result.seconds, "tokens_per_second": result.tokens_per_second, "mean_reward": _mean(rewards),
-            "adapter": str(result.final_dir)}
+            "rewards": rewards, "adapter": str(result.final_dir)}
 
 
 def run_trl(model: str, train_file: Path, out: Path, steps: int, prompts: int, lr: float) -> dict:
@@ -107,7 +110,7 @@ def run_trl(model: str, train_file: Path, out: Path, steps: int, prompts: int, l
     tokenizer.save_pretrained(out / "trl-adapter")
     rewards = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
     return {"seconds": seconds, "tokens_per_second": trainer.state.num_input_tokens_seen / seconds,
-            "mean_reward": _mean(rewards), "adapter": str(out / "trl-adapter")}
+            "mean_reward": _mean(rewards), "rewards": rewards, "adapter": str(out / "trl-adapter")}
 
 
 def _mean(values: list[float]) -> float:
@@ -168,13 +171,43 @@ def main() -> None:
                         "--test-file", str(test_file), "--model", model, "--steps", str(args.steps),
                         "--prompts", str(args.prompts), "--lr", str(args.lr)], check=True)
         results[name] = json.loads((work / f"{name}.json").read_text())
-    print(f"{'side':10} {'tokens/s':>10} {'seconds':>8} {'s/step':>7} {'peak MB':>8} {'train reward':>13} "
-          f"{'held-out reward':>16}")
+    completions = args.steps * args.prompts * GROUP
+    print(f"{'side':10} {'completions/s':>14} {'tokens/s':>9} {'seconds':>8} {'s/step':>7} {'peak MB':>8} "
+          f"{'train reward':>13} {'held-out reward':>16}")
     for name, r in results.items():
-        print(f"{name:10} {r['tokens_per_second']:10.0f} {r['seconds']:8.1f} {r['seconds'] / args.steps:7.2f} "
-              f"{r['peak_rss_mb']:8.0f} {r['mean_reward']:13.3f} {r['held_out_reward']:16.3f}")
-    ratio = results["tuneloop"]["tokens_per_second"] / results["trl"]["tokens_per_second"]
-    print(f"tokens/s ratio tuneloop/trl: {ratio:.2f}x")
+        print(f"{name:10} {completions / r['seconds']:14.2f} {r['tokens_per_second']:9.0f} {r['seconds']:8.1f} "
+              f"{r['seconds'] / args.steps:7.2f} {r['peak_rss_mb']:8.0f} {r['mean_reward']:13.3f} "
+              f"{r['held_out_reward']:16.3f}")
+    print("reward per step (the mean over the step's completions):")
+    for name, r in results.items():
+        print(f"  {name:10} " + " ".join(f"{v:.2f}" for v in r["rewards"]))
+        half = len(r["rewards"]) // 2
+        print(f"  {'':10} first half {_mean(r['rewards'][:half]):.3f} -> second half {_mean(r['rewards'][half:]):.3f}")
+    ratio = results["trl"]["seconds"] / results["tuneloop"]["seconds"]
+    print(f"completions/s ratio tuneloop/trl: {ratio:.2f}x")
+    print(f"tokens/s ratio tuneloop/trl: "
+          f"{results['tuneloop']['tokens_per_second'] / results['trl']['tokens_per_second']:.2f}x")
+    plot = Path(__file__).with_suffix(".png")
+    _plot(results, plot)
+    print(f"reward curves: {plot}")
+
+
+def _plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    for name, r in results.items():
+        axes.plot(range(1, len(r["rewards"]) + 1), r["rewards"], marker="o", label=name)
+    axes.set_xlabel("step")
+    axes.set_ylabel("mean reward of the step's completions")
+    axes.set_title("GRPO on the ticket-team reward, same prompts and settings")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

@@ -162,9 +162,10 @@ def test_bad_data_and_settings_are_named(tiny_chat_model, tmp_path):
         recipe(tiny_chat_model, chats, dpo={"loss": "kto"})
 
 
-def ticket_pairs(folder, train_n: int, test_n: int, seed: int = 0):
-    """Preference pairs from the shipped tickets: the classification prompt, the ticket's own team chosen
-    over another team (train.jsonl and test.jsonl, no ticket in both)."""
+def ticket_pairs(folder, train_n: int, test_n: int, seed: int = 0, system: str | None = None):
+    """Preference pairs from the shipped tickets: the classification prompt (or, with `system`, that system message
+    and the ticket), the ticket's own team chosen over another team (train.jsonl and test.jsonl, no ticket in
+    both)."""
     import random
     from pathlib import Path
 
@@ -178,7 +179,9 @@ def ticket_pairs(folder, train_n: int, test_n: int, seed: int = 0):
 
     def pair(row):
         wrong = rng.choice([label for label in labels if label != row["label"]])
-        return {"input": {"messages": classification_messages(row["text"], labels)},
+        prompt = (classification_messages(row["text"], labels) if system is None else
+                  [{"role": "system", "content": system}, {"role": "user", "content": row["text"]}])
+        return {"input": {"messages": prompt},
                 "preferred_output": [{"role": "assistant", "content": row["label"]}],
                 "non_preferred_output": [{"role": "assistant", "content": wrong}]}
 
@@ -189,11 +192,14 @@ def ticket_pairs(folder, train_n: int, test_n: int, seed: int = 0):
 @pytest.mark.real_model
 def test_dpo_on_smollm2_prefers_the_right_team_on_held_out_tickets(real_chat_model, tmp_path):
     """DPO with the method's defaults (LoRA) on pairs made from the shipped tickets: the held-out implicit-reward
-    accuracy (the chosen answer's reward above the rejected one's) rises above 0.9."""
-    train_file, test_file = ticket_pairs(tmp_path, 200, 100)
+    accuracy (the chosen answer's reward above the rejected one's) rises above 0.9 (measured: 0.47 -> 0.95).
+
+    The prompt is a short system message and the ticket (39 tokens on average; the classification prompt that
+    lists the teams is 62): DPO's cost is its tokens, and this keeps the test near three minutes on 2 cores."""
+    train_file, test_file = ticket_pairs(tmp_path, 200, 60, system="Team?")
     r = parse_recipe({"model": str(real_chat_model), "method": "dpo",
                       "data": {"train": str(train_file), "validation": str(test_file)},
-                      "hyperparameters": {"max_length": 256}, "checkpoints": {"each_epoch": False}, "seed": 0})
+                      "hyperparameters": {"max_length": 128}, "checkpoints": {"each_epoch": False}, "seed": 0})
     train(r, get_settings(), tmp_path / "run")
     events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
     evals = [e for e in events if e["type"] == "eval"]

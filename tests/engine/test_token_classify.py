@@ -149,7 +149,7 @@ def test_minilm_finds_order_numbers_products_and_dates(tmp_path):
     parts = split_records(numbered, {"train": 0.8, "test": 0.2}, seed=0)
     write_records(parts["train"], tmp_path / "train.jsonl", "spans")
     r = parse_recipe({"model": "minilm-l6", "method": "token_classify", "data": {"train": str(tmp_path / "train.jsonl")},
-                      "hyperparameters": {"epochs": 4, "max_length": 128}, "seed": 0,
+                      "hyperparameters": {"epochs": 2, "max_length": 128}, "seed": 0,
                       "checkpoints": {"each_epoch": False}, "evaluation": {"each_epoch": False}})
     result = train(r, get_settings(), tmp_path / "run")
     model, tokenizer = load_model(str(result.run_dir), get_settings())
