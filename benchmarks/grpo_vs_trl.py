@@ -6,7 +6,8 @@
 Prompts: the shipped support tickets, each as one user message that asks which team should handle it; the reward
 is 1 when the completion names the ticket's team (tuneloop: a string_check grader, `ilike`; TRL: the same test as
 a Python reward function). Both sides train LoRA (r 16, alpha 32, all linear layers) at the same learning rate,
-4 completions per prompt at temperature 1.0 and at most 16 new tokens, 4 prompts a step (TRL: 16 completions a
+4 completions per prompt at temperature 0.5 (at 1.0 SmolLM2-135M samples noise that almost never names a
+team, and neither side learns) and at most 16 new tokens, 4 prompts a step (TRL: 16 completions a
 step), beta 0, the dapo loss, one step per generation, in their own processes (peak memory is that process's).
 
 It prints completions/s (the step's completions over the training time), the reward curve of each side (the mean
@@ -32,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-GROUP, NEW_TOKENS, TEMPERATURE = 4, 16, 1.0
+GROUP, NEW_TOKENS, TEMPERATURE = 4, 16, 0.5
 GRADER = {"type": "string_check", "name": "team", "input": "{{ sample.output_text }}", "reference": "{{ item.team }}",
           "operation": "ilike"}
 
@@ -146,7 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--prompts", type=int, default=4, help="prompts a step (x4 completions)")
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--test", type=int, default=40, help="held-out prompts")
     parser.add_argument("--model", default=None, help="a model folder (default: the embedded SmolLM2, converted)")
     parser.add_argument("--side", help=argparse.SUPPRESS)

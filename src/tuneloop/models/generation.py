@@ -208,7 +208,7 @@ def complete_ids(model: Any, tokenizer: Any, prompts: Sequence[list[int]], optio
 def _prefix_cache(model: Any, ids: torch.Tensor, mask: torch.Tensor, group: int) -> Any:
     """The KV cache of each (left-padded) prompt but its last token, each repeated `group` times in place."""
     positions = (mask.cumsum(1) - 1).clamp(min=0)
-    cache = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True).past_key_values
+    cache = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True).cache
     cache.batch_repeat_interleave(group)
     return cache
 

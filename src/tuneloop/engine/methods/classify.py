@@ -94,10 +94,10 @@ def label_logprobs(model: Any, tokenizer: Any, text: str, labels: Sequence[str],
     cont = torch.full((n, width), tokenizer.pad_token_id or 0, dtype=torch.long)
     for i, ids in enumerate(label_ids):
         cont[i, : len(ids)] = torch.tensor(ids)
-    cache = out.past_key_values
+    cache = out.cache
     cache.batch_repeat_interleave(n)                                          # (1, ...) -> (n, ...)
     mask = torch.ones((n, prompt.shape[1] + width), dtype=torch.long, device=device)
-    rest = model(input_ids=cont.to(device), attention_mask=mask, past_key_values=cache).logits.float()
+    rest = model(input_ids=cont.to(device), attention_mask=mask, cache=cache).logits.float()
     rest = torch.log_softmax(rest, dim=-1)                                    # (n, width, V)
     scores = []
     for i, ids in enumerate(label_ids):

@@ -174,13 +174,13 @@ def continuation_logps(model: Any, batch: dict[str, torch.Tensor], order: torch.
     prompt_mask, answer_mask, labels = batch["prompt_mask"], batch["answer_mask"], batch["answer_labels"]
     positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)
     out = decoder(input_ids=batch["prompt_ids"], attention_mask=prompt_mask, position_ids=positions, use_cache=True)
-    cache = out.past_key_values
+    cache = out.cache
     cache.reorder_cache(order)                                          # (P, ...) -> one row per answer
     lengths = prompt_mask.sum(1)[order]
     answer_positions = lengths[:, None] + torch.arange(answer_mask.shape[1], device=answer_mask.device)
     mask = torch.cat([prompt_mask[order], answer_mask], dim=1)
     hidden = decoder(input_ids=batch["answer_ids"], attention_mask=mask, position_ids=answer_positions,
-                     past_key_values=cache, use_cache=True).last_hidden_state  # (2B, A, H)
+                     cache=cache, use_cache=True).last_hidden_state  # (2B, A, H)
     # the prompt's last position predicts answer token 0; answer position j predicts answer token j + 1
     states = torch.cat([out.last_hidden_state[:, -1:][order], hidden[:, :-1]], dim=1)  # (2B, A, H)
     keep = labels != IGNORE
