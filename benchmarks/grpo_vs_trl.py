@@ -146,8 +146,10 @@ def side(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--prompts", type=int, default=4, help="prompts a step (x4 completions)")
+    parser.add_argument("--prompts", type=int, default=4, help="prompts a step (x --group completions)")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--group", type=int, default=4, help="completions per prompt")
+    parser.add_argument("--new-tokens", dest="new_tokens", type=int, default=16, help="completion tokens at most")
     parser.add_argument("--test", type=int, default=40, help="held-out prompts")
     parser.add_argument("--model", default=None, help="a model folder (default: the embedded SmolLM2, converted)")
     parser.add_argument("--side", help=argparse.SUPPRESS)
@@ -155,6 +157,8 @@ def main() -> None:
     parser.add_argument("--train", help=argparse.SUPPRESS)
     parser.add_argument("--test-file", dest="test_file", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global GROUP, NEW_TOKENS
+    GROUP, NEW_TOKENS = args.group, args.new_tokens
     if args.side:
         args.test = args.test_file
         side(args)
@@ -170,7 +174,8 @@ def main() -> None:
     for name in ("tuneloop", "trl"):
         subprocess.run([sys.executable, __file__, "--side", name, "--out", str(work), "--train", str(train_file),
                         "--test-file", str(test_file), "--model", model, "--steps", str(args.steps),
-                        "--prompts", str(args.prompts), "--lr", str(args.lr)], check=True)
+                        "--prompts", str(args.prompts), "--lr", str(args.lr), "--group", str(args.group),
+                        "--new-tokens", str(args.new_tokens)], check=True)
         results[name] = json.loads((work / f"{name}.json").read_text())
     completions = args.steps * args.prompts * GROUP
     print(f"{'side':10} {'completions/s':>14} {'tokens/s':>9} {'seconds':>8} {'s/step':>7} {'peak MB':>8} "
