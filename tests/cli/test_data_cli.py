@@ -108,6 +108,11 @@ def test_validate_with_a_grader_names_each_line_that_lacks_a_field_it_uses(tmp_p
     assert kind["code"] == "grader_field" and kind["count"] == 1 and not report["ok"]
     [problem] = kind["problems"]
     assert problem["line"] == 7 and "lacks the field team" in problem["message"]
+    # two graders that name the same field: the line is counted once
+    (tmp_path / "two.yaml").write_text(f"grpo:\n  rewards:\n    - grader: {json.dumps(grader)}\n"
+                                       f"    - grader: {json.dumps({**grader, 'name': 'again'})}\n")
+    twice = runner.invoke(app, ["data", "validate", str(data), "--grader", str(tmp_path / "two.yaml"), "--json"])
+    assert json.loads(twice.output)["kinds"][0]["count"] == 1
     # a recipe's graders are checked the same way, and a file without the problem passes
     (tmp_path / "recipe.yaml").write_text(f"method: grpo\ngrpo:\n  rewards:\n    - grader: {json.dumps(grader)}\n")
     del rows[6]
@@ -120,6 +125,11 @@ def test_validate_with_a_grader_names_each_line_that_lacks_a_field_it_uses(tmp_p
     (tmp_path / "none.yaml").write_text("model: x\n")
     neither = runner.invoke(app, ["data", "validate", str(good), "--grader", str(tmp_path / "none.yaml")])
     assert neither.exit_code != 0 and "neither a grader" in neither.output
+    (tmp_path / "list.yaml").write_text("grpo: [1, 2]\n")  # a recipe whose grpo section is not a mapping
+    listed = runner.invoke(app, ["data", "validate", str(good), "--grader", str(tmp_path / "list.yaml")])
+    assert listed.exit_code != 0 and "neither a grader" in listed.output and "Traceback" not in listed.output
+    (tmp_path / "tabs.json").write_text(json.dumps(grader, indent="\t"))  # JSON that YAML cannot read
+    assert runner.invoke(app, ["data", "validate", str(good), "--grader", str(tmp_path / "tabs.json")]).exit_code == 0
     chats = write_jsonl(tmp_path / "chats.jsonl", chat_rows(12))
     wrong = runner.invoke(app, ["data", "validate", str(chats), "--grader", str(tmp_path / "grader.json")])
     assert wrong.exit_code != 0 and "RL prompt files" in wrong.output

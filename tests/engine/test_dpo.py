@@ -195,7 +195,8 @@ def test_dpo_on_smollm2_prefers_the_right_team_on_held_out_tickets(real_chat_mod
     accuracy (the chosen answer's reward above the rejected one's) rises above 0.9 (measured: 0.47 -> 0.95).
 
     The prompt is a short system message and the ticket (39 tokens on average; the classification prompt that
-    lists the teams is 62): DPO's cost is its tokens, and this keeps the test near three minutes on 2 cores."""
+    lists the teams is 62): DPO's cost is its tokens; this takes the test from about seven minutes to five on 2
+    cores."""
     train_file, test_file = ticket_pairs(tmp_path, 200, 60, system="Team?")
     r = parse_recipe({"model": str(real_chat_model), "method": "dpo",
                       "data": {"train": str(train_file), "validation": str(test_file)},

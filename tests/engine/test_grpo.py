@@ -15,6 +15,7 @@ from tuneloop.config.settings import get_settings
 from tuneloop.engine.loop import TrainingError, train
 from tuneloop.engine.methods.grpo import GRPO, REWARD_SOURCES, ROLLOUTS_FILE, completion_logps, group_advantages
 from tuneloop.engine.tokenize import IGNORE, Example
+import tuneloop.evals.rl  # noqa: F401 - registers the real reward sources (grader, reward_model, function)
 
 
 def vowels(source, settings):
@@ -25,6 +26,7 @@ def vowels(source, settings):
 
 
 BEFORE = dict(REWARD_SOURCES)
+"""The real sources, restored after each test (the toy function replaces `function` in this file's tests)."""
 
 
 @pytest.fixture(autouse=True)
@@ -239,14 +241,12 @@ def test_the_grouped_layout_gives_the_whole_rows_log_probabilities_and_gradients
 @pytest.mark.real_model
 def test_grpo_on_smollm2_raises_the_held_out_reward_of_a_team_grader(real_chat_model, tmp_path):
     """GRPO with a string_check grader (the completion names the ticket's team) on the shipped tickets raises the
-    held-out reward of SmolLM2's greedy answers over the starting model's (measured on 32 prompts: 0.09 -> 0.50 in 10 steps).
+    held-out reward of SmolLM2's greedy answers over the starting model's (measured: greedy 0.08 -> 0.54, sampled 0.06 -> 0.51).
 
     `ilike` also pays an answer that lists several teams, and the policy learns that too ("account, billing,
     returns"; the rollouts show it): the rise is the grader's reward, as the issue asks, not accuracy."""
     import random
     from pathlib import Path
-
-    import tuneloop.evals.rl  # noqa: F401 - registers the grader reward source (the CLI and worker import it)
 
     REWARD_SOURCES.update(BEFORE)  # the real sources, not this file's toy function
     rows = [json.loads(line) for line in (Path(__file__).resolve().parents[2] / "src/tuneloop/examples/"

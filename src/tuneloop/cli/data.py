@@ -116,13 +116,19 @@ def _graders(path: Path) -> list:
 
     if not path.exists():
         raise DataError(f"--grader {path}: no such file")
+    text = path.read_text()
     try:
-        data = yaml.safe_load(path.read_text())  # JSON is YAML too
-    except yaml.YAMLError as e:
-        raise DataError(f"--grader {path}: not JSON or YAML ({e})") from None
+        data = json.loads(text)
+    except ValueError:
+        try:
+            data = yaml.safe_load(text)  # JSON is YAML too, except JSON indented with tabs: read as JSON first
+        except yaml.YAMLError as e:
+            raise DataError(f"--grader {path}: not JSON or YAML ({e})") from None
     if isinstance(data, dict) and "type" in data:
         return [graders.parse(data, allow_python=True)]  # only its shape is checked: nothing runs here
-    rewards = ((data.get("grpo") or {}).get("rewards") or []) if isinstance(data, dict) else []
+    grpo = data.get("grpo") if isinstance(data, dict) else None
+    rewards = grpo.get("rewards") if isinstance(grpo, dict) else None
+    rewards = rewards if isinstance(rewards, list) else []
     found = [graders.parse(r["grader"], allow_python=True, param=f"grpo.rewards[{i}].grader")
              for i, r in enumerate(rewards) if isinstance(r, dict) and r.get("grader")]
     if not found:
@@ -142,8 +148,9 @@ def _check_grader_fields(report: Report, graders_: list, records: list, source: 
                             f"{report.format}")
         for grader in graders_:
             problem = graders.check_item(grader, record.item())
-            if problem is not None:
+            if problem is not None:  # once a line: graders that name the same field would count it again
                 report.add(Problem("grader_field", problem, number, f"{place} {number}"))
+                break
 
 
 @app.command("import")

@@ -355,10 +355,12 @@ class GRPO(Method):
             return {}
         devices = [torch.device(ctx.device)] if torch.device(ctx.device).type == "cuda" else []
         group = self.recipe.grpo.num_generations
+        # on a GPU, no more rows than a training step generates: what fits in training fits here
+        rows = ctx.batch_size * group if devices else EVAL_ROWS
         with torch.random.fork_rng(devices=devices):  # the evaluation's seed leaves training's random stream alone
-            sampled = held_out_rewards(self, model, data.validation, max(ctx.batch_size, EVAL_ROWS // group), group,
+            sampled = held_out_rewards(self, model, data.validation, max(ctx.batch_size, rows // group), group,
                                        self.recipe.grpo.temperature, seed=self.recipe.seed)
-        greedy = held_out_rewards(self, model, data.validation, max(ctx.batch_size, EVAL_ROWS))
+        greedy = held_out_rewards(self, model, data.validation, max(ctx.batch_size, rows))
         return {**sampled, "eval_reward_greedy": greedy["eval_reward"]}
 
     def run_meta(self) -> dict[str, Any]:
@@ -369,7 +371,7 @@ class GRPO(Method):
 
 
 EVAL_ROWS = 64
-"""Completions generated together when evaluating: decoding a small model reads all its weights for each token
+"""Completions generated together when evaluating on a CPU: decoding a small model reads all its weights for each token
 whatever the rows, so 64 rows cost little more than 16 (SmolLM2-135M on 2 cores, 16 prompts x 8 samples of 8 tokens
 and a greedy one each: about 55 s in batches of the training's 2 prompts, 23 s in batches of 64 rows)."""
 
