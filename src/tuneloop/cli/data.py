@@ -142,15 +142,10 @@ def _check_grader_fields(report: Report, graders_: list, records: list, source: 
     from tuneloop.evals import graders
 
     place = {"jsonl": "line", "json": "item"}.get(source.file_type or detect_file_type(source.path), "row")
-    for number, record in records:
-        if not hasattr(record, "item"):
-            raise DataError(f"--grader checks RL prompt files (format prompts); {source.path.name} is "
-                            f"{report.format}")
-        for grader in graders_:
-            problem = graders.check_item(grader, record.item())
-            if problem is not None:  # once a line: graders that name the same field would count it again
-                report.add(Problem("grader_field", problem, number, f"{place} {number}"))
-                break
+    if any(not hasattr(record, "item") for _, record in records):
+        raise DataError(f"--grader checks RL prompt files (format prompts); {source.path.name} is {report.format}")
+    for number, problem in graders.field_problems(graders_, ((n, record.item()) for n, record in records)):
+        report.add(Problem("grader_field", problem, number, f"{place} {number}"))
 
 
 @app.command("import")

@@ -25,7 +25,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
@@ -178,6 +178,17 @@ def check_item(grader: Any, item: Any) -> str | None:
     if missing:
         return f"lacks the field{'s' if len(missing) > 1 else ''} {', '.join(missing)} that the grader's templates name"
     return None
+
+
+def field_problems(graders_: Sequence[Any], items: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, str]]:
+    """(line, what it lacks) for each numbered data line that lacks a field one of the graders names; a line
+    once, however many graders name the field."""
+    for number, item in items:
+        for grader in graders_:
+            problem = check_item(grader, item)
+            if problem is not None:
+                yield number, problem
+                break
 
 
 # ------------------------------------------------------------------------------------------------ validation

@@ -36,16 +36,12 @@ def _grader_problems(recipe: dict, records: list) -> list[str]:
     from tuneloop.evals import graders
 
     found = []
-    for source in ((recipe.get("grpo") or {}).get("rewards") or []):
-        if not source.get("grader"):
-            continue
-        grader = graders.parse(source["grader"], allow_python=True)  # checked when the job was created
-        for line, record in records:
-            problem = graders.check_item(grader, record.item())
-            if problem is not None:
-                found.append(f"line {line}: {problem}")
-                if len(found) >= MAX_FIELD_PROBLEMS:
-                    return found
+    parsed = [graders.parse(source["grader"], allow_python=True)  # checked when the job was created
+              for source in ((recipe.get("grpo") or {}).get("rewards") or []) if source.get("grader")]
+    for line, problem in graders.field_problems(parsed, ((line, record.item()) for line, record in records)):
+        found.append(f"line {line}: {problem}")
+        if len(found) >= MAX_FIELD_PROBLEMS:
+            break
     return found
 
 
