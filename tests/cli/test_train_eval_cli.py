@@ -168,3 +168,38 @@ def test_the_progress_bar_shows_an_rl_step_s_reward_and_no_reward_for_other_meth
     bar(Step(step=2, total_steps=4, loss=0.2, lr=1e-4))
     assert bar.progress.tasks[0].fields["reward"] == ""
     bar(Done(step=2, final="final"))
+
+
+def test_a_chat_file_of_labels_is_evaluated_as_classification_over_every_row(tiny_chat_model, tmp_path):
+    from tuneloop.config.settings import get_settings
+    from tuneloop.engine.methods.classify import label_token_ids
+    from tuneloop.models.loading import load_model
+
+    rows = [{"messages": [{"role": "system", "content": "Route the ticket."}, {"role": "user", "content": r["text"]},
+                          {"role": "assistant", "content": r["label"]}]} for r in topic_rows()]
+    data = write_jsonl(tmp_path / "tickets.jsonl", rows)
+    result = invoke("eval", tiny_chat_model, "--data", data, "--output", tmp_path / "out.json")
+    assert "task: classification (detected: every assistant answer is one of 3 labels (billing, shipping, " \
+           "technical)); scored by label likelihood over all 36 rows" in " ".join(result.output.split())
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert saved["task"] == "classification" and saved["n"] == 36 and saved["labels"] == ["billing", "shipping",
+                                                                                          "technical"]
+    # the same accuracy as scoring each conversation's labels one at a time
+    model, tokenizer = load_model(str(tiny_chat_model), get_settings())
+    ids = label_token_ids(tokenizer, saved["labels"])
+
+    def predicted(row):
+        prompt = tokenizer.apply_chat_template(row["messages"][:2], add_generation_prompt=True, tokenize=False)
+        scores = []
+        for label in ids:
+            full = tokenizer(prompt, add_special_tokens=False)["input_ids"] + label
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([full])).logits[0].log_softmax(-1)
+            scores.append(sum(float(logits[len(full) - len(label) - 1 + j, t]) for j, t in enumerate(label)))
+        return saved["labels"][scores.index(max(scores))]
+
+    assert saved["accuracy"] == sum(predicted(r) == r["messages"][2]["content"] for r in rows) / len(rows)
+    forced = invoke("eval", tiny_chat_model, "--data", data, "--task", "sft", "--max-generate", 2, "--json")
+    assert json.loads(forced.output)["task"] == "sft" and json.loads(forced.output)["task_source"] == "--task"
+    wrong = runner.invoke(app, ["eval", str(tiny_chat_model), "--data", str(data), "--task", "spans"])
+    assert wrong.exit_code == 2 and "--task: task 'spans' does not fit these records" in wrong.output

@@ -131,26 +131,35 @@ def eval_cmd(
     output: Annotated[Optional[Path], typer.Option(help="Write the results JSON here (default: beside the run, "
                                                         "as eval-<data>.json).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    task: Annotated[str, typer.Option(help="auto, classification, sft, spans or preference. auto reads the data: "
+                                           "a chat file whose answers all come from a small label set is "
+                                           "classification.")] = "auto",
 ) -> None:
-    """Evaluate a model. Labelled data: accuracy, macro-F1, per-label precision/recall, confusion matrix.
+    """Evaluate a model. Labelled data, or conversations whose answers are all labels from a small set:
+    accuracy, macro-F1, per-label precision/recall, confusion matrix, from each label's likelihood on every row.
     Span data (a token classifier): entity-level precision, recall and F1, per label.
     Conversations: loss, perplexity, token accuracy, exact match and ROUGE-L of greedy answers.
     Preference pairs: how often the chosen answer scores above the rejected one (a reward model's score, or a DPO
     model's implicit reward against its adapter switched off), and the mean margin."""
     from tuneloop.config.recipe import DataSource
-    from tuneloop.data.records import LabelledRecord, PreferenceRecord, SpanRecord
+    from tuneloop.data.tasks import choose_task
     from tuneloop.engine.data import load_source
+    from tuneloop.evals.classify import label_items
     from tuneloop.evals.metrics import format_confusion, plot_confusion
     from tuneloop.models.loading import find_run_output, model_kind, run_meta
 
     records = load_source(DataSource(path=data), settings().datasets_dir)
     if not records:
         fail(f"--data {data}: no records")
+    try:
+        choice = choose_task(records, task)
+    except ValueError as e:
+        fail(f"--task: {e}")
     run_output = find_run_output(model)
     kind = model_kind(model, settings())
-    labelled = all(isinstance(r, LabelledRecord) for r in records)
-    spans = all(isinstance(r, SpanRecord) for r in records)
-    pairs = all(isinstance(r, PreferenceRecord) for r in records)
+    labelled = choice.task == "classification"
+    spans = choice.task == "spans"
+    pairs = choice.task == "preference"
     if kind == "reward" and not pairs:
         fail(f"{model} is a reward model: evaluate it on preference pairs (prompt, chosen, rejected)")
     if pairs and kind in {"classifier", "token-classifier", "encoder"}:
@@ -168,14 +177,19 @@ def eval_cmd(
         result = {"task": "spans", **entity.to_dict()}
     elif labelled:
         labels = run_meta(run_output).label_set if run_output is not None else None
-        labels = labels or sorted({label for r in records for label in r.labels})
-        report = evaluate_with_progress(model, [r.text for r in records], [r.labels[0] for r in records], labels)
-        result = {"task": "classification", **report.to_dict()}
+        items = label_items(records)
+        labels = labels or choice.labels
+        report = evaluate_with_progress(model, items, labels)
+        scored_by = (f"the classification head over all {report.n} rows" if kind in {"classifier", "encoder"} else
+                     f"label likelihood over all {report.n} rows")
+        result = {"task": "classification", "task_source": choice.reason, "scored_by": scored_by, **report.to_dict()}
         if plot:
             plot_confusion(report, plot)
     else:
         sft = evaluate_sft_with_progress(model, records, max_length, None if max_generate < 0 else max_generate)
-        result = {"task": "sft", **sft.to_dict()}
+        generated = f"; exact match and ROUGE-L on the first {sft.generated} greedy answers" if sft.generated else ""
+        result = {"task": "sft", "task_source": choice.reason,
+                  "scored_by": f"teacher-forced loss over all {sft.n} rows{generated}", **sft.to_dict()}
     result = {"model": model, "data": data, **result}
     target = output or (RunFolder(run_output.parent).evaluation(Path(data).stem) if run_output is not None else None)
     if target is not None:
@@ -189,9 +203,11 @@ def eval_cmd(
     elif spans:
         print_entities(entity)
     elif labelled:
+        console.print(f"task: classification ({choice.reason}); scored by {scored_by}", highlight=False)
         print_classification(report)
         console.print(format_confusion(report), highlight=False, markup=False)
     else:
+        console.print(f"task: sft ({choice.reason}); scored by {result['scored_by']}", highlight=False)
         print_sft(sft)
     if target is not None:
         console.print(f"results: {target}", highlight=False)
@@ -221,16 +237,16 @@ def export_cmd(
                       f"use it: tuneloop chat {folder}, or PeftModel.from_pretrained(base, '{folder}')", highlight=False)
 
 
-def evaluate_with_progress(model_ref: str, texts: list[str], gold: list[str], labels: list[str]):
+def evaluate_with_progress(model_ref: str, items, labels: list[str]):
     from tuneloop.evals.classify import evaluate_classification
     from tuneloop.models.loading import load_model
 
     model, tokenizer = load_model(model_ref, settings())
     with Progress(TextColumn("[bold]eval[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=err_console, transient=True) as progress:
-        task = progress.add_task("eval", total=len(texts))
-        return evaluate_classification(model, tokenizer, texts, gold, labels,
-                                       on_progress=lambda n: progress.advance(task, n))
+        task = progress.add_task("eval", total=len(items.texts))
+        return evaluate_classification(model, tokenizer, items.texts, items.gold, labels,
+                                       on_progress=lambda n: progress.advance(task, n), prompts=items.prompts)
 
 
 def evaluate_spans_with_progress(model_ref: str, records: list, max_length: int):

@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from tuneloop.config.recipe import Recipe
 from tuneloop.data.records import LabelledRecord, Record
 from tuneloop.engine.methods import Method, register
-from tuneloop.engine.tokenize import classification_messages
+from tuneloop.engine.methods.continuation import answer_sums, continuation_logps
+from tuneloop.engine.methods.sft import causal_parts
+from tuneloop.engine.tokenize import IGNORE, classification_messages
 
 
 @dataclass
@@ -105,6 +107,78 @@ def label_logprobs(model: Any, tokenizer: Any, text: str, labels: Sequence[str],
         for j in range(1, len(ids)):
             total += float(rest[i, j - 1, ids[j]])                          # position j-1 predicts token j
         scores.append(total)
+    return scores
+
+
+def classification_prompt_ids(tokenizer: Any, text: str, labels: Sequence[str]) -> list[int]:
+    """The token ids of the prompt that asks for one of `labels`, up to where the answer starts."""
+    return list(tokenizer.apply_chat_template(classification_messages(text, list(labels)), add_generation_prompt=True,
+                                              tokenize=True, return_dict=True)["input_ids"])
+
+
+LIKELIHOOD_BATCH = 16
+"""Prompts scored together. Sorted by length, rows in a batch differ little, so padding costs little."""
+
+
+def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all prompts share, leaving each at least its last token (which predicts the
+    answer's first)."""
+    if len(prompts) < 2:
+        return 0
+    first, shortest = prompts[0], min(len(p) for p in prompts)
+    n = 0
+    while n < shortest - 1 and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n
+
+
+@torch.no_grad()
+def label_logprobs_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], label_ids: list[list[int]],
+                         batch_size: int = LIKELIHOOD_BATCH,
+                         on_progress: Any = None) -> list[list[float]]:
+    """log p(label + end of turn | prompt) for each prompt and label: `label_logprobs` for many prompts at once.
+
+    The prefix every prompt shares (the chat template's system message, which lists the labels) runs once per
+    batch; each prompt's own tokens run once, left-padded beside prompts of similar length; its labels continue
+    from its KV cache (`continuation_logps`). Only the positions that predict a label token go through the LM
+    head. Equal to `label_logprobs` one prompt at a time, up to float rounding (tests/engine/test_label_likelihood.py)."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    n, width = len(label_ids), max(len(ids) for ids in label_ids)
+    answers = torch.full((n, width), pad, dtype=torch.long)
+    answer_labels = torch.full((n, width), IGNORE, dtype=torch.long)
+    for i, ids in enumerate(label_ids):
+        answers[i, : len(ids)] = torch.tensor(ids)
+        answer_labels[i, : len(ids)] = torch.tensor(ids)
+    shared = common_prefix(prompts)
+    order_all = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    scores: list[list[float]] = [[] for _ in prompts]
+    for start in range(0, len(order_all), batch_size):
+        part = order_all[start : start + batch_size]
+        rows = [prompts[i][shared:] for i in part]
+        longest = max(len(r) for r in rows)
+        prompt_ids = torch.full((len(part), longest), pad, dtype=torch.long)
+        prompt_mask = torch.zeros((len(part), longest), dtype=torch.long)
+        for r, ids in enumerate(rows):
+            prompt_ids[r, longest - len(ids):] = torch.tensor(ids)
+            prompt_mask[r, longest - len(ids):] = 1
+        prefix = None
+        if shared:
+            decoder, _ = causal_parts(model)
+            prefix = decoder(input_ids=torch.tensor([list(prompts[part[0]][:shared])], device=device),
+                             use_cache=True).cache
+            prefix.batch_repeat_interleave(len(part))
+        batch = {"prompt_ids": prompt_ids.to(device), "prompt_mask": prompt_mask.to(device),
+                 "answer_ids": answers.repeat(len(part), 1).to(device),
+                 "answer_mask": (answer_labels != IGNORE).long().repeat(len(part), 1).to(device),
+                 "answer_labels": answer_labels.repeat(len(part), 1).to(device)}
+        order = torch.arange(len(part), device=device).repeat_interleave(n)
+        token_logps, counts = continuation_logps(model, batch, order, prefix=prefix)
+        sums = answer_sums(token_logps, counts).view(len(part), n).tolist()
+        for i, row in zip(part, sums):
+            scores[i] = row
+        if on_progress:
+            on_progress(len(part))
     return scores
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 
 from tuneloop.engine.methods import Defaults, EvalContext, Prepared
-from tuneloop.engine.methods.classify import label_logprobs, label_set_of, label_token_ids
+from tuneloop.engine.methods.classify import (classification_prompt_ids, label_logprobs_batch, label_set_of,
+                                              label_token_ids)
 from tuneloop.engine.methods.sft import SFT, generative_defaults, tokenize_split
 
 LABEL_LEARNING_RATES = {"lora": 5e-4, "dora": 5e-4, "qlora": 5e-4, "ia3": 3e-3, "full": 5e-5, "freeze": 5e-5}
@@ -41,12 +42,11 @@ class GenerativeClassifier(SFT):
         """eval_loss on the label answers, and eval_accuracy: the share of validation texts whose most
         likely label is the gold one."""
         metrics = super().evaluate(model, data, ctx)
-        ids = label_token_ids(ctx.tokenizer, self.label_set)
-        correct = 0
-        for record in self.validation_records:
-            with ctx.autocast():
-                scores = label_logprobs(model, ctx.tokenizer, record.text, self.label_set, ids)
-            correct += self.label_set[max(range(len(scores)), key=scores.__getitem__)] == record.labels[0]
+        prompts = [classification_prompt_ids(ctx.tokenizer, r.text, self.label_set) for r in self.validation_records]
+        with ctx.autocast():
+            scores = label_logprobs_batch(model, ctx.tokenizer, prompts, label_token_ids(ctx.tokenizer, self.label_set))
+        correct = sum(self.label_set[max(range(len(row)), key=row.__getitem__)] == record.labels[0]
+                      for row, record in zip(scores, self.validation_records))
         metrics["eval_accuracy"] = correct / max(len(self.validation_records), 1)
         return metrics
 

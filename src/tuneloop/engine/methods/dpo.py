@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 from tuneloop.data.records import PreferenceRecord
 from tuneloop.engine.methods import Defaults, EvalContext, Method, Prepared, register
-from tuneloop.engine.methods.sft import (causal_parts, check_generates, collate, epochs_reason, labelled_logits,
+from tuneloop.engine.methods.continuation import answer_sums, continuation_logps
+from tuneloop.engine.methods.sft import (check_generates, collate, epochs_reason, labelled_logits,
                                          load_policy, scaled_epochs, shared_prefix_length)
 from tuneloop.engine.tokenize import IGNORE, Example, record_messages, tokenize_messages
 
@@ -159,33 +160,7 @@ def shared_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tens
     pairs = batch["prompt_mask"].shape[0]
     order = torch.cat([torch.arange(pairs), torch.arange(pairs)]).to(batch["prompt_mask"].device)
     token_logps, counts = continuation_logps(model, batch, order)
-    rows = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
-    return torch.zeros(len(counts), device=token_logps.device).index_add(0, rows, token_logps), counts
-
-
-def continuation_logps(model: Any, batch: dict[str, torch.Tensor], order: torch.Tensor,
-                       temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-probability of each labelled answer token, row-major; labelled tokens per answer row) for answers that
-    continue shared prompts: `prompt_ids`/`prompt_mask` (P, W) left-padded run once, their KV cache (transformers'
-    own, gradients flowing through it) is laid out as `order` says (answer row i continues prompt order[i]), and
-    `answer_ids`/`answer_mask`/`answer_labels` (R, A) right-padded continue from it. DPO: chosen rows then
-    rejected rows; GRPO: each prompt's completions together."""
-    decoder, head = causal_parts(model)
-    prompt_mask, answer_mask, labels = batch["prompt_mask"], batch["answer_mask"], batch["answer_labels"]
-    positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)
-    out = decoder(input_ids=batch["prompt_ids"], attention_mask=prompt_mask, position_ids=positions, use_cache=True)
-    cache = out.cache
-    cache.reorder_cache(order)                                          # (P, ...) -> one row per answer
-    lengths = prompt_mask.sum(1)[order]
-    answer_positions = lengths[:, None] + torch.arange(answer_mask.shape[1], device=answer_mask.device)
-    mask = torch.cat([prompt_mask[order], answer_mask], dim=1)
-    hidden = decoder(input_ids=batch["answer_ids"], attention_mask=mask, position_ids=answer_positions,
-                     cache=cache, use_cache=True).last_hidden_state  # (2B, A, H)
-    # the prompt's last position predicts answer token 0; answer position j predicts answer token j + 1
-    states = torch.cat([out.last_hidden_state[:, -1:][order], hidden[:, :-1]], dim=1)  # (2B, A, H)
-    keep = labels != IGNORE
-    token_logps = -F.cross_entropy(head(states[keep]).float() / temperature, labels[keep], reduction="none")
-    return token_logps, keep.sum(1)
+    return answer_sums(token_logps, counts), counts
 
 
 def pair_logps(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

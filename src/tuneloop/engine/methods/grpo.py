@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from tuneloop.data.records import PromptRecord
 from tuneloop.engine.methods import Defaults, EvalContext, Method, Prepared, register
-from tuneloop.engine.methods.dpo import continuation_logps
+from tuneloop.engine.methods.continuation import continuation_logps
 from tuneloop.engine.methods.sft import (check_generates, epochs_reason, labelled_logits, load_policy,
                                          scaled_epochs)
 from tuneloop.engine.tokenize import IGNORE

@@ -1,0 +1,52 @@
+"""Answers that continue shared prompts: each prompt runs once, and every answer to it continues from its KV cache
+(transformers' own). DPO scores a pair's two answers this way, GRPO a prompt's group of completions, and label
+likelihood each label of a classification prompt. A prefix that every prompt shares (a system message listing the
+labels) can run once more cheaply still: pass its cache as `prefix`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tuneloop.engine.methods.sft import causal_parts
+from tuneloop.engine.tokenize import IGNORE
+
+
+def continuation_logps(model: Any, batch: dict[str, torch.Tensor], order: torch.Tensor, temperature: float = 1.0,
+                       prefix: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probability of each labelled answer token, row-major; labelled tokens per answer row) for answers that
+    continue shared prompts: `prompt_ids`/`prompt_mask` (P, W) left-padded run once, their KV cache (gradients
+    flowing through it) is laid out as `order` says (answer row i continues prompt order[i]), and
+    `answer_ids`/`answer_mask`/`answer_labels` (R, A) right-padded continue from it. DPO: chosen rows then
+    rejected rows; GRPO: each prompt's completions together.
+
+    prefix: a cache of tokens that come before every prompt, one row per prompt (P rows); the prompts continue
+    from it."""
+    decoder, head = causal_parts(model)
+    prompt_mask, answer_mask, labels = batch["prompt_mask"], batch["answer_mask"], batch["answer_labels"]
+    before = prefix.get_seq_length() if prefix is not None else 0
+    if before:
+        prompt_mask = torch.cat([prompt_mask.new_ones((prompt_mask.shape[0], before)), prompt_mask], dim=1)
+    positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)[:, before:]
+    out = decoder(input_ids=batch["prompt_ids"], attention_mask=prompt_mask, position_ids=positions,
+                  cache=prefix, use_cache=True)
+    cache = out.cache
+    cache.reorder_cache(order)                                          # (P, ...) -> one row per answer
+    lengths = prompt_mask.sum(1)[order]
+    answer_positions = lengths[:, None] + torch.arange(answer_mask.shape[1], device=answer_mask.device)
+    mask = torch.cat([prompt_mask[order], answer_mask], dim=1)
+    hidden = decoder(input_ids=batch["answer_ids"], attention_mask=mask, position_ids=answer_positions,
+                     cache=cache, use_cache=True).last_hidden_state  # (R, A, H)
+    # the prompt's last position predicts answer token 0; answer position j predicts answer token j + 1
+    states = torch.cat([out.last_hidden_state[:, -1:][order], hidden[:, :-1]], dim=1)  # (R, A, H)
+    keep = labels != IGNORE
+    token_logps = -F.cross_entropy(head(states[keep]).float() / temperature, labels[keep], reduction="none")
+    return token_logps, keep.sum(1)
+
+
+def answer_sums(token_logps: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Each answer row's summed log-probability, from `continuation_logps`' row-major tokens."""
+    rows = torch.repeat_interleave(torch.arange(len(counts), device=counts.device), counts)
+    return torch.zeros(len(counts), device=token_logps.device, dtype=token_logps.dtype).index_add(0, rows, token_logps)
