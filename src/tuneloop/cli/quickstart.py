@@ -1,7 +1,7 @@
 """`tuneloop quickstart`: the main job, end to end on the shipped support-ticket dataset.
 
-Prepare the base model; check, import and split the data; evaluate the base model zero-shot;
-fine-tune it with LoRA; evaluate again; print a before/after table.
+Prepare the base model; check, import and split the data; evaluate the base model zero-shot and
+5-shot; fine-tune it with LoRA; evaluate again; print a before/after table.
 """
 
 from __future__ import annotations
@@ -69,12 +69,23 @@ def quickstart_cmd() -> None:
     from tuneloop.config.recipe import parse_recipe
     from tuneloop.engine.loop import train
 
+    from tuneloop.config.prompts import PromptConfig
+    from tuneloop.engine.tokenize import classification_messages
+    from tuneloop.evals.classify import LabelItems
+    from tuneloop.evals.prompting import choose_shots, shot_pool, with_shots
+
     labels = sorted(stats.labels)
     texts = [r.text for _, r in splits["test"]]
     gold = [r.labels[0] for _, r in splits["test"]]
     del model  # the evaluation and training below load their own copies
-    before = evaluate_with_progress(DEFAULT_CHAT_MODEL, texts, gold, labels)
+    before = evaluate_with_progress(DEFAULT_CHAT_MODEL, LabelItems(texts, gold), labels)
     print_classification(before)
+
+    console.rule("4b. the base model, 5-shot: five training tickets with their teams before each test ticket")
+    shots = choose_shots(PromptConfig(k=5), shot_pool([r for _, r in splits["train"]]), texts)
+    prompts = [with_shots(classification_messages(t, labels), s) for t, s in zip(texts, shots)]
+    few_shot = evaluate_with_progress(DEFAULT_CHAT_MODEL, LabelItems(texts, gold, prompts), labels)
+    print_classification(few_shot)
 
     console.rule("5. fine-tune with LoRA on the train split")
     recipe = parse_recipe({"model": DEFAULT_CHAT_MODEL, "method": "classify",
@@ -85,13 +96,14 @@ def quickstart_cmd() -> None:
     result = train(recipe, settings(), listener=TrainProgress())
 
     console.rule("6. the fine-tuned model on the same test split")
-    after = evaluate_with_progress(str(result.run_dir), texts, gold, labels)
+    after = evaluate_with_progress(str(result.run_dir), LabelItems(texts, gold), labels)
     print_classification(after)
 
     table = Table(title="before / after (test split, label likelihood)")
     for col in ("", "accuracy", "macro-F1", "training time", "tokens/s"):
         table.add_column(col, justify="right" if col else "left")
     table.add_row("base (zero-shot)", f"{before.accuracy:.3f}", f"{before.macro_f1:.3f}", "-", "-")
+    table.add_row("base (5-shot)", f"{few_shot.accuracy:.3f}", f"{few_shot.macro_f1:.3f}", "-", "-")
     table.add_row("fine-tuned (LoRA)", f"{after.accuracy:.3f}", f"{after.macro_f1:.3f}",
                   f"{result.seconds:.0f}s", f"{result.tokens_per_second:.0f}")
     console.print(table)
@@ -101,5 +113,7 @@ def quickstart_cmd() -> None:
                   f"chat with it:              tuneloop chat {result.run_dir}\n"
                   f"evaluate it again:         tuneloop eval {result.run_dir} --data {work / 'test.jsonl'} "
                   "--plot confusion.png\n"
+                  f"compare with intervals:    tuneloop compare {DEFAULT_CHAT_MODEL} 5-shot {result.run_dir} "
+                  f"--data {work / 'test.jsonl'}\n"
                   f"look at the data:          tuneloop data stats {version.id} --plot stats.png\n"
                   f"serve it:                  tuneloop serve, then any OpenAI client with model=\"{result.run_dir}\"")

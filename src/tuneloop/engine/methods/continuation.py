@@ -34,13 +34,17 @@ def continuation_logps(model: Any, batch: dict[str, torch.Tensor], order: torch.
                   cache=prefix, use_cache=True)
     cache = out.cache
     cache.reorder_cache(order)                                          # (P, ...) -> one row per answer
-    lengths = prompt_mask.sum(1)[order]
-    answer_positions = lengths[:, None] + torch.arange(answer_mask.shape[1], device=answer_mask.device)
-    mask = torch.cat([prompt_mask[order], answer_mask], dim=1)
-    hidden = decoder(input_ids=batch["answer_ids"], attention_mask=mask, position_ids=answer_positions,
-                     cache=cache, use_cache=True).last_hidden_state  # (R, A, H)
-    # the prompt's last position predicts answer token 0; answer position j predicts answer token j + 1
-    states = torch.cat([out.last_hidden_state[:, -1:][order], hidden[:, :-1]], dim=1)  # (R, A, H)
+    # the prompt's last position predicts answer token 0; answer position j predicts answer token j + 1, so the
+    # answers' last column predicts nothing and does not run
+    fed = answer_mask.shape[1] - 1
+    states = out.last_hidden_state[:, -1:][order]                       # (R, 1, H)
+    if fed:
+        lengths = prompt_mask.sum(1)[order]
+        answer_positions = lengths[:, None] + torch.arange(fed, device=answer_mask.device)
+        mask = torch.cat([prompt_mask[order], answer_mask[:, :fed]], dim=1)
+        hidden = decoder(input_ids=batch["answer_ids"][:, :fed], attention_mask=mask, position_ids=answer_positions,
+                         cache=cache, use_cache=True).last_hidden_state  # (R, A - 1, H)
+        states = torch.cat([states, hidden], dim=1)                      # (R, A, H)
     keep = labels != IGNORE
     token_logps = -F.cross_entropy(head(states[keep]).float() / temperature, labels[keep], reduction="none")
     return token_logps, keep.sum(1)
