@@ -289,7 +289,8 @@ def test_an_rl_runs_page_shows_its_rewards_and_latest_rollouts(review_server, lo
     expect(first).to_contain_text("which team handles ticket")
 
 
-def test_export_gives_the_expected_jsonl(review_server):
+def test_export_gives_the_expected_jsonl(review_server, browser):
+    """Exports what the browser tests above labelled (so it needs the browser they ran in)."""
     headers = {"Authorization": f"Bearer {review_server['key']}"}
     stored = {a.record_id: a.value["label"] for a in _annotations(review_server, "tickets", "ann")}
     from tuneloop.store import review as store
