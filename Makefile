@@ -25,8 +25,9 @@ demo: venv
 system-deps:
 	bash scripts/system-deps.sh
 
+# Two workers, one compute thread each (tests/conftest.py); a test file stays on one worker, in its order.
 test: venv system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) .tuneloop
