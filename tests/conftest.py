@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+# The CLI's tables are read by the tests: print them wide, whatever terminal (or none: an xdist worker's output is
+# a pipe) the suite runs in. rich reads COLUMNS when a console is made, before any test imports the CLI.
+os.environ["COLUMNS"] = "200"
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs two pytest workers on the 2 cores: each computes on one thread, and so do the servers,
     # workers and training children it starts (they inherit this), so nothing oversubscribes the cores

@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from tuneloop.config.recipe import Recipe
 from tuneloop.data.records import LabelledRecord, Record
 from tuneloop.engine.methods import Method, register
-from tuneloop.engine.methods.continuation import answer_sums, continuation_logps
 from tuneloop.engine.methods.sft import causal_parts
-from tuneloop.engine.tokenize import IGNORE, classification_messages
+from tuneloop.engine.tokenize import classification_messages
 
 
 @dataclass
@@ -139,17 +138,21 @@ def label_logprobs_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[
     """log p(label + end of turn | prompt) for each prompt and label: `label_logprobs` for many prompts at once.
 
     The prefix every prompt shares (the chat template's system message, which lists the labels) runs once per
-    batch; each prompt's own tokens run once, left-padded beside prompts of similar length; its labels continue
-    from its KV cache (`continuation_logps`). Only the positions that predict a label token go through the LM
-    head. Equal to `label_logprobs` one prompt at a time, up to float rounding (tests/engine/test_label_likelihood.py)."""
+    batch; each prompt's own tokens run once, left-padded beside prompts of similar length. Then all of a prompt's
+    labels run together in one row after its KV cache: each label's tokens (but its last, which predicts nothing)
+    see the prompt and the label's own earlier tokens, never another label's (a block mask), at the positions
+    they would have after the prompt. The prompt's last position predicts every label's first token. Only those
+    positions go through the LM head. Equal to `label_logprobs` one prompt at a time, up to float rounding
+    (tests/engine/test_label_likelihood.py)."""
+    decoder, head = causal_parts(model)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    n, width = len(label_ids), max(len(ids) for ids in label_ids)
-    answers = torch.full((n, width), pad, dtype=torch.long)
-    answer_labels = torch.full((n, width), IGNORE, dtype=torch.long)
-    for i, ids in enumerate(label_ids):
-        answers[i, : len(ids)] = torch.tensor(ids)
-        answer_labels[i, : len(ids)] = torch.tensor(ids)
+    owner = torch.tensor([j for j, ids in enumerate(label_ids) for _ in ids[:-1]], dtype=torch.long, device=device)
+    offset = torch.tensor([o for ids in label_ids for o in range(len(ids) - 1)], dtype=torch.long, device=device)
+    fed = torch.tensor([t for ids in label_ids for t in ids[:-1]], dtype=torch.long, device=device)
+    target = torch.tensor([t for ids in label_ids for t in ids[1:]], dtype=torch.long, device=device)
+    first = torch.tensor([ids[0] for ids in label_ids], dtype=torch.long, device=device)
+    among = (owner[:, None] == owner[None, :]) & (offset[None, :] <= offset[:, None])  # label token i sees token k
     shared = common_prefix(prompts)
     order_all = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     scores: list[list[float]] = [[] for _ in prompts]
@@ -158,24 +161,33 @@ def label_logprobs_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[
         rows = [prompts[i][shared:] for i in part]
         longest = max(len(r) for r in rows)
         prompt_ids = torch.full((len(part), longest), pad, dtype=torch.long)
-        prompt_mask = torch.zeros((len(part), longest), dtype=torch.long)
+        mask = torch.zeros((len(part), shared + longest), dtype=torch.long)
+        mask[:, :shared] = 1
         for r, ids in enumerate(rows):
             prompt_ids[r, longest - len(ids):] = torch.tensor(ids)
-            prompt_mask[r, longest - len(ids):] = 1
-        prefix = None
+            mask[r, shared + longest - len(ids):] = 1
+        prompt_ids, mask = prompt_ids.to(device), mask.to(device)
+        cache = None
         if shared:
-            decoder, _ = causal_parts(model)
-            prefix = decoder(input_ids=torch.tensor([list(prompts[part[0]][:shared])], device=device),
-                             use_cache=True).cache
-            prefix.batch_repeat_interleave(len(part))
-        batch = {"prompt_ids": prompt_ids.to(device), "prompt_mask": prompt_mask.to(device),
-                 "answer_ids": answers.repeat(len(part), 1).to(device),
-                 "answer_mask": (answer_labels != IGNORE).long().repeat(len(part), 1).to(device),
-                 "answer_labels": answer_labels.repeat(len(part), 1).to(device)}
-        order = torch.arange(len(part), device=device).repeat_interleave(n)
-        token_logps, counts = continuation_logps(model, batch, order, prefix=prefix)
-        sums = answer_sums(token_logps, counts).view(len(part), n).tolist()
-        for i, row in zip(part, sums):
+            cache = decoder(input_ids=torch.tensor([list(prompts[part[0]][:shared])], device=device),
+                            use_cache=True).cache
+            cache.batch_repeat_interleave(len(part))
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        out = decoder(input_ids=prompt_ids, attention_mask=mask, position_ids=positions[:, shared:], cache=cache,
+                      use_cache=True)
+        sums = torch.log_softmax(head(out.last_hidden_state[:, -1]).float(), dim=-1)[:, first]   # (B, n)
+        if len(fed):
+            seen = torch.cat([mask.bool()[:, None, :].expand(-1, len(fed), -1),
+                              among[None].expand(len(part), -1, -1)], dim=2)            # (B, L, kv + L)
+            dtype = out.last_hidden_state.dtype
+            bias = torch.zeros(seen.shape, dtype=dtype, device=device).masked_fill(~seen, torch.finfo(dtype).min)
+            hidden = decoder(input_ids=fed.expand(len(part), -1), attention_mask=bias[:, None],
+                             position_ids=mask.sum(1, keepdim=True) + offset[None], cache=out.cache,
+                             use_cache=True).last_hidden_state                           # (B, L, H)
+            logps = torch.log_softmax(head(hidden).float(), dim=-1)
+            picked = logps.gather(2, target[None, :, None].expand(len(part), -1, -1)).squeeze(2)  # (B, L)
+            sums = sums.index_add(1, owner, picked)
+        for i, row in zip(part, sums.tolist()):
             scores[i] = row
         if on_progress:
             on_progress(len(part))
