@@ -43,7 +43,7 @@ def test_a_fine_tune_against_a_base_and_a_few_shot_baseline(tiny_chat_model, tic
                     "--plot", tickets / "table.png")
     text = " ".join(result.output.split())
     assert "task: classification (detected: every assistant answer is one of 3 labels" in text
-    assert "McNemar for accuracy, paired bootstrap otherwise" in text
+    assert "accuracy; Δ and p against tiny-chat" in text and "(McNemar)" in text and "(paired bootstrap)" in text
     saved = json.loads((out / "comparison.json").read_text())
     assert saved["n"] == 30 and saved["labels"] == ["billing", "shipping", "technical"]
     names = [row["candidate"] for row in saved["rows"]]

@@ -70,64 +70,68 @@ def compare_cmd(
                   highlight=False)
 
 
-def _interval(m: dict[str, float] | None) -> str:
-    return "–" if m is None else f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]"
-
-
-def _versus(v: dict[str, Any] | None) -> str:
-    if v is None:
-        return ""
-    return f"{v['delta']:+.3f} p={v['p_value']:.3g}"
+def _p(value: float, resamples: int) -> str:
+    """A p-value; a bootstrap's 0 means below one resample in `resamples`."""
+    return f"<{1 / resamples:.0e}" if value == 0 else f"{value:.3g}"
 
 
 def print_comparison(result: dict[str, Any]) -> None:
+    """One table per metric (value, interval, difference from the first candidate and its p-value), then speed:
+    narrow enough for an 80-column terminal."""
     rows = result["rows"]
     metrics = list(dict.fromkeys(m for row in rows for m in row["metrics"]))
-    console.print(f"task: {result['task']} ({result['task_source']}); scored by {result['scored_by']}",
-                  highlight=False)
-    table = Table(title=f"{result['data']}: {result['n']} items, 95% bootstrap intervals ({result['resamples']} "
-                        f"resamples); vs {rows[0]['candidate']}: "
-                        + ("McNemar for accuracy, paired bootstrap otherwise" if result["task"] == "classification"
-                           else "paired bootstrap"))
-    table.add_column("candidate")
+    first = rows[0]["candidate"]
+    console.print(f"task: {result['task']} ({result['task_source']}); scored by {result['scored_by']}; "
+                  f"{result['n']} items of {result['data']}; 95% bootstrap intervals ({result['resamples']} "
+                  f"resamples); each candidate against {first}", highlight=False)
     for name in metrics:
-        table.add_column(name.replace("_", " ") + (" ↓" if name == "loss" else ""), justify="right")
-        table.add_column(f"Δ {name.replace('_', ' ')}", justify="right")
-    table.add_column("latency p50 ms", justify="right")
-    table.add_column("tokens/s", justify="right")
+        test = "McNemar" if name == "accuracy" and result["task"] == "classification" else "paired bootstrap"
+        table = Table(title=name.replace("_", " ") + (" (lower is better)" if name == "loss" else "")
+                      + f"; Δ and p against {first} ({test})", title_justify="left")
+        for col in ("candidate", "value", "95% interval", "Δ", "Δ 95% interval", "p"):
+            table.add_column(col, justify="left" if col == "candidate" else "right")
+        for row in rows:
+            m, v = row["metrics"].get(name), row["vs_first"].get(name)
+            table.add_row(row["candidate"], "–" if m is None else f"{m['value']:.3f}",
+                          "" if m is None else f"{m['low']:.3f}–{m['high']:.3f}",
+                          "" if v is None else f"{v['delta']:+.3f}",
+                          "" if v is None else f"{v['low']:+.3f}–{v['high']:+.3f}",
+                          "" if v is None else _p(v["p_value"], result["resamples"]))
+        console.print(table)
+    speed = Table(title="speed", title_justify="left")
+    for col in ("candidate", "latency p50 ms", "p90 ms", "tokens/s", "scoring s"):
+        speed.add_column(col, justify="left" if col == "candidate" else "right")
     for row in rows:
-        cells = [row["candidate"]]
-        for name in metrics:
-            cells += [_interval(row["metrics"].get(name)), _versus(row["vs_first"].get(name))]
-        cells.append("–" if row["latency_ms_p50"] is None else f"{row['latency_ms_p50']:.0f}")
-        cells.append("–" if row["tokens_per_s"] is None else f"{row['tokens_per_s']:.0f}")
-        table.add_row(*cells)
-    console.print(table)
+        speed.add_row(row["candidate"], "–" if row["latency_ms_p50"] is None else f"{row['latency_ms_p50']:.0f}",
+                      "–" if row["latency_ms_p90"] is None else f"{row['latency_ms_p90']:.0f}",
+                      "–" if row["tokens_per_s"] is None else f"{row['tokens_per_s']:.0f}", f"{row['seconds']:.1f}")
+    console.print(speed)
 
 
 def show_disagreements(items_path: Path, result: dict[str, Any]) -> None:
+    """The first few items where the candidates answered differently, each candidate's answer on its own line."""
     if len(result["rows"]) < 2:
         return
     if not result["disagreements"]:
         console.print("the candidates gave the same answer on every item", highlight=False)
         return
-    table = Table(title=f"{result['disagreements']} items where the candidates disagree (the first "
-                        f"{SHOWN_DISAGREEMENTS}; all in items.jsonl, \"disagree\": true)")
-    table.add_column("#", justify="right")
-    table.add_column("input", max_width=48, overflow="ellipsis", no_wrap=True)
-    table.add_column("reference")
+    console.print(f"\n{result['disagreements']} items where the candidates disagree; the first {SHOWN_DISAGREEMENTS} "
+                  "(all in items.jsonl, \"disagree\": true):", highlight=False)
     names = [row["candidate"] for row in result["rows"]]
-    for name in names:
-        table.add_column(name, max_width=24, overflow="ellipsis")
+    width = max(len(n) for n in [*names, "reference"])
     shown = 0
     with items_path.open(encoding="utf-8") as f:
         for line in f:
             item = json.loads(line)
             if not item["disagree"]:
                 continue
-            table.add_row(str(item["index"] + 1), item["input"], item["reference"],
-                          *[str(item["answers"].get(n) or "–") for n in names])
+            text = " ".join(item["input"].split())
+            console.print(f"#{item['index'] + 1}: {text[:200]}{'…' if len(text) > 200 else ''}", highlight=False,
+                          markup=False)
+            console.print(f"  {'reference':<{width}}  {item['reference']}", highlight=False, markup=False)
+            for name in names:
+                answer = " ".join(str(item["answers"].get(name) or "–").split())
+                console.print(f"  {name:<{width}}  {answer[:160]}", highlight=False, markup=False)
             shown += 1
             if shown == SHOWN_DISAGREEMENTS:
                 break
-    console.print(table)
