@@ -103,5 +103,16 @@ def test_bad_candidates_and_options_are_named(tiny_chat_model, tickets, tmp_path
     result = runner.invoke(app, ["compare", str(tiny_chat_model), "2-shot", "--data", str(tickets / "test.jsonl")])
     assert result.exit_code == 2 and "a k-shot baseline needs training examples: pass --train FILE" in \
         " ".join(result.output.split())
+    extra = write_jsonl(tmp_path / "extra.jsonl", chat_form(topic_rows(12) + [{"text": "refund my return", "label":
+                                                                                 "returns"}] * 2))
+    result = runner.invoke(app, ["compare", str(tiny_chat_model), str(tickets / "head"), "--data", str(extra)])
+    assert result.exit_code == 2 and "head answers with the labels billing, shipping, technical; the test data also " \
+        "has returns, which it can never give" in " ".join(result.output.split())
+    long = write_jsonl(tmp_path / "long.jsonl", [{"messages": [{"role": "user", "content": "refund " * 40},
+                                                               {"role": "assistant", "content": f"answer {i}"}]}
+                                                 for i in range(3)])
+    result = runner.invoke(app, ["compare", str(tiny_chat_model), "--data", str(long), "--max-length", 16])
+    assert result.exit_code == 2 and "3 of 3 conversations have no answer token left within --max-length 16" in \
+        " ".join(result.output.split())
     result = runner.invoke(app, ["compare", "no-such-model", "--data", str(tickets / "test.jsonl")])
     assert result.exit_code == 2 and "unknown model 'no-such-model'" in result.output

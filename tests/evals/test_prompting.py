@@ -15,6 +15,8 @@ def test_candidates_parse_from_words_and_yaml(tmp_path):
     assert parse_prompt_candidate("zero-shot") == PromptConfig(k=0)
     assert parse_prompt_candidate("5-shot").label == "5-shot"
     assert is_prompt_candidate("x.yaml") and not is_prompt_candidate("runs/tickets")
+    with pytest.raises(RecipeError, match="99-shot: at most 64 examples"):
+        parse_prompt_candidate("99-shot")
     path = tmp_path / "route.yaml"
     path.write_text("model: m\nsystem: Route it.\nk: 2\nselection: nearest\n")
     config = parse_prompt_candidate(str(path))
@@ -41,6 +43,16 @@ def test_random_shots_are_seeded_and_the_same_for_every_row():
     assert choose_shots(PromptConfig(k=3, seed=2), POOL, ["a"]) != first[:1]
     with pytest.raises(ValueError, match="11-shot: needs 11 training examples, the training data has 10"):
         choose_shots(PromptConfig(k=11), POOL, ["a"])
+
+
+def test_a_test_text_found_in_the_pool_never_gets_itself():
+    config = PromptConfig(k=3, seed=4)
+    others = choose_shots(config, POOL, ["unseen"])[0]
+    for shots, text in zip(choose_shots(config, POOL, [s.user for s in POOL]), [s.user for s in POOL]):
+        assert len(shots) == 3 and text not in [s.user for s in shots]
+        assert shots == others or len(set(shots) & set(others)) == 2   # the same k, one swapped for the next
+    with pytest.raises(ValueError, match="besides the test text"):
+        choose_shots(PromptConfig(k=10), POOL, ["text 1"])
 
 
 def test_nearest_shots_follow_the_embedding_and_never_show_the_row_itself():

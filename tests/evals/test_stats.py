@@ -13,8 +13,8 @@ GOLD = RNG.integers(0, 3, 60)
 PRED = np.where(RNG.random(60) < 0.7, GOLD, RNG.integers(0, 3, 60))
 
 
-def scipy_interval(statistic, *data, vectorized):
-    res = stats.bootstrap(data, statistic, n_resamples=2000, confidence_level=0.95, method="percentile", paired=True,
+def scipy_interval(statistic, *data, vectorized, n_resamples=2000):
+    res = stats.bootstrap(data, statistic, n_resamples=n_resamples, confidence_level=0.95, method="percentile", paired=True,
                           vectorized=vectorized, rng=np.random.default_rng(0))
     return res.confidence_interval
 
@@ -28,14 +28,27 @@ def test_accuracy_interval_is_scipys_percentile_bootstrap():
     assert got.low < got.value < got.high
 
 
+def sklearn_macro(g, p):
+    """scikit-learn's macro-F1 over the labels present in gold or predictions (-1, outside the labels, is none)."""
+    return f1_score(g, p, labels=sorted((set(g.tolist()) | set(p.tolist())) - {-1}), average="macro",
+                    zero_division=0)
+
+
 def test_macro_f1_interval_equals_scikit_learns_f1_resampled_by_scipy():
-    got = bootstrap_ci(lambda g, p, axis=-1: macro_f1(g, p, 3, axis=axis), GOLD, PRED)
-
-    def sklearn_macro(g, p):
-        return f1_score(g, p, labels=[0, 1, 2], average="macro", zero_division=0)
-
+    got = bootstrap_ci(lambda g, p, axis=-1: macro_f1(g, p, 3, axis=axis), GOLD, PRED, n_resamples=500)
     assert got.value == pytest.approx(sklearn_macro(GOLD, PRED), abs=1e-12)
-    low, high = scipy_interval(sklearn_macro, GOLD, PRED, vectorized=False)
+    low, high = scipy_interval(sklearn_macro, GOLD, PRED, vectorized=False, n_resamples=500)
+    assert (got.low, got.high) == pytest.approx((low, high), abs=1e-12)
+
+
+def test_a_rare_label_missing_from_a_resample_does_not_pull_the_interval_down():
+    gold = np.array([0] * 30 + [1] * 30 + [2] * 30 + [3] * 6 + [4] * 2 + [5] * 2)
+    perfect = bootstrap_ci(lambda g, p, axis=-1: macro_f1(g, p, 6, axis=axis), gold, gold)
+    assert (perfect.value, perfect.low, perfect.high) == (1.0, 1.0, 1.0)
+    pred = gold.copy()
+    pred[:5] = 1
+    got = bootstrap_ci(lambda g, p, axis=-1: macro_f1(g, p, 6, axis=axis), gold, pred, n_resamples=500)
+    low, high = scipy_interval(sklearn_macro, gold, pred, vectorized=False, n_resamples=500)
     assert (got.low, got.high) == pytest.approx((low, high), abs=1e-12)
 
 

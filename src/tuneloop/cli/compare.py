@@ -32,6 +32,8 @@ def compare_cmd(
     max_generate: Annotated[int, typer.Option(help="Conversations: answer this many by greedy generation for exact "
                                                    "match and ROUGE-L.")] = 50,
     max_new_tokens: Annotated[int, typer.Option(help="Conversations: tokens per generated answer, at most.")] = 128,
+    max_length: Annotated[int, typer.Option(help="Conversations: tokens of a conversation scored for its loss "
+                                                 "(longer ones are cut from the end).")] = 1024,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals and paired tests.")] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap (and of random k-shot examples).")] = 0,
     latency_samples: Annotated[int, typer.Option(help="Single-item requests timed per candidate.")] = 10,
@@ -55,7 +57,8 @@ def compare_cmd(
             return lambda n: progress.advance(task_id, n)
 
         result = run_comparison(settings(), candidates, data, task=task, train=train, base=base,
-                                max_generate=max_generate, max_new_tokens=max_new_tokens, resamples=resamples,
+                                max_generate=max_generate, max_new_tokens=max_new_tokens, max_length=max_length,
+                                resamples=resamples,
                                 seed=seed, latency_samples=latency_samples, output=output, on_stage=on_stage)
     folder = Path(result["folder"])
     if plot:
@@ -71,8 +74,8 @@ def compare_cmd(
 
 
 def _p(value: float, resamples: int) -> str:
-    """A p-value; a bootstrap's 0 means below one resample in `resamples`."""
-    return f"<{1 / resamples:.0e}" if value == 0 else f"{value:.3g}"
+    """A p-value; a bootstrap's 0 means below 2 / resamples (the p-value doubles the smaller tail's share)."""
+    return f"<{2 / resamples:.0e}" if value == 0 else f"{value:.3g}"
 
 
 def print_comparison(result: dict[str, Any]) -> None:

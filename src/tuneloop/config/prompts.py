@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tuneloop.config.recipe import RecipeError
 
 SHOT = re.compile(r"^(zero|\d{1,2})-shot$")
+MAX_SHOTS = 64
 
 
 class PromptConfig(BaseModel):
@@ -32,7 +33,7 @@ class PromptConfig(BaseModel):
     """The base model; None: the comparison's base (`--base`, else the first fine-tune's base)."""
     system: str | None = None
     """The system message; None: the task's own (a classification prompt lists the labels)."""
-    k: int = Field(0, ge=0, le=64)
+    k: int = Field(0, ge=0, le=MAX_SHOTS)
     """Examples from the training data, shown as earlier turns of the conversation."""
     seed: int = 0
     selection: Literal["random", "nearest"] = "random"
@@ -55,7 +56,10 @@ def parse_prompt_candidate(text: str) -> PromptConfig:
     """The prompt config a candidate names; RecipeError naming the file and field when it is wrong."""
     match = SHOT.match(text)
     if match:
-        return PromptConfig(k=0 if match.group(1) == "zero" else int(match.group(1)))
+        k = 0 if match.group(1) == "zero" else int(match.group(1))
+        if k > MAX_SHOTS:
+            raise RecipeError(f"{text}: at most {MAX_SHOTS} examples")
+        return PromptConfig(k=k)
     path = Path(text)
     if not path.is_file():
         raise RecipeError(f"{text}: no such prompt config file")

@@ -38,16 +38,24 @@ def shot_pool(records: Sequence[Record]) -> list[Shot]:
 
 def choose_shots(config: PromptConfig, pool: Sequence[Shot], texts: Sequence[str],
                  embed: Callable[[list[str]], "object"] | None = None) -> list[list[Shot]]:
-    """The examples each test text gets: `random`, the same k for all (seeded); `nearest`, the k pool texts most
-    similar to it (cosine of `embed`'s unit vectors, nearest last, so it sits just before the question). A test text
-    found word for word in the pool never gets itself."""
+    """The examples each test text gets: `random`, the first k of one seeded order of the pool (the same k for
+    every text, except that a test text found word for word in the pool skips itself and takes the next);
+    `nearest`, the k pool texts most similar to it (cosine of `embed`'s unit vectors, nearest last, so it sits just
+    before the question), never itself."""
     if config.k == 0:
         return [[] for _ in texts]
     if len(pool) < config.k:
         raise ValueError(f"{config.label}: needs {config.k} training examples, the training data has {len(pool)}")
     if config.selection == "random":
-        chosen = random.Random(config.seed).sample(list(pool), config.k)
-        return [[s for s in chosen if s.user != text] or chosen for text in texts]
+        shuffled = random.Random(config.seed).sample(list(pool), len(pool))   # one seeded order for every row
+        out = []
+        for text in texts:
+            picked = [s for s in shuffled if s.user != text][: config.k]
+            if len(picked) < config.k:
+                raise ValueError(f"{config.label}: needs {config.k} training examples besides the test text, the "
+                                 f"training data has {len(picked)}")
+            out.append(picked)
+        return out
     if embed is None:
         raise ValueError("selection 'nearest' needs an embedding model")
     pool_vectors, text_vectors = embed([s.user for s in pool]), embed(list(texts))

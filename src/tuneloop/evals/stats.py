@@ -60,18 +60,20 @@ def accuracy(gold: np.ndarray, predicted: np.ndarray, axis: int = -1) -> np.ndar
 
 
 def macro_f1(gold: np.ndarray, predicted: np.ndarray, n_labels: int, axis: int = -1) -> np.ndarray:
-    """Unweighted mean F1 over the label indices 0..n_labels-1 (a label with no gold and no prediction in a
-    resample scores 0, as scikit-learn's f1_score(average="macro", labels=..., zero_division=0)). A prediction
-    outside the labels (-1) is wrong for its gold label and counts for no label."""
+    """Unweighted mean F1 over the labels (indices 0..n_labels-1) that occur among the gold labels or the
+    predictions, as scikit-learn's f1_score(average="macro") with its default labels. A resample that misses a
+    rare label altogether averages over the labels it has, rather than counting that label as an F1 of 0. A
+    prediction outside the labels (-1) is wrong for its gold label and counts for no label."""
     gold, predicted = np.moveaxis(gold, axis, -1), np.moveaxis(predicted, axis, -1)
-    scores = []
+    scores, present = [], []
     for label in range(n_labels):
         is_gold, is_predicted = gold == label, predicted == label
         tp = np.sum(is_gold & is_predicted, axis=-1)
         wrong = np.sum(is_gold ^ is_predicted, axis=-1)                      # false positives + false negatives
         denominator = 2 * tp + wrong
         scores.append(np.divide(2 * tp, denominator, out=np.zeros(denominator.shape), where=denominator > 0))
-    return np.mean(scores, axis=0)
+        present.append(denominator > 0)
+    return np.sum(scores, axis=0) / np.maximum(np.sum(present, axis=0), 1)
 
 
 def ratio_of_sums(numerator: np.ndarray, denominator: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -94,7 +96,7 @@ def bootstrap_ci(statistic: Statistic, *samples: np.ndarray, n_resamples: int = 
                              method="percentile", paired=True, vectorized=True, axis=-1,
                              rng=np.random.default_rng(seed))
     low, high = result.confidence_interval
-    return Interval(value, _finite(low, value), _finite(high, value))
+    return Interval(value, float(low), float(high))
 
 
 def paired_bootstrap(statistic: Statistic, candidate: tuple[np.ndarray, ...], first: tuple[np.ndarray, ...],
@@ -114,9 +116,11 @@ def paired_bootstrap(statistic: Statistic, candidate: tuple[np.ndarray, ...], fi
                              method="percentile", paired=True, vectorized=True, axis=-1,
                              rng=np.random.default_rng(seed))
     spread = result.bootstrap_distribution
-    p_value = min(1.0, 2 * min(float(np.mean(spread <= 0)), float(np.mean(spread >= 0))))
     low, high = result.confidence_interval
-    return PairedTest("paired bootstrap", delta, _finite(low, delta), _finite(high, delta), p_value)
+    if not np.all(np.isfinite(spread)) or not np.isfinite(delta):
+        return PairedTest("paired bootstrap", delta, float("nan"), float("nan"), float("nan"))
+    p_value = min(1.0, 2 * min(float(np.mean(spread <= 0)), float(np.mean(spread >= 0))))
+    return PairedTest("paired bootstrap", delta, float(low), float(high), p_value)
 
 
 def mcnemar(candidate_correct: np.ndarray, first_correct: np.ndarray, n_resamples: int = RESAMPLES,
@@ -135,8 +139,3 @@ def mcnemar(candidate_correct: np.ndarray, first_correct: np.ndarray, n_resample
         p_value = float(stats.chi2.sf(statistic, 1))
     interval = paired_bootstrap(mean, (a.astype(float),), (b.astype(float),), n_resamples, confidence, seed)
     return PairedTest("mcnemar", interval.delta, interval.low, interval.high, min(1.0, p_value))
-
-
-def _finite(x: float, fallback: float) -> float:
-    """scipy gives NaN bounds when every resample has the same value (a degenerate distribution)."""
-    return float(x) if np.isfinite(x) else fallback

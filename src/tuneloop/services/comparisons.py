@@ -202,6 +202,11 @@ def _score_classification(settings: Settings, candidate: Candidate, records: lis
         system = candidate.prompt.system if candidate.prompt else None
         prompts = [with_shots(m, s, system) for m, s in zip(base, shots)]
         tokens = sum(len(chat_prompt_ids(tokenizer, m)) for m in prompts)
+    missing = sorted(set(items.gold) - set(labels))
+    if missing:
+        raise CompareError(f"{candidate.name} answers with the labels {', '.join(labels)}; the test data also has "
+                           f"{', '.join(missing)}, which it can never give (compare models trained on the same "
+                           "label set)")
     advance = progress(f"{candidate.name}: scoring", len(items.texts))
     started = time.perf_counter()
     outcome.predictions = [label for label, _ in predict_labels(model, tokenizer, items.texts, labels, advance,
@@ -237,6 +242,11 @@ def _score_conversations(settings: Settings, candidate: Candidate, records: list
     advance = progress(f"{candidate.name}: loss", len(prompts))
     outcome.loss_sums, outcome.tokens = scoring.teacher_forced_items(
         model, tokenizer, [p + [c[-1]] for p, c in zip(prompts, conversations)], max_length, on_progress=advance)
+    cut = sum(1 for n in outcome.tokens if n == 0)
+    if cut:
+        raise CompareError(f"{candidate.name}: {cut} of {len(prompts)} conversations have no answer token left "
+                           f"within --max-length {max_length} (the answer comes last and is cut first); raise "
+                           "--max-length so that every candidate is scored on every answer")
     options = GenerationOptions(max_tokens=max_new_tokens)
     chosen = prompts[:max_generate]
     advance = progress(f"{candidate.name}: answering", len(chosen))

@@ -1,7 +1,6 @@
 """Answers that continue shared prompts: each prompt runs once, and every answer to it continues from its KV cache
-(transformers' own). DPO scores a pair's two answers this way, GRPO a prompt's group of completions, and label
-likelihood each label of a classification prompt. A prefix that every prompt shares (a system message listing the
-labels) can run once more cheaply still: pass its cache as `prefix`."""
+(transformers' own), one row per answer. DPO scores a pair's two answers this way, GRPO a prompt's group of
+completions. (Label likelihood packs a prompt's labels into one row instead: `classify.label_logprobs_batch`.)"""
 
 from __future__ import annotations
 
@@ -14,24 +13,17 @@ from tuneloop.engine.methods.sft import causal_parts
 from tuneloop.engine.tokenize import IGNORE
 
 
-def continuation_logps(model: Any, batch: dict[str, torch.Tensor], order: torch.Tensor, temperature: float = 1.0,
-                       prefix: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+def continuation_logps(model: Any, batch: dict[str, torch.Tensor], order: torch.Tensor,
+                       temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probability of each labelled answer token, row-major; labelled tokens per answer row) for answers that
     continue shared prompts: `prompt_ids`/`prompt_mask` (P, W) left-padded run once, their KV cache (gradients
     flowing through it) is laid out as `order` says (answer row i continues prompt order[i]), and
     `answer_ids`/`answer_mask`/`answer_labels` (R, A) right-padded continue from it. DPO: chosen rows then
-    rejected rows; GRPO: each prompt's completions together.
-
-    prefix: a cache of tokens that come before every prompt, one row per prompt (P rows); the prompts continue
-    from it."""
+    rejected rows; GRPO: each prompt's completions together."""
     decoder, head = causal_parts(model)
     prompt_mask, answer_mask, labels = batch["prompt_mask"], batch["answer_mask"], batch["answer_labels"]
-    before = prefix.get_seq_length() if prefix is not None else 0
-    if before:
-        prompt_mask = torch.cat([prompt_mask.new_ones((prompt_mask.shape[0], before)), prompt_mask], dim=1)
-    positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)[:, before:]
-    out = decoder(input_ids=batch["prompt_ids"], attention_mask=prompt_mask, position_ids=positions,
-                  cache=prefix, use_cache=True)
+    positions = (prompt_mask.cumsum(1) - 1).clamp(min=0)
+    out = decoder(input_ids=batch["prompt_ids"], attention_mask=prompt_mask, position_ids=positions, use_cache=True)
     cache = out.cache
     cache.reorder_cache(order)                                          # (P, ...) -> one row per answer
     # the prompt's last position predicts answer token 0; answer position j predicts answer token j + 1, so the
