@@ -13,6 +13,7 @@ from tuneloop.engine.methods.classify import (classification_prompt_ids, collate
 from tuneloop.data.records import LabelledRecord, Record
 from tuneloop.engine.methods.classify import LabelExample
 from tuneloop.evals.metrics import ClassificationReport, classification_report
+from tuneloop.evals.sft import last_user_text, prompt_and_reference
 
 Progress = Callable[[int], None]
 
@@ -83,11 +84,14 @@ def label_items(records: Sequence[Record]) -> LabelItems:
         return LabelItems([r.text for r in records], [r.labels[0] for r in records])  # type: ignore[union-attr]
     texts, gold, prompts = [], [], []
     for record in records:
-        messages = [{"role": m.role, "content": m.content} for m in record.to_messages()]
-        *before, answer = messages
+        found = prompt_and_reference(record)
+        if found is None:
+            raise ValueError("classification needs labelled records or conversations that end with an assistant "
+                             "answer (the label)")
+        before, answer = found
         prompts.append(before)
-        gold.append(answer["content"].strip())
-        texts.append(next((m["content"] for m in reversed(before) if m["role"] == "user"), ""))
+        gold.append(answer.strip())
+        texts.append(last_user_text(before))
     return LabelItems(texts, gold, prompts)
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from tuneloop.evals import stats
 from tuneloop.evals.metrics import exact_match, rouge
@@ -56,40 +55,6 @@ def timed(outcome: Outcome, single: Callable[[int], Any], items: int, samples: i
         started = time.perf_counter()
         single(i)
         outcome.latency_ms.append((time.perf_counter() - started) * 1000)
-
-
-@torch.no_grad()
-def teacher_forced_items(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]],
-                         max_length: int = 1024, batch_size: int = 8,
-                         on_progress: Progress | None = None) -> tuple[list[float], list[int]]:
-    """Each conversation's summed cross-entropy over its last assistant answer, and that answer's token count
-    (0 when truncation left none)."""
-    from tuneloop.engine.methods.sft import collate, labelled_logits
-    from tuneloop.engine.tokenize import IGNORE, tokenize_messages
-
-    model.eval()
-    last = [max(i for i, m in enumerate(c) if m["role"] == "assistant") for c in conversations]
-    examples = [tokenize_messages(tokenizer, [{**m, "weight": 1 if i == end else 0} if m["role"] == "assistant" else m
-                                              for i, m in enumerate(c)], max_length)
-                for c, end in zip(conversations, last)]
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    sums, counts = [0.0] * len(examples), [0] * len(examples)
-    for start in range(0, len(order), batch_size):
-        part = [i for i in order[start : start + batch_size] if examples[i].n_target_tokens]
-        if part:
-            batch = {k: v.to(device) for k, v in collate([examples[i] for i in part], pad).items()}
-            logits, targets = labelled_logits(model, batch)
-            losses = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-            per_row = (batch["labels"][:, 1:] != IGNORE).sum(1)
-            rows = torch.repeat_interleave(torch.arange(len(part), device=per_row.device), per_row)
-            totals = torch.zeros(len(part), device=losses.device).index_add(0, rows, losses).tolist()
-            for i, total, n in zip(part, totals, per_row.tolist()):
-                sums[i], counts[i] = total, n
-        if on_progress:
-            on_progress(len(order[start : start + batch_size]))
-    return sums, counts
 
 
 # ---------------------------------------------------------------------- statistics

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from tuneloop.config.prompts import PromptConfig
 from tuneloop.data.records import LabelledRecord, Record
+from tuneloop.evals.sft import last_user_text, prompt_and_reference
 
 Messages = list[dict[str, str]]
 
@@ -27,12 +28,9 @@ def shot_pool(records: Sequence[Record]) -> list[Shot]:
         if isinstance(record, LabelledRecord):
             pool.append(Shot(record.text, ", ".join(record.labels)))
             continue
-        messages = record.to_messages()
-        if len(messages) < 2 or messages[-1].role != "assistant":
-            continue
-        user = next((m.content for m in reversed(messages[:-1]) if m.role == "user"), None)
-        if user is not None:
-            pool.append(Shot(user, messages[-1].content.strip()))
+        found = prompt_and_reference(record)
+        if found is not None and any(m["role"] == "user" for m in found[0]):
+            pool.append(Shot(last_user_text(found[0]), found[1].strip()))
     return pool
 
 

@@ -11,8 +11,9 @@ from typing import Any
 import torch
 
 from tuneloop.data.records import Record
+from tuneloop.engine.methods.continuation import answer_sums
 from tuneloop.engine.methods.sft import collate, labelled_logits
-from tuneloop.engine.tokenize import record_messages, tokenize_records
+from tuneloop.engine.tokenize import IGNORE, record_messages, tokenize_messages, tokenize_records
 from tuneloop.evals.metrics import exact_match, rouge_l
 from tuneloop.models.generation import GenerationOptions, complete_batch
 
@@ -63,6 +64,41 @@ def teacher_forced(model: Any, tokenizer: Any, records: Sequence[Record], max_le
         if on_progress:
             on_progress(len(part))
     return total, correct, count, len(examples)
+
+
+@torch.no_grad()
+def teacher_forced_items(model: Any, tokenizer: Any, conversations: Sequence[list[dict[str, str]]],
+                         max_length: int = 1024, batch_size: int = 8,
+                         on_progress: Progress | None = None) -> tuple[list[float], list[int]]:
+    """`teacher_forced` item by item, on each conversation's last assistant answer only (earlier answers, such as a
+    prompt baseline's examples, are context): its summed cross-entropy and its token count (0 when truncation
+    left none)."""
+    model.eval()
+    last = [max(i for i, m in enumerate(c) if m["role"] == "assistant") for c in conversations]
+    examples = [tokenize_messages(tokenizer, [{**m, "weight": int(i == end)} if m["role"] == "assistant" else m
+                                              for i, m in enumerate(c)], max_length)
+                for c, end in zip(conversations, last)]
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    sums, counts = [0.0] * len(examples), [0] * len(examples)
+    for start in range(0, len(order), batch_size):
+        part = [i for i in order[start : start + batch_size] if examples[i].n_target_tokens]
+        if part:
+            batch = {k: v.to(device) for k, v in collate([examples[i] for i in part], pad).items()}
+            logits, targets = labelled_logits(model, batch)
+            per_row = (batch["labels"][:, 1:] != IGNORE).sum(1)
+            totals = answer_sums(torch.nn.functional.cross_entropy(logits, targets, reduction="none"), per_row)
+            for i, total, n in zip(part, totals.tolist(), per_row.tolist()):
+                sums[i], counts[i] = total, n
+        if on_progress:
+            on_progress(len(order[start : start + batch_size]))
+    return sums, counts
+
+
+def last_user_text(messages: Sequence[dict[str, Any]]) -> str:
+    """The content of the last user message (what a head classifier reads, and a nearest-example search)."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
 
 
 def prompt_and_reference(record: Record) -> tuple[list[dict[str, str]], str] | None:

@@ -26,6 +26,7 @@ from tuneloop.engine.tokenize import classification_messages
 from tuneloop.evals import compare as scoring
 from tuneloop.evals.classify import chat_prompt_ids, has_head, label_items, predict_labels
 from tuneloop.evals.prompting import Shot, choose_shots, shot_pool, with_shots
+from tuneloop.evals.sft import last_user_text, prompt_and_reference, teacher_forced_items
 from tuneloop.models.generation import GenerationOptions, complete, complete_batch
 from tuneloop.models.loading import find_run_output, load_model, model_kind, run_meta
 from tuneloop.models.registry import DEFAULT_CHAT_MODEL
@@ -224,13 +225,13 @@ def _score_conversations(settings: Settings, candidate: Candidate, records: list
                          max_generate: int, max_new_tokens: int, max_length: int, latency_samples: int,
                          progress: Stage) -> tuple[scoring.Outcome, list[str]]:
     conversations = []
-    for record in records:
-        messages = [{"role": m.role, "content": m.content} for m in record.to_messages()]
-        if not messages or messages[-1]["role"] != "assistant":
-            raise CompareError("every conversation needs an assistant answer last (the reference)")
-        conversations.append(messages)
+    for number, record in enumerate(records, 1):
+        found = prompt_and_reference(record)
+        if found is None:
+            raise CompareError(f"--data: record {number} has no assistant answer (the reference)")
+        conversations.append([*found[0], {"role": "assistant", "content": found[1]}])
     gold = [c[-1]["content"].strip() for c in conversations]
-    texts = [next((m["content"] for m in reversed(c[:-1]) if m["role"] == "user"), "") for c in conversations]
+    texts = [last_user_text(c[:-1]) for c in conversations]
     model, tokenizer = _load(settings, candidate, progress)
     if has_head(model):
         raise CompareError(f"{candidate.name} is a classifier; these conversations have free-text answers")
@@ -240,7 +241,7 @@ def _score_conversations(settings: Settings, candidate: Candidate, records: list
     outcome = scoring.Outcome(candidate.name, candidate.kind, candidate.ref)
     started = time.perf_counter()
     advance = progress(f"{candidate.name}: loss", len(prompts))
-    outcome.loss_sums, outcome.tokens = scoring.teacher_forced_items(
+    outcome.loss_sums, outcome.tokens = teacher_forced_items(
         model, tokenizer, [p + [c[-1]] for p, c in zip(prompts, conversations)], max_length, on_progress=advance)
     cut = sum(1 for n in outcome.tokens if n == 0)
     if cut:
@@ -269,8 +270,8 @@ def _write_items(path: Path, task: str, records: list[Record], outcomes: list[sc
     with path.open("w", encoding="utf-8") as f:
         for i, reference in enumerate(gold):
             record = records[i]
-            text = record.text if isinstance(record, LabelledRecord) else next(
-                (m.content for m in reversed(record.to_messages()[:-1]) if m.role == "user"), "")
+            found = prompt_and_reference(record)
+            text = record.text if isinstance(record, LabelledRecord) else last_user_text(found[0] if found else [])
             answers = {o.name: (o.predictions[i] if task == "classification" else
                                 (o.answers[i] if o.answers and i < len(o.answers) else None)) for o in outcomes}
             f.write(json.dumps({"index": i, "input": text, "reference": reference, "answers": answers,
