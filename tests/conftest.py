@@ -212,6 +212,7 @@ def live_server(home, with_worker: bool, database_url: str | None = None, allowe
 
     from tuneloop.api.app import create_app
     from tuneloop.config.settings import Settings
+    from tuneloop.services.job_kinds import kinds
     from tuneloop.store import repo
     from tuneloop.worker.runner import Worker
 
@@ -226,7 +227,7 @@ def live_server(home, with_worker: bool, database_url: str | None = None, allowe
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     stop = threading.Event()
-    worker = threading.Thread(target=Worker(settings, "test-worker").run, kwargs={"stop": stop}, daemon=True)
+    worker = threading.Thread(target=Worker(settings, "test-worker", kinds=kinds()).run, kwargs={"stop": stop}, daemon=True)
     if with_worker:
         worker.start()
     deadline = time.time() + 20

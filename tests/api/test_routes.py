@@ -79,7 +79,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {  # valid requests, so that wha
     ("GET", "/api/projects/{ref}/export/summary"): {"params": {"as": "classify"}},
 }
 PARAMS = {"ref": "p", "username": "out", "record_id": "1", "annotation_id": "1", "file_id": "file-none",
-          "job_id": "ftjob-none", "model_id": "smollm2-135m-instruct", "run_id": "run-none"}
+          "job_id": "ftjob-none", "model_id": "smollm2-135m-instruct", "run_id": "run-none", "eval_id": "eval-none",
+          "output_item_id": "outputitem-none"}
 
 
 def forbidden_for(method: str, path: str) -> list[str]:

@@ -76,7 +76,7 @@ def test_list_shows_every_kind_with_its_progress_and_filters_by_kind(sessions, t
     assert shown["data"][1]["links"]["run"] == "run-abc"
 
     bad = invoke("jobs", "list", "--kind", "eval-ish", ok=False)
-    assert bad.exit_code == 2 and "kind 'eval-ish' is not one of train, repredict" in bad.text
+    assert bad.exit_code == 2 and "kind 'eval-ish' is not one of train, repredict, eval" in bad.text
 
 
 def test_show_prints_why_a_job_failed_and_cancel_cancels_a_queued_one(sessions):

@@ -1,4 +1,4 @@
-"""`tuneloop jobs`: jobs of every kind (training, re-predicting) in the local database: list, show, cancel, follow."""
+"""`tuneloop jobs`: jobs of every kind (training, re-predicting, evaluating) in the local database: list, show, cancel, follow."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.text import Text
 
 from tuneloop.cli.common import console, err_console, fail, handle_errors, open_sessions, print_json
 
-app = typer.Typer(help="Jobs of every kind (train, repredict) that workers run: status, progress, events.",
+app = typer.Typer(help="Jobs of every kind (train, repredict, eval) that workers run: status, progress, events.",
                   no_args_is_help=True)
 
 STOPPED = {"succeeded", "failed", "cancelled", "paused"}
@@ -42,7 +42,7 @@ def _message(view: dict[str, Any]) -> str:
 @app.command("list")
 @handle_errors
 def list_cmd(
-    kind: Annotated[Optional[str], typer.Option(help="Only jobs of this kind (train or repredict).")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="Only jobs of this kind (train, repredict or eval).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="The newest this many.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

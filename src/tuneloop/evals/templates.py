@@ -52,6 +52,13 @@ def template_item_fields(source: str) -> set[str]:
     return out
 
 
+def template_names(source: str) -> set[str]:
+    """The top-level names a template reads (`item`, `sample`)."""
+    from jinja2 import meta
+
+    return set(meta.find_undeclared_variables(_jinja().parse(source)))
+
+
 MAX_TEMPLATE = 20_000
 """Characters of one template at most."""
 

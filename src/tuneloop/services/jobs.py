@@ -33,7 +33,7 @@ MAX_LR_MULTIPLIER = 10.0
 SEED_MAX = 2**31 - 1
 
 
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
     """A client's value in a message, cut short: a 5 MB string is not echoed back."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
@@ -50,10 +50,10 @@ def _number(kind: type, low: float, high: float, auto: bool) -> Any:
             return "auto"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                 (kind is int and not isinstance(value, int)) or not math.isfinite(value):
-            raise ValueError(f"must be {either}, got {_shown(value)}")
+            raise ValueError(f"must be {either}, got {shown_value(value)}")
         if not (low < value if kind is float else low <= value) or value > high:
             bounds = f"greater than {low} and at most {high}" if kind is float else f"from {low} to {high}"
-            raise ValueError(f"must be {noun} {bounds}, got {_shown(value)}")
+            raise ValueError(f"must be {noun} {bounds}, got {shown_value(value)}")
         return value
 
     number: dict[str, Any] = {"type": "integer" if kind is int else "number", "maximum": high,
@@ -90,7 +90,7 @@ def _real(low: float, high: float, high_open: bool = False) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
                 not (low <= value and ((value < high) if high_open else (value <= high))):
             raise ValueError(f"must be a number from {low} to {high}{' (excluded)' if high_open else ''}, "
-                             f"got {_shown(value)}")
+                             f"got {shown_value(value)}")
         return float(value)
 
     schema = {"type": "number", "minimum": low, **({"exclusiveMaximum": high} if high_open else {"maximum": high})}
@@ -386,6 +386,6 @@ def list_all_jobs(session: Session, *, kind: str | None = None, after: str | Non
     return repo.list_jobs(session, after=after, limit=limit, kind=kind)
 
 
-JobKind = Literal["train", "repredict"]
-"""The kinds a job may have today (eval, synth and search-trial follow)."""
+JobKind = Literal["train", "repredict", "eval"]
+"""The kinds a job may have today (compare, search-trial and arena follow)."""
 JOB_KINDS = get_args(JobKind)

@@ -61,7 +61,7 @@ def list_files(session: Session, *, purpose: str | None, after: str | None, limi
     query = select(File)
     if purpose:
         query = query.where(File.purpose == purpose)
-    return _page(session, query, File, after, limit, newest_first)
+    return page(session, query, File, after, limit, newest_first)
 
 
 def jobs_using_file(session: Session, *, file_id: str) -> list[Job]:
@@ -85,7 +85,7 @@ def list_jobs(session: Session, *, after: str | None, limit: int, kind: str | No
               ) -> tuple[list[Job], bool]:
     """Newest first; `kind`: only jobs of that kind (None: every kind)."""
     query = select(Job) if kind is None else select(Job).where(Job.kind == kind)
-    return _page(session, query, Job, after, limit, True)
+    return page(session, query, Job, after, limit, True)
 
 
 def claim_next_job(session: Session, *, worker_id: str) -> Job | None:
@@ -165,10 +165,10 @@ def drop_checkpoints(session: Session, *, job_id: str, step: int) -> None:
 
 
 def list_checkpoints(session: Session, *, job_id: str, after: str | None, limit: int) -> tuple[list[Checkpoint], bool]:
-    return _page(session, select(Checkpoint).where(Checkpoint.job_id == job_id), Checkpoint, after, limit, True)
+    return page(session, select(Checkpoint).where(Checkpoint.job_id == job_id), Checkpoint, after, limit, True)
 
 
-def _page(session: Session, query: Any, table: Any, after: str | None, limit: int, newest_first: bool
+def page(session: Session, query: Any, table: Any, after: str | None, limit: int, newest_first: bool
           ) -> tuple[list[Any], bool]:
     """One page in creation order (newest first by default), starting after the row `after`."""
     order = (table.created_at.desc(), table.id.desc()) if newest_first else (table.created_at, table.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -272,4 +272,51 @@ class Round(Base):
     """The model that pre-filled the queue before, when this round's model took over; None when it did not
     (it scored below) or nothing had pre-filled it."""
     job_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+# ---------------------------------------------------------------- evaluations (/v1/evals)
+class Eval(Base):
+    """An evaluation in OpenAI's sense: what its items look like (`data_source_config`, a JSON schema) and the
+    graders that judge each answer (`testing_criteria`). Runs apply it to data and a model."""
+
+    __tablename__ = "evals"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(500))
+    eval_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    data_source_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    testing_criteria: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float, default=now, index=True)
+
+
+class EvalRun(Base):
+    """One run of an eval: its data source (the items, and the model that answers them or the answers given), and
+    the job of kind `eval` that grades them. Its status and counts are the job's (`job.result`)."""
+
+    __tablename__ = "eval_runs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    eval_id: Mapped[str] = mapped_column(ForeignKey("evals.id"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    name: Mapped[str] = mapped_column(String(500))
+    model: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    """The model as the client named it (completions runs); None for given answers."""
+    data_source: Mapped[dict[str, Any]] = mapped_column(JSON)
+    run_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now, index=True)
+
+
+class EvalOutputItem(Base):
+    """One graded item of a run: the item, the model's answer (`sample`) and each criterion's result. The job writes
+    items a batch at a time, with its counts, so a restarted job continues after the last item written."""
+
+    __tablename__ = "eval_output_items"
+    __table_args__ = (UniqueConstraint("run_id", "datasource_item_id"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id"), index=True)
+    datasource_item_id: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(10))
+    """pass (every criterion passed), fail, or error (the answer or a grader failed)."""
+    datasource_item: Mapped[dict[str, Any]] = mapped_column(JSON)
+    results: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    sample: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float, default=now)
