@@ -386,6 +386,6 @@ def list_all_jobs(session: Session, *, kind: str | None = None, after: str | Non
     return repo.list_jobs(session, after=after, limit=limit, kind=kind)
 
 
-JobKind = Literal["train", "repredict", "eval"]
-"""The kinds a job may have today (compare, search-trial and arena follow)."""
+JobKind = Literal["train", "repredict", "eval", "search-trial"]
+"""The kinds a job may have today (compare and arena follow)."""
 JOB_KINDS = get_args(JobKind)

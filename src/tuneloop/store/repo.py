@@ -88,9 +88,13 @@ def list_jobs(session: Session, *, after: str | None, limit: int, kind: str | No
     return page(session, query, Job, after, limit, True)
 
 
-def claim_next_job(session: Session, *, worker_id: str) -> Job | None:
-    """Atomically take the oldest queued job: the conditional UPDATE succeeds for one worker only."""
-    for job_id in session.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.created_at).limit(5)):
+def claim_next_job(session: Session, *, worker_id: str, kinds: set[str] | None = None) -> Job | None:
+    """Atomically take the oldest queued job (of one of `kinds`, when given): the conditional UPDATE succeeds for
+    one worker only."""
+    queued = select(Job.id).where(Job.status == "queued")
+    if kinds is not None:
+        queued = queued.where(Job.kind.in_(sorted(kinds)))
+    for job_id in session.scalars(queued.order_by(Job.created_at).limit(5)):
         now = time.time()
         claimed = session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
                                   .values(status="running", worker_id=worker_id, heartbeat_at=now,

@@ -320,3 +320,24 @@ class EvalOutputItem(Base):
     results: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     sample: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+# ---------------------------------------------------------------- hyperparameter searches
+class Search(Base):
+    """A hyperparameter search: a base recipe, the space of the fields it varies, Optuna's sampler and pruner, the
+    metric, and how many trials (one job of kind `search-trial` each). The trials themselves live in the Optuna study
+    `study_name` (Optuna's own tables: optuna.db beside an SQLite store, schema `optuna` in PostgreSQL)."""
+
+    __tablename__ = "searches"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    recipe: Mapped[dict[str, Any]] = mapped_column(JSON)
+    space: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sampler: Mapped[str] = mapped_column(String(20))
+    pruner: Mapped[str] = mapped_column(String(20))
+    metric: Mapped[str] = mapped_column(String(100))
+    direction: Mapped[str] = mapped_column(String(10))
+    trials: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    study_name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[float] = mapped_column(Float, default=now, index=True)

@@ -112,7 +112,12 @@ def validate_files(session: Session, settings: Settings, job_id: str,
 
 def job_recipe(session: Session, settings: Settings, job: Job) -> Recipe:
     """The recipe a `train` job runs, with its uploaded file ids mapped to the stored files."""
-    recipe = parse_recipe(job.recipe or {})
+    return recipe_with_files(session, settings, job.recipe or {})
+
+
+def recipe_with_files(session: Session, settings: Settings, data: dict) -> Recipe:
+    """A stored recipe with its uploaded file ids (`file-...`) mapped to the stored files."""
+    recipe = parse_recipe(data)
     sources = [*recipe.data.train, *([recipe.data.validation] if recipe.data.validation else [])]
     for source in sources:
         if source.path.startswith("file-"):

@@ -89,10 +89,13 @@ class EventFollower:
 
 
 class Worker:
-    def __init__(self, settings: Settings, worker_id: str | None = None, kinds: dict[str, KindFn] | None = None):
-        """kinds: the job kinds it runs besides `train` (default: those registered in this process)."""
+    def __init__(self, settings: Settings, worker_id: str | None = None, kinds: dict[str, KindFn] | None = None,
+                 only: set[str] | None = None):
+        """kinds: the job kinds it runs besides `train` (default: those registered in this process); only: claim
+        jobs of these kinds alone (`tuneloop search` runs its trials without taking other queued work)."""
         self.settings = settings
         self.kinds = dict(KINDS if kinds is None else kinds)
+        self.only = only
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.stale_seconds = settings.stale_seconds
         engine = make_engine(settings.db_url)
@@ -111,7 +114,7 @@ class Worker:
             if self.validate_next():
                 continue
             with self.sessions() as session:
-                job = repo.claim_next_job(session, worker_id=self.worker_id)
+                job = repo.claim_next_job(session, worker_id=self.worker_id, kinds=self.only)
             if job is None:
                 if once:
                     return
