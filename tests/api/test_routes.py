@@ -80,7 +80,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {  # valid requests, so that wha
 }
 PARAMS = {"ref": "p", "username": "out", "record_id": "1", "annotation_id": "1", "file_id": "file-none",
           "job_id": "ftjob-none", "model_id": "smollm2-135m-instruct", "run_id": "run-none", "eval_id": "eval-none",
-          "output_item_id": "outputitem-none"}
+          "output_item_id": "outputitem-none", "search_id": "search-none", "name": "history"}
 
 
 def forbidden_for(method: str, path: str) -> list[str]:
@@ -89,9 +89,9 @@ def forbidden_for(method: str, path: str) -> list[str]:
         return PROJECT_RULES[(method, path)]
     if path.startswith("/v1/"):
         return [ANNOTATOR] if method == "GET" else [ANNOTATOR, REVIEWER, ADMIN]
-    if path.startswith(("/api/datasets", "/api/runs", "/api/evals", "/api/jobs")) and method == "GET":
+    if path.startswith(("/api/datasets", "/api/runs", "/api/evals", "/api/jobs", "/api/searches")) and method == "GET":
         return [ANNOTATOR]
-    if path.startswith(("/api/jobs", "/api/rewards")) and method == "POST":  # like the OpenAI API: a key
+    if path.startswith(("/api/jobs", "/api/rewards", "/api/searches")) and method == "POST":  # like the OpenAI API
         return [ANNOTATOR, REVIEWER, ADMIN]
     raise AssertionError(f"{method} {path} has no access rule in tests/api/test_routes.py: decide who may use it")
 

@@ -7,7 +7,7 @@ import warnings
 import typer
 
 from tuneloop import __version__
-from tuneloop.cli import compare, data, jobs, models, quickstart, review, serve, train
+from tuneloop.cli import compare, data, jobs, models, quickstart, review, search, serve, train
 
 # Deprecation notices from libraries are for their callers' developers, not for our users' terminals.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
@@ -24,6 +24,7 @@ app.command("train")(train.train_cmd)
 app.command("eval")(train.eval_cmd)
 app.command("export")(train.export_cmd)
 app.command("compare")(compare.compare_cmd)
+app.command("search")(search.search_cmd)
 app.command("quickstart")(quickstart.quickstart_cmd)
 app.command("serve")(serve.serve_cmd)
 app.command("worker")(serve.worker_cmd)

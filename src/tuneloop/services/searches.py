@@ -13,8 +13,9 @@ import math
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,6 +24,7 @@ from tuneloop.config.search import Param, apply, grid, parse_space
 from tuneloop.config.settings import Settings
 from tuneloop.services import ServiceError
 from tuneloop.services import jobs as job_service
+from tuneloop.services.files import require_file
 from tuneloop.store import repo
 from tuneloop.store.db import make_engine, sessions
 from tuneloop.store.tables import Job, Search
@@ -166,6 +168,70 @@ def create_search(session: Session, settings: Settings, recipe: Recipe, space_da
         repo.add_event(session, job_id=job.id, message=f"Trial {slot + 1} of {trials} of search {search_id} queued")
     session.commit()
     return row
+
+
+class SearchCreate(BaseModel):
+    """POST /api/searches."""
+
+    model_config = ConfigDict(extra="forbid")
+    recipe: dict[str, Any] = Field(description="The base recipe; its data named by uploaded file ids (file-...), "
+                                               "dataset versions or files under TUNELOOP_ALLOWED_PATHS")
+    space: dict[str, Any] = Field(description="Recipe field -> {type: float|int, low, high, log, step}, "
+                                              "{type: categorical, choices}, or a list of choices")
+    sampler: Literal["grid", "random", "tpe", "gp"] = "tpe"
+    pruner: Literal["none", "median", "hyperband"] = "none"
+    trials: int | None = Field(None, ge=1, le=MAX_TRIALS, description="Default: the grid's size, else 10")
+    metric: str = Field("eval_loss", pattern=r"^eval_\w+$", max_length=100)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    name: str | None = Field(None, max_length=200)
+    points: list[dict[str, Any]] | None = Field(None, max_length=100,
+                                                description="Points of the space to try first, in order")
+
+
+def create_search_for_client(session: Session, settings: Settings, body: SearchCreate) -> Search:
+    """An API client's search: the recipe may name only what is the client's to read (uploaded files, dataset
+    versions, allowed paths) and models the server may train; it writes nowhere but the runs folder."""
+    from tuneloop.data.versions import resolve_version
+
+    try:
+        recipe = parse_recipe(body.recipe)
+    except RecipeError as e:
+        raise ServiceError(400, str(e), "recipe") from None
+    if recipe.output_dir is not None:
+        raise ServiceError(400, "recipe.output_dir: a search's trials write their runs under the server's runs "
+                                "folder; leave it out", "recipe.output_dir")
+    if any(r.function for r in recipe.grpo.rewards):
+        raise ServiceError(400, "recipe.grpo.rewards: reward functions run code from the server's disk; use graders "
+                                "over the API", "recipe.grpo.rewards")
+    sources = [*recipe.data.train, *([recipe.data.validation] if recipe.data.validation else [])]
+    for i, source in enumerate(sources):
+        where = "recipe.data.validation" if i == len(recipe.data.train) else f"recipe.data.train[{i}]"
+        if source.path.startswith("file-"):
+            require_file(session, source.path, where)
+            continue
+        if source.path not in {"", ".", ".."} and Path(source.path).name == source.path:  # a plain name only
+            try:
+                resolve_version(settings.datasets_dir, source.path)
+                continue
+            except Exception:  # noqa: BLE001 - not a dataset version: then an allowed path, or nothing
+                pass
+        if not settings.allows(source.path):
+            raise ServiceError(404, f"{where}: no uploaded file, dataset version or allowed file '{source.path}'",
+                               where, "data_not_found")
+    encoders = recipe.method in ("classify", "reward", "token_classify")
+    try:
+        job_service.check_model(settings, recipe.model, encoders=encoders)
+    except ServiceError as e:
+        raise ServiceError(e.status, f"recipe.model: {e.message}", "recipe.model", e.code) from None
+    spec = body.space.get("model")
+    choices = spec if isinstance(spec, list) else spec.get("choices") if isinstance(spec, dict) else None
+    for model in choices if isinstance(choices, list) else []:
+        try:
+            job_service.check_model(settings, str(model), encoders=encoders)
+        except ServiceError as e:
+            raise ServiceError(e.status, f"space.model: {e.message}", "space.model", e.code) from None
+    return create_search(session, settings, recipe, body.space, sampler_name=body.sampler, pruner_name=body.pruner,
+                         trials=body.trials, metric=body.metric, seed=body.seed, name=body.name, points=body.points)
 
 
 def require_search(session: Session, search_id: str) -> Search:

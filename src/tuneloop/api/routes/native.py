@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.api.deps import SessionDep, SettingsDep
 from tuneloop.services import catalog
 from tuneloop.services import jobs as job_service
 from tuneloop.services import rewards as reward_service
+from tuneloop.services import searches as search_service
 from tuneloop.store import repo
 
 router = APIRouter(tags=["native"])
@@ -101,3 +102,45 @@ def score_candidates(body: RewardRequest, session: SessionDep, settings: Setting
     """Each candidate's reward from a trained reward model, best first: `data: [{index, text, score}]`."""
     return reward_service.rank(session, settings, body.model, [m.model_dump() for m in body.messages],
                                body.candidates)
+
+
+@router.post("/searches")
+def create_search(body: search_service.SearchCreate, session: SessionDep, settings: SettingsDep) -> dict:
+    """A hyperparameter search on Optuna: one `search-trial` job per trial on the worker queue (so several workers
+    run trials together), the study in the project's database."""
+    search = search_service.create_search_for_client(session, settings, body)
+    return search_service.search_view(session, settings, search)
+
+
+@router.get("/searches")
+def list_searches(session: SessionDep) -> dict:
+    rows = search_service.list_searches(session)
+    return {"object": "list", "data": [{"id": r.id, "name": r.name, "sampler": r.sampler, "pruner": r.pruner,
+                                        "metric": r.metric, "trials": r.trials, "created_at": r.created_at,
+                                        "status": search_service.status(search_service.trial_jobs(session, r))}
+                                       for r in rows]}
+
+
+@router.get("/searches/{search_id}")
+def get_search(session: SessionDep, settings: SettingsDep, search_id: str) -> dict:
+    """The search with its trials (state, value, parameters, every evaluation, job, run, error) and its best
+    trial's recipe as YAML."""
+    return search_service.search_view(session, settings, search_service.require_search(session, search_id))
+
+
+@router.get("/searches/{search_id}/plots/{name}", response_class=Response,
+            responses={200: {"content": {"image/png": {}}, "description": "The plot as PNG"}})
+def get_search_plot(session: SessionDep, settings: SettingsDep, search_id: str,
+                    name: Literal["history", "parallel", "importances"]) -> Response:
+    """Optuna's optimisation history, parallel coordinates or parameter importances (409 until enough trials are
+    complete)."""
+    search = search_service.require_search(session, search_id)
+    study = search_service.load_study(settings, search)
+    return Response(search_service.plot(study, name, search.metric), media_type="image/png")
+
+
+@router.post("/searches/{search_id}/cancel")
+def cancel_search(session: SessionDep, settings: SettingsDep, search_id: str) -> dict:
+    """Cancel the trials not yet finished."""
+    search = search_service.cancel_search(session, search_id)
+    return search_service.search_view(session, settings, search)
