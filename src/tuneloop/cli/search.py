@@ -35,6 +35,11 @@ def search_cmd(
                        ] = 1,
     seed: Annotated[int, typer.Option(help="The sampler's seed.")] = 0,
     name: Annotated[Optional[str], typer.Option(help="A name for the search.")] = None,
+    ray: Annotated[Optional[str], typer.Option(help="Run the trials with Ray Tune on this cluster ('local' starts "
+                                                    "one here; else an address such as auto or ray://host:10001), "
+                                                    "Optuna searching and ASHA stopping trials that fall behind "
+                                                    "(unless --pruner none).")] = None,
+    cpus_per_trial: Annotated[int, typer.Option(help="With --ray: CPUs (and compute threads) of each trial.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the search with its trials as JSON.")] = False,
 ) -> None:
     """Search the space: each trial trains the recipe with the sampled fields and reports every evaluation to the
@@ -54,10 +59,14 @@ def search_cmd(
     make = open_sessions()
     with make() as session:
         row = service.create_search(session, settings(), base, space_data, sampler_name=sampler, pruner_name=pruner,
-                                    trials=trials, metric=metric, seed=seed, name=name)
+                                    trials=trials, metric=metric, seed=seed, name=name, queue=ray is None)
         search_id, count, direction = row.id, row.trials, row.direction
-    err_console.print(f"search {search_id}: {count} trials ({sampler} sampler, {pruner} pruner), {direction} "
+    err_console.print(f"search {search_id}: {count} trials ({sampler} sampler, "
+                      f"{'ASHA scheduler on Ray' if ray and pruner != 'none' else pruner + ' pruner'}), {direction} "
                       f"{metric}", highlight=False)
+    if ray is not None:
+        _on_ray(make, search_id, ray, cpus_per_trial, as_json)
+        return
     stop = threading.Event()
     threads = _start_workers(workers, stop)
     try:
@@ -79,6 +88,25 @@ def search_cmd(
         print_json({**view, "written": written})
         return
     _print(view, written)
+
+
+def _on_ray(make: Any, search_id: str, address: str, cpus_per_trial: int, as_json: bool) -> None:
+    from tuneloop.services import searches as service
+    from tuneloop.services.search_ray import run_on_ray
+
+    with make() as session:
+        search = service.require_search(session, search_id)
+        with err_console.status(f"running {search.trials} trials on Ray ({address})"):
+            ray_view = run_on_ray(session, settings(), search, address, cpus_per_trial)
+        view = service.search_view(session, settings(), search)
+        written = service.write_results(settings(), view, service.load_study(settings(), search))
+    if as_json:
+        print_json({**view, "written": written, "ray": ray_view})
+        return
+    _print(view, written)
+    stopped = sum(1 for t in ray_view["trials"] if t["stopped_early"])
+    console.print(f"Ray Tune: {len(ray_view['trials'])} trials, {stopped} stopped early by ASHA; its results: "
+                  f"{ray_view['results']}", highlight=False, soft_wrap=True)
 
 
 def _start_workers(count: int, stop: threading.Event) -> list[threading.Thread]:

@@ -117,9 +117,9 @@ def suggest(trial: Any, field: str, param: Param) -> Any:
 # ---------------------------------------------------------------------- creating a search
 def create_search(session: Session, settings: Settings, recipe: Recipe, space_data: Any, *, sampler_name: str = "tpe",
                   pruner_name: str = "none", trials: int | None = None, metric: str = "eval_loss", seed: int = 0,
-                  name: str | None = None, points: list[dict[str, Any]] | None = None) -> Search:
+                  name: str | None = None, points: list[dict[str, Any]] | None = None, queue: bool = True) -> Search:
     """Check the search whole, create its study, enqueue a grid's points (and any `points` given, tried first),
-    and queue one `search-trial` job per trial."""
+    and queue one `search-trial` job per trial (`queue` False: Ray Tune runs the trials, services/search_ray.py)."""
     if sampler_name not in SAMPLERS:
         raise ServiceError(400, f"sampler '{sampler_name}' is not one of {', '.join(SAMPLERS)}", "sampler")
     if pruner_name not in PRUNERS:
@@ -159,7 +159,7 @@ def create_search(session: Session, settings: Settings, recipe: Recipe, space_da
         study.enqueue_trial(point)
     session.add(row)
     now = time.time()
-    for slot in range(trials):
+    for slot in range(trials if queue else 0):
         job = Job(id=repo.new_id("job"), kind="search-trial", model=recipe.model, params={"search": search_id,
                   "slot": slot}, method={}, hyperparameters={}, extra={}, status="queued", result_files=[],
                   created_at=now + slot * 1e-6, cancel_requested=False,
@@ -294,7 +294,8 @@ def search_view(session: Session, settings: Settings, search: Search) -> dict[st
                 "recipe": dump_recipe(apply(parse_recipe(search.recipe), top.params))}
     counts = {s: sum(1 for t in trials if t["state"] == s) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
     counts["queued"] = sum(1 for j in jobs if j.status == "queued")
-    return {"id": search.id, "object": "search", "name": search.name, "status": status(jobs),
+    state = status(jobs) if jobs else "running" if counts["RUNNING"] else "finished"  # no jobs: Ray ran it
+    return {"id": search.id, "object": "search", "name": search.name, "status": state,
             "sampler": search.sampler, "pruner": search.pruner, "metric": search.metric,
             "direction": search.direction, "trials": search.trials, "seed": search.seed, "space": search.space,
             "created_at": search.created_at, "counts": counts, "best": best, "trial_rows": trials,
