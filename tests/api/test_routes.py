@@ -60,6 +60,12 @@ PROJECT_RULES: dict[tuple[str, str], list[str]] = {
     ("GET", "/runs"): [ANNOTATOR],
     ("GET", "/jobs"): [ANNOTATOR],
     ("GET", "/runs/{run_id}"): [ANNOTATOR],
+    ("GET", "/comparisons"): [ANNOTATOR],
+    ("GET", "/comparisons/{comparison_id}"): [ANNOTATOR],
+    ("GET", "/searches"): [ANNOTATOR],
+    ("GET", "/searches/{search_id}"): [ANNOTATOR],
+    ("POST", "/api/comparisons"): [REVIEWER, ANNOTATOR],  # starting one: admins (and keys)
+    ("POST", "/api/comparisons/{comparison_id}/cancel"): [REVIEWER, ANNOTATOR],
 }
 BODIES: dict[tuple[str, str], dict[str, Any]] = {  # valid requests, so that what answers is the role check
     ("POST", "/api/projects"): {"json": {"name": "q", "data": "file-none"}},
@@ -75,12 +81,15 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {  # valid requests, so that wha
     ("POST", "/api/projects/{ref}/train"): {"json": {}},
     ("POST", "/api/projects/{ref}/repredict"): {"json": {"model": "smollm2-135m-instruct"}},
     ("POST", "/api/users"): {"json": {"username": "zed", "password": "a-long-password-1", "role": "annotator"}},
+    ("POST", "/api/comparisons"): {"json": {"candidates": ["zero-shot"], "data": "file-none"}},
+    ("GET", "/api/comparisons/{comparison_id}/disagreements"): {"params": {"metric": "accuracy"}},
     ("GET", "/api/projects/{ref}/export"): {"params": {"as": "classify"}},
     ("GET", "/api/projects/{ref}/export/summary"): {"params": {"as": "classify"}},
 }
 PARAMS = {"ref": "p", "username": "out", "record_id": "1", "annotation_id": "1", "file_id": "file-none",
           "job_id": "ftjob-none", "model_id": "smollm2-135m-instruct", "run_id": "run-none", "eval_id": "eval-none",
-          "output_item_id": "outputitem-none", "search_id": "search-none", "name": "history"}
+          "output_item_id": "outputitem-none", "search_id": "search-none", "name": "history",
+          "comparison_id": "cmp-none"}
 
 
 def forbidden_for(method: str, path: str) -> list[str]:
@@ -89,7 +98,8 @@ def forbidden_for(method: str, path: str) -> list[str]:
         return PROJECT_RULES[(method, path)]
     if path.startswith("/v1/"):
         return [ANNOTATOR] if method == "GET" else [ANNOTATOR, REVIEWER, ADMIN]
-    if path.startswith(("/api/datasets", "/api/runs", "/api/evals", "/api/jobs", "/api/searches")) and method == "GET":
+    if path.startswith(("/api/datasets", "/api/runs", "/api/evals", "/api/jobs", "/api/searches", "/api/comparisons")
+                       ) and method == "GET":
         return [ANNOTATOR]
     if path.startswith(("/api/jobs", "/api/rewards", "/api/searches")) and method == "POST":  # like the OpenAI API
         return [ANNOTATOR, REVIEWER, ADMIN]

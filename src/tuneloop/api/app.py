@@ -46,8 +46,8 @@ class ServerTiming:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from tuneloop.api.routes import (native, openai_chat, openai_evals, openai_files, openai_fine_tuning,
-                                     openai_graders, openai_models, projects)
+    from tuneloop.api.routes import (comparisons, native, openai_chat, openai_evals, openai_files,
+                                     openai_fine_tuning, openai_graders, openai_models, projects)
 
     engine = make_engine(settings.db_url)
     upgrade(engine)
@@ -87,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router, prefix="/v1", dependencies=secured)
     app.include_router(native.router, prefix="/api", dependencies=secured)
     app.include_router(projects.router, prefix="/api")  # people (session cookie) or API keys, checked per route
+    app.include_router(comparisons.router, prefix="/api")  # the same
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     openapi.install(app)

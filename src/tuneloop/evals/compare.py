@@ -125,6 +125,48 @@ def disagreements(task: str, outcomes: Sequence[Outcome], gold: Sequence[str]) -
             if len({exact_match(o.answers[i], gold[i]) for o in outcomes if o.answers}) > 1]
 
 
+def item_scores(task: str, outcomes: Sequence[Outcome], gold: Sequence[str]) -> list[dict[str, dict[str, float]]]:
+    """Each item's score under each metric, per candidate: what the table's metrics average (classification:
+    `correct`, 1 or 0, behind accuracy and macro-F1; conversations: `loss` per answer token, and `exact_match` and
+    `rouge_l` where an answer was generated)."""
+    out: list[dict[str, dict[str, float]]] = [{} for _ in gold]
+    for o in outcomes:
+        generated = generation_scores(o.answers, gold[:len(o.answers)]) if o.answers else {}
+        for i, reference in enumerate(gold):
+            scores: dict[str, float] = {}
+            if task == "classification":
+                scores["correct"] = float(o.predictions is not None and o.predictions[i] == reference)
+            else:
+                if o.loss_sums is not None and o.tokens is not None and o.tokens[i]:
+                    scores["loss"] = float(o.loss_sums[i] / o.tokens[i])
+                for name, values in generated.items():
+                    if i < len(values):
+                        scores[name] = float(values[i])
+            out[i][o.name] = scores
+    return out
+
+
+ITEM_METRIC = {"accuracy": "correct", "macro_f1": "correct", "loss": "loss", "exact_match": "exact_match",
+               "rouge_l": "rouge_l"}
+"""The per-item score behind each table metric."""
+
+
+def metric_disagreements(items: Sequence[dict[str, Any]], metric: str, first: str, other: str
+                         ) -> list[dict[str, Any]]:
+    """The items behind a difference in `metric` between `other` and `first`: where their per-item scores differ
+    (for accuracy, the discordant pairs McNemar counts), the largest differences first, in favour of `other` or
+    not. `items`: items.jsonl's rows (with `scores`)."""
+    key = ITEM_METRIC[metric]
+    found = []
+    for item in items:
+        a, b = item["scores"].get(first, {}).get(key), item["scores"].get(other, {}).get(key)
+        if a is None or b is None or abs(a - b) < 1e-12:
+            continue
+        better = b < a if metric in LOWER_IS_BETTER else b > a
+        found.append({**item, "delta": b - a, "favours": other if better else first})
+    return sorted(found, key=lambda item: (-abs(item["delta"]), item["index"]))
+
+
 # ---------------------------------------------------------------------- plot
 def plot_comparison(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Each metric a panel, each candidate a point with its 95% interval."""

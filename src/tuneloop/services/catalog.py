@@ -89,3 +89,37 @@ def evaluations(settings: Settings) -> list[dict[str, Any]]:
         result.pop("samples", None)
         out.append({"run": path.parent.name, "file": path.name, **result})
     return out
+
+
+def lineage(session: Any, settings: Settings, run_id: str) -> dict[str, Any]:
+    """Where a run came from and what became of it: its data (dataset versions linked), the model it started from,
+    its checkpoints, its evaluations, the model id it is served under, the job and search that trained it, and the
+    comparisons it took part in."""
+    from sqlalchemy import select
+
+    from tuneloop.services.comparison_jobs import runs_compared
+    from tuneloop.store.tables import Job
+
+    folder = _run_folder(settings, run_id)
+    recipe = yaml.safe_load(folder.recipe.read_text()) or {}
+    data = recipe.get("data") or {}
+    sources = [*(data.get("train") or []), *([data["validation"]] if data.get("validation") else [])]
+    known = {d["id"]: d for d in datasets(settings)} | {d["name"]: d for d in datasets(settings)}
+    shown = []
+    for i, source in enumerate(sources):
+        path = source["path"] if isinstance(source, dict) else str(source)
+        version = known.get(path)
+        shown.append({"role": "validation" if data.get("validation") and i == len(sources) - 1 else "train",
+                      "path": path if version else path.rsplit("/", 1)[-1],
+                      "version": version["id"] if version else None})
+    job = session.scalar(select(Job).where(Job.run_dir.is_not(None), Job.run_dir.like(f"%/{run_id}")))
+    checkpoints = sorted(p.name for p in folder.checkpoints.glob("step-*")) if folder.checkpoints.is_dir() else []
+    started = recipe.get("model")
+    return {"data": shown, "started_from": started, "started_from_run": started if started and
+            (settings.runs_dir / str(started)).is_dir() else None,
+            "checkpoints": checkpoints, "evaluations": [p.name for p in folder.evaluations()],
+            "served_as": (job.fine_tuned_model if job is not None and job.fine_tuned_model else
+                          folder.id if folder.has_model() else None),
+            "job": {"id": job.id, "kind": job.kind, "status": job.status,
+                    "search": (job.params or {}).get("search")} if job is not None else None,
+            "comparisons": runs_compared(settings, folder.path)}

@@ -267,6 +267,7 @@ def _score_conversations(settings: Settings, candidate: Candidate, records: list
 
 def _write_items(path: Path, task: str, records: list[Record], outcomes: list[scoring.Outcome], gold: list[str],
                  differ: set[int]) -> None:
+    scores = scoring.item_scores(task, outcomes, gold)
     with path.open("w", encoding="utf-8") as f:
         for i, reference in enumerate(gold):
             record = records[i]
@@ -275,4 +276,4 @@ def _write_items(path: Path, task: str, records: list[Record], outcomes: list[sc
             answers = {o.name: (o.predictions[i] if task == "classification" else
                                 (o.answers[i] if o.answers and i < len(o.answers) else None)) for o in outcomes}
             f.write(json.dumps({"index": i, "input": text, "reference": reference, "answers": answers,
-                                "disagree": i in differ}) + "\n")
+                                "scores": scores[i], "disagree": i in differ}) + "\n")

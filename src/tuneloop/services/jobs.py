@@ -376,7 +376,10 @@ def job_view(job: Job) -> dict[str, Any]:
             "result": job.result, "error": job.error, "created_at": job.created_at, "started_at": job.started_at,
             "finished_at": job.finished_at, "worker": job.worker_id,
             "links": {"run": Path(job.run_dir).name if job.run_dir else None,
-                      "project": params.get("project") or meta.get("project"), "model": job.fine_tuned_model}}
+                      "project": params.get("project") or meta.get("project"), "model": job.fine_tuned_model,
+                      "comparison": params.get("output") if job.kind == "compare" else None,
+                      "search": params.get("search") if job.kind == "search-trial" else None,
+                      "eval": params.get("eval_id") if job.kind == "eval" else None}}
 
 
 def list_all_jobs(session: Session, *, kind: str | None = None, after: str | None = None,
@@ -386,6 +389,6 @@ def list_all_jobs(session: Session, *, kind: str | None = None, after: str | Non
     return repo.list_jobs(session, after=after, limit=limit, kind=kind)
 
 
-JobKind = Literal["train", "repredict", "eval", "search-trial"]
-"""The kinds a job may have today (compare and arena follow)."""
+JobKind = Literal["train", "repredict", "eval", "search-trial", "compare"]
+"""The kinds a job may have today (arena follows)."""
 JOB_KINDS = get_args(JobKind)

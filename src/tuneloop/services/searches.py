@@ -173,7 +173,7 @@ def create_search(session: Session, settings: Settings, recipe: Recipe, space_da
 class SearchCreate(BaseModel):
     """POST /api/searches."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # 2 is not "2"
     recipe: dict[str, Any] = Field(description="The base recipe; its data named by uploaded file ids (file-...), "
                                                "dataset versions or files under TUNELOOP_ALLOWED_PATHS")
     space: dict[str, Any] = Field(description="Recipe field -> {type: float|int, low, high, log, step}, "

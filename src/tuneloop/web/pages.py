@@ -252,9 +252,59 @@ def run_page(request: Request, session: SessionDep, settings: SettingsDep, run_i
     _not_for_annotators(user)
     try:
         run = catalog.run(settings, run_id)
+        lineage = catalog.lineage(session, settings, run_id)
     except ServiceError as e:
         raise PageError(user, e) from None
-    return render(request, "run.html", user, run=run)
+    return render(request, "run.html", user, run=run, lineage=lineage)
+
+
+@router.get("/comparisons", response_model=None)
+def comparisons_page(request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
+    """Every comparison, and (for admins) a form that queues one; comparisons.js follows those still running."""
+    user = _user(request, session)
+    _not_for_annotators(user, "comparisons")
+    from tuneloop.services.comparison_jobs import list_comparisons
+
+    return render(request, "comparisons.html", user, comparisons=list_comparisons(session, settings))
+
+
+@router.get("/comparisons/{comparison_id}", response_model=None)
+def comparison_page(request: Request, session: SessionDep, settings: SettingsDep, comparison_id: str) -> HTMLResponse:
+    """One comparison's table; each metric row opens the items behind its differences, side by side."""
+    user = _user(request, session)
+    _not_for_annotators(user, "comparisons")
+    from tuneloop.services.comparison_jobs import get_comparison
+
+    try:
+        comparison = get_comparison(session, settings, comparison_id)
+    except ServiceError as e:
+        raise PageError(user, e) from None
+    return render(request, "comparison.html", user, c=comparison)
+
+
+@router.get("/searches", response_model=None)
+def searches_page(request: Request, session: SessionDep) -> HTMLResponse:
+    user = _user(request, session)
+    _not_for_annotators(user, "searches")
+    from tuneloop.services import searches
+
+    rows = [{"search": r, "status": searches.status(searches.trial_jobs(session, r))}
+            for r in searches.list_searches(session)]
+    return render(request, "searches.html", user, searches=rows)
+
+
+@router.get("/searches/{search_id}", response_model=None)
+def search_page(request: Request, session: SessionDep, settings: SettingsDep, search_id: str) -> HTMLResponse:
+    """A search's trials, its best recipe and Optuna's plots; reloaded while trials run."""
+    user = _user(request, session)
+    _not_for_annotators(user, "searches")
+    from tuneloop.services import searches
+
+    try:
+        view = searches.search_view(session, settings, searches.require_search(session, search_id))
+    except ServiceError as e:
+        raise PageError(user, e) from None
+    return render(request, "search.html", user, s=view)
 
 
 @router.get("/jobs", response_model=None)

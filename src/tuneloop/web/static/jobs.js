@@ -14,6 +14,9 @@ function linksHtml(links) {
   const out = [];
   if (links.run) out.push(`<a data-link="run" href="/runs/${encodeURIComponent(links.run)}">run ${esc(links.run)}</a>`);
   if (links.project) out.push(`<a data-link="project" href="/projects/${encodeURIComponent(links.project)}">project ${esc(links.project)}</a>`);
+  if (links.comparison) out.push(`<a data-link="comparison" href="/comparisons/${encodeURIComponent(links.comparison)}">comparison ${esc(links.comparison)}</a>`);
+  if (links.search) out.push(`<a data-link="search" href="/searches/${encodeURIComponent(links.search)}">search ${esc(links.search)}</a>`);
+  if (links.eval) out.push(`<span data-link="eval">eval ${esc(links.eval)}</span>`);
   if (links.model) out.push(`<a data-link="model" href="/v1/models/${encodeURIComponent(links.model)}">model ${esc(links.model)}</a>`);
   return out.join("<br>");
 }

@@ -1,0 +1,136 @@
+"""The Compare page in Chromium: an admin queues a comparison of a base model, a fine-tune and a 2-shot baseline
+from the form; a worker runs it (a job of kind `compare`); the table shows each metric with its interval and paired
+test, and a metric row opens the items behind the difference side by side. The run's page shows its lineage
+(data, checkpoints, the id it is served as) and links to the comparison; the API answers the same, and refuses what
+a client may not name."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.conftest import labelled_rows, live_server, write_jsonl
+from tests.web.conftest import CHROMIUM, screenshot
+
+PASSWORD = "compare-pass-1"
+
+
+def chat_form(rows):
+    return [{"messages": [{"role": "user", "content": r["text"]}, {"role": "assistant", "content": r["label"]}]}
+            for r in rows]
+
+
+@pytest.fixture(scope="module")
+def compare_server(tmp_path_factory, tiny_chat_model):
+    """A server with a worker, an admin and an annotator, test and training files, and a short fine-tune of the
+    tiny model in the server's runs folder."""
+    from tuneloop.config.recipe import parse_recipe
+    from tuneloop.engine.loop import train
+    from tuneloop.services.auth import create_user
+
+    home = tmp_path_factory.mktemp("compare-home")
+    data = tmp_path_factory.mktemp("compare-data")
+    test = write_jsonl(data / "test.jsonl", chat_form(labelled_rows(24)))
+    train_file = write_jsonl(data / "train.jsonl", chat_form(labelled_rows(12)))
+    for server in live_server(home, with_worker=True):
+        with server["app"].state.sessions() as session:
+            create_user(session, username="boss", password=PASSWORD, role="admin")
+            create_user(session, username="ann", password=PASSWORD, role="annotator")
+            session.commit()
+        run_dir = server["settings"].runs_dir / "run-tiny-ft"
+        train(parse_recipe({"model": str(tiny_chat_model), "data": {"train": str(train_file)},
+                            "hyperparameters": {"max_steps": 2, "batch_size": 4},
+                            "checkpoints": {"every_steps": 1, "keep_last": 2}}), server["settings"], run_dir)
+        yield {**server, "test": test, "train": train_file, "run": run_dir}
+
+
+def login(browser, base: str, name: str):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(base + "/login")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+    return page
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (scripts/system-deps.sh installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def test_an_admin_compares_from_the_page_and_reads_the_items_behind_a_difference(compare_server, chromium,
+                                                                               tiny_chat_model):
+    base = compare_server["base"]
+    page = login(chromium, base, "boss")
+    page.goto(base + "/comparisons")
+    page.fill("textarea[name=candidates]", f"{tiny_chat_model}\nrun-tiny-ft\n2-shot")
+    page.fill("input[name=data]", str(compare_server["test"]))
+    page.fill("input[name=train]", str(compare_server["train"]))
+    page.click("#new-comparison button[type=submit]")
+    page.wait_for_url(f"{base}/comparisons/cmp-*")
+    expect(page.locator("#comparison[data-status=succeeded]")).to_be_visible(timeout=180_000)  # reloads when done
+    accuracy = page.locator("section.metric[data-metric=accuracy]")
+    expect(accuracy.locator("tbody tr")).to_have_count(3)
+    expect(accuracy.locator("tr[data-candidate='run-tiny-ft'] td").nth(6)).to_have_text("mcnemar")
+    link = accuracy.locator("tr[data-candidate='2-shot'] a.disagreements")
+    link.click()
+    items = accuracy.locator(".items")
+    expect(items).to_be_visible()
+    expect(items.locator("p").first).to_contain_text("items differ on accuracy")
+    screenshot(page, "compare")
+
+    cid = page.url.rsplit("/", 1)[-1]
+    api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {compare_server['key']}"}, timeout=30)
+    table = api.get(f"/api/comparisons/{cid}").json()
+    assert table["status"] == "succeeded" and table["task"] == "classification" and table["n"] == 24
+    assert [r["candidate"] for r in table["rows"]] == [Path(str(tiny_chat_model)).name, "run-tiny-ft", "2-shot"]
+    assert "folder" not in table  # no server path goes out
+    found = api.get(f"/api/comparisons/{cid}/disagreements", params={"metric": "accuracy", "candidate": "2-shot"})
+    group = found.json()["groups"][0]
+    first, other = table["rows"][0], table["rows"][2]
+    # the discordant items McNemar counts: their number matches the accuracy difference over the items
+    wins = sum(1 for i in group["items"] if i["favours"] == "2-shot")
+    losses = group["count"] - wins
+    assert group["count"] == len(group["items"])
+    assert (wins - losses) / table["n"] == pytest.approx(other["metrics"]["accuracy"]["value"]
+                                                        - first["metrics"]["accuracy"]["value"])
+    rows_shown = items.locator("tbody tr")
+    expect(rows_shown).to_have_count(group["count"])
+    assert api.get(f"/api/comparisons/{cid}/plot").headers["content-type"] == "image/png"
+    assert cid in [c["id"] for c in api.get("/api/comparisons").json()["data"]]
+
+    page.goto(f"{base}/runs/run-tiny-ft")
+    lineage = page.get_by_test_id("lineage")
+    expect(lineage).to_contain_text("step-0000002")
+    expect(lineage).to_contain_text("train.jsonl")
+    expect(page.get_by_test_id("served-as")).to_have_text("run-tiny-ft")
+    expect(lineage.locator(f"a[href='/comparisons/{cid}']")).to_be_visible()
+    screenshot(page, "run-lineage")
+    page.context.close()
+
+
+def test_the_compare_pages_and_api_refuse_what_a_person_or_client_may_not_do(compare_server, chromium):
+    base = compare_server["base"]
+    page = login(chromium, base, "ann")
+    assert page.goto(base + "/comparisons").status == 403
+    page.context.close()
+    api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {compare_server['key']}"}, timeout=30)
+    refused = api.post("/api/comparisons", json={"candidates": ["zero-shot"], "data": "/etc/passwd"})
+    assert refused.status_code == 404 and refused.json()["error"]["param"] == "data"
+    refused = api.post("/api/comparisons", json={"candidates": ["/etc"], "data": str(compare_server["test"])})
+    assert refused.status_code == 404 and refused.json()["error"]["param"] == "candidates[0]"
+    assert api.get("/api/comparisons/cmp-..%2F..").status_code == 404
+    assert api.get("/api/comparisons/cmp-none/disagreements", params={"metric": "accuracy"}).status_code == 404
