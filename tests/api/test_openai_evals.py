@@ -191,6 +191,8 @@ def _param(call) -> tuple[str, str]:
      "data_source_config.item_schema.properties.a.type", "not a valid JSON schema"),
     ({"type": "custom", "item_schema": {"type": "array"}}, [EXACT], "data_source_config.item_schema.type", "object"),
     ({"type": "logs"}, [EXACT], "data_source_config.type", "custom"),
+    ({"type": "custom", "item_schema": json.loads("{" + '"not": {' * 900 + "}" * 901)}, [EXACT],
+     "data_source_config.item_schema", "nested too deeply"),
 ])
 def test_a_bad_eval_is_a_400_naming_the_field_and_stores_nothing(client, config, criteria, param, words):
     before = len(client.evals.list(limit=100).data)
@@ -240,6 +242,11 @@ def test_a_bad_run_is_a_400_naming_the_field_and_queues_nothing(client, monkeypa
          "data_source.type", "Responses"),
         (lambda: client.evals.runs.create(ev.id, data_source={"type": "jsonl", "source": {
             "type": "file_id", "id": "file-none"}}), "data_source.source.id", "file-none"),
+        (lambda: client.evals.runs.create(ev.id, data_source={"type": "jsonl", "source": {
+            "type": "file_id", "id": client.files.create(file=("bad.jsonl", b'{"item": {"question": "q", "answer": "a"},'
+                                                               b' "sample": "a"}\n'), purpose="evals").id}}),
+         "data_source.source.id", "line 1"),
+        (jsonl({**good, "sample": {"output_text": "a", "usage": 5}}), "data_source.source.content[0]", "usage"),
     ]
     monkeypatch.setattr(service, "SCHEMA_SECONDS", 3.0)  # the server runs in this process
     cases.append((jsonl({"item": {"question": "q", "answer": "a", "code": "a" * 40 + "!"},
@@ -251,3 +258,16 @@ def test_a_bad_run_is_a_400_naming_the_field_and_queues_nothing(client, monkeypa
             got, message = e.body["param"], e.message
         assert got == param and words in message, (param, message)
     assert client.evals.runs.list(ev.id).data == []
+
+
+def test_a_nan_threshold_is_a_400_and_the_evals_list_still_answers(client, server):
+    import httpx
+
+    body = {"data_source_config": {"type": "custom", "item_schema": SCHEMA},
+            "testing_criteria": [{**CLOSE, "pass_threshold": float("nan")}]}
+    answer = httpx.post(f"{server['url']}/evals", content=json.dumps(body),  # NaN: JSON the SDK refuses to send
+                        headers={"Authorization": f"Bearer {server['key']}", "Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == "testing_criteria[0].pass_threshold"
+    assert "finite" in answer.json()["error"]["message"]
+    assert client.evals.list(limit=100).object == "list"

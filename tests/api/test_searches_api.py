@@ -31,7 +31,7 @@ def test_a_search_over_the_api_runs_on_the_servers_worker(api, client, tiny_chat
                                               "space": {"learning_rate": [1e-3, 1e-2]}, "name": "lr"})
     assert created.status_code == 200, created.text
     search = created.json()
-    assert search["trials"] == 2 and search["status"] == "queued" and search["name"] == "lr"
+    assert search["trials"] == 2 and search["status"] in ("queued", "running") and search["name"] == "lr"
     deadline = time.time() + 180
     while search["status"] not in ("finished", "cancelled"):
         assert time.time() < deadline, search
@@ -57,6 +57,8 @@ def test_a_search_over_the_api_runs_on_the_servers_worker(api, client, tiny_chat
     ({"space": {"model": ["/etc"]}}, 400, "space.model", "no base model '/etc'"),
     ({"recipe": {"model": "/etc"}}, 400, "recipe.model", "no base model '/etc'"),
     ({"sampler": "cmaes"}, 400, "sampler", "grid"),
+    ({"recipe": {"method": "grpo", "grpo": {"rewards": [{"reward_model": "/etc"}]}}}, 404,
+     "recipe.grpo.rewards[0].reward_model", "/etc"),
     ({"metric": "loss"}, 400, "metric", "eval_"),
 ])
 def test_a_bad_search_is_refused_and_queues_nothing(api, client, tiny_chat_model, tmp_path, change, status, param,

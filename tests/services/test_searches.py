@@ -132,7 +132,12 @@ def test_bad_searches_are_refused_with_the_reason(home, tmp_path, tiny_chat_mode
               "a grid needs choices, or a range with a step"),
              ({"adapter.type": {"type": "float", "low": 1, "high": 2}}, {}, "give it as choices"),
              ({"learning_rate": [1e-3]}, {"sampler_name": "cmaes"}, "not one of grid, random, tpe, gp"),
-             ({"learning_rate": [1e-3]}, {"metric": "loss"}, "a validation metric")]
+             ({"learning_rate": [1e-3]}, {"metric": "loss"}, "a validation metric"),
+             ({"seed": {"type": "int", "low": 0, "high": 10**12, "step": 1}}, {"sampler_name": "grid"},
+              "the grid has 1000000000001 points; at most 1000"),  # counted, never made
+             ({"learning_rate": [1e-3, 1e-2]}, {"points": [{"hyperparameters.learning_rate": 0.5}]},
+              "points[0]: hyperparameters.learning_rate = 0.5 is outside the space"),
+             ({"learning_rate": [1e-3]}, {"points": [{"adapter.r": 4}]}, "points[0]: adapter.r is not a field")]
     for space, kw, words in cases:
         with pytest.raises(ServiceError) as e:
             make(settings, recipe, space, **kw)
@@ -141,3 +146,35 @@ def test_bad_searches_are_refused_with_the_reason(home, tmp_path, tiny_chat_mode
     with pytest.raises(ServiceError) as e:
         make(settings, no_validation, {"learning_rate": [1e-3]})
     assert "data.validation" in e.value.message
+
+
+def test_a_grid_with_points_given_first_still_covers_the_grid(home, tmp_path, tiny_chat_model):
+    settings = Settings(home=home, offline=True)
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(8))
+    space = {"learning_rate": {"type": "float", "low": 1e-3, "high": 3e-3, "step": 1e-3}}
+    search_id = make(settings, tiny_recipe(tiny_chat_model, data), space, sampler_name="grid",
+                     points=[{"hyperparameters.learning_rate": 2e-3}, {"hyperparameters.learning_rate": 2.5e-3}])
+    assert view(settings, search_id)["trials"] == 4  # 2.5e-3 given, then the grid's 1e-3, 3e-3 (2e-3 only once)
+
+
+def test_a_trial_whose_job_ended_is_failed_not_left_running(home, tmp_path, tiny_chat_model):
+    settings = Settings(home=home, offline=True)
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(8))
+    search_id = make(settings, tiny_recipe(tiny_chat_model, data), {"learning_rate": [1e-3, 1e-2]},
+                     sampler_name="random", trials=2)
+    engine = make_engine(settings.db_url)
+    with sessions(engine)() as session:
+        search = service.require_search(session, search_id)
+        first, second = service.trial_jobs(session, search)
+        study = service.load_study(settings, search)
+        owned = study.ask()  # a worker took this trial, then its job was cancelled
+        first.result, first.status = {"trial": owned.number, "trial_id": owned._trial_id}, "cancelled"
+        study.ask()  # a trial no job recorded (its worker died between asking and writing it down)
+        session.commit()
+        rows = service.search_view(session, settings, search)["trial_rows"]
+        assert rows[0]["state"] == "FAIL" and f"its job {first.id} was cancelled" in rows[0]["error"]
+        assert rows[1]["state"] == "RUNNING"  # the second job is still queued: it may yet be this trial's
+        second.status = "failed"
+        session.commit()
+        rows = service.search_view(session, settings, search)["trial_rows"]
+        assert rows[1]["state"] == "FAIL" and "no job ran it to the end" in rows[1]["error"]

@@ -13,7 +13,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import labelled_rows, live_server, write_jsonl
+from tests.conftest import live_server, write_jsonl
+from tests.engine.test_classify_head import topic_rows
 from tests.web.conftest import CHROMIUM, screenshot
 
 PASSWORD = "compare-pass-1"
@@ -25,26 +26,26 @@ def chat_form(rows):
 
 
 @pytest.fixture(scope="module")
-def compare_server(tmp_path_factory, tiny_chat_model):
-    """A server with a worker, an admin and an annotator, test and training files, and a short fine-tune of the
-    tiny model in the server's runs folder."""
+def compare_server(tmp_path_factory, tiny_encoder):
+    """A server with a worker, an admin and an annotator, test and training files, and a classifier head on the
+    tiny encoder in the server's runs folder (it learns the topics, so it disagrees with the untrained chat model)."""
     from tuneloop.config.recipe import parse_recipe
     from tuneloop.engine.loop import train
     from tuneloop.services.auth import create_user
 
     home = tmp_path_factory.mktemp("compare-home")
     data = tmp_path_factory.mktemp("compare-data")
-    test = write_jsonl(data / "test.jsonl", chat_form(labelled_rows(24)))
-    train_file = write_jsonl(data / "train.jsonl", chat_form(labelled_rows(12)))
+    test = write_jsonl(data / "test.jsonl", chat_form(topic_rows(30)[::-1]))
+    train_file = write_jsonl(data / "train.jsonl", topic_rows(36))
     for server in live_server(home, with_worker=True):
         with server["app"].state.sessions() as session:
             create_user(session, username="boss", password=PASSWORD, role="admin")
             create_user(session, username="ann", password=PASSWORD, role="annotator")
             session.commit()
-        run_dir = server["settings"].runs_dir / "run-tiny-ft"
-        train(parse_recipe({"model": str(tiny_chat_model), "data": {"train": str(train_file)},
-                            "hyperparameters": {"max_steps": 2, "batch_size": 4},
-                            "checkpoints": {"every_steps": 1, "keep_last": 2}}), server["settings"], run_dir)
+        run_dir = server["settings"].runs_dir / "run-tiny-head"
+        train(parse_recipe({"model": str(tiny_encoder), "method": "classify", "data": {"train": str(train_file)},
+                            "adapter": {"type": "full"}, "hyperparameters": {"epochs": 8, "learning_rate": 3e-3},
+                            "checkpoints": {"each_epoch": True, "keep_last": 2}}), server["settings"], run_dir)
         yield {**server, "test": test, "train": train_file, "run": run_dir}
 
 
@@ -73,19 +74,20 @@ def chromium():
 
 def test_an_admin_compares_from_the_page_and_reads_the_items_behind_a_difference(compare_server, chromium,
                                                                                tiny_chat_model):
+    """A head on the tiny encoder, the untrained tiny chat model, and a 2-shot baseline of it."""
     base = compare_server["base"]
     page = login(chromium, base, "boss")
     page.goto(base + "/comparisons")
-    page.fill("textarea[name=candidates]", f"{tiny_chat_model}\nrun-tiny-ft\n2-shot")
+    page.fill("textarea[name=candidates]", f"{tiny_chat_model}\nrun-tiny-head\n2-shot")
     page.fill("input[name=data]", str(compare_server["test"]))
-    page.fill("input[name=train]", str(compare_server["train"]))
+    page.fill("input[name=train]", str(compare_server["train"]))  # the 2-shot baseline's examples
     page.click("#new-comparison button[type=submit]")
     page.wait_for_url(f"{base}/comparisons/cmp-*")
     expect(page.locator("#comparison[data-status=succeeded]")).to_be_visible(timeout=180_000)  # reloads when done
     accuracy = page.locator("section.metric[data-metric=accuracy]")
     expect(accuracy.locator("tbody tr")).to_have_count(3)
-    expect(accuracy.locator("tr[data-candidate='run-tiny-ft'] td").nth(6)).to_have_text("mcnemar")
-    link = accuracy.locator("tr[data-candidate='2-shot'] a.disagreements")
+    expect(accuracy.locator("tr[data-candidate='run-tiny-head'] td").nth(6)).to_have_text("mcnemar")
+    link = accuracy.locator("tr[data-candidate='run-tiny-head'] a.disagreements")
     link.click()
     items = accuracy.locator(".items")
     expect(items).to_be_visible()
@@ -95,16 +97,18 @@ def test_an_admin_compares_from_the_page_and_reads_the_items_behind_a_difference
     cid = page.url.rsplit("/", 1)[-1]
     api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {compare_server['key']}"}, timeout=30)
     table = api.get(f"/api/comparisons/{cid}").json()
-    assert table["status"] == "succeeded" and table["task"] == "classification" and table["n"] == 24
-    assert [r["candidate"] for r in table["rows"]] == [Path(str(tiny_chat_model)).name, "run-tiny-ft", "2-shot"]
+    assert table["status"] == "succeeded" and table["task"] == "classification" and table["n"] == 30
+    assert [r["candidate"] for r in table["rows"]] == [Path(str(tiny_chat_model)).name, "run-tiny-head", "2-shot"]
     assert "folder" not in table  # no server path goes out
-    found = api.get(f"/api/comparisons/{cid}/disagreements", params={"metric": "accuracy", "candidate": "2-shot"})
+    found = api.get(f"/api/comparisons/{cid}/disagreements",
+                    params={"metric": "accuracy", "candidate": "run-tiny-head"})
     group = found.json()["groups"][0]
-    first, other = table["rows"][0], table["rows"][2]
-    # the discordant items McNemar counts: their number matches the accuracy difference over the items
-    wins = sum(1 for i in group["items"] if i["favours"] == "2-shot")
+    first, other = table["rows"][0], table["rows"][1]
+    assert other["metrics"]["accuracy"]["value"] > first["metrics"]["accuracy"]["value"] + 0.3  # the head learned
+    # the discordant items McNemar counts: wins less losses is the accuracy difference over the items
+    wins = sum(1 for i in group["items"] if i["favours"] == "run-tiny-head")
     losses = group["count"] - wins
-    assert group["count"] == len(group["items"])
+    assert group["count"] == len(group["items"]) > 0
     assert (wins - losses) / table["n"] == pytest.approx(other["metrics"]["accuracy"]["value"]
                                                         - first["metrics"]["accuracy"]["value"])
     rows_shown = items.locator("tbody tr")
@@ -112,11 +116,13 @@ def test_an_admin_compares_from_the_page_and_reads_the_items_behind_a_difference
     assert api.get(f"/api/comparisons/{cid}/plot").headers["content-type"] == "image/png"
     assert cid in [c["id"] for c in api.get("/api/comparisons").json()["data"]]
 
-    page.goto(f"{base}/runs/run-tiny-ft")
+    page.goto(f"{base}/runs/run-tiny-head")
     lineage = page.get_by_test_id("lineage")
-    expect(lineage).to_contain_text("step-0000002")
+    kept = sorted(p.name for p in (compare_server["run"] / "checkpoints").iterdir())
+    assert kept
+    expect(lineage).to_contain_text(", ".join(kept))
     expect(lineage).to_contain_text("train.jsonl")
-    expect(page.get_by_test_id("served-as")).to_have_text("run-tiny-ft")
+    expect(page.get_by_test_id("served-as")).to_have_text("run-tiny-head")
     expect(lineage.locator(f"a[href='/comparisons/{cid}']")).to_be_visible()
     screenshot(page, "run-lineage")
     page.context.close()

@@ -27,8 +27,9 @@ def compare_cmd(
                                            "does).")] = "auto",
     train: Annotated[Optional[str], typer.Option(help="Where k-shot baselines take their examples (default: the "
                                                       "first fine-tune's training data).")] = None,
-    base: Annotated[Optional[str], typer.Option(help="The model prompt baselines prompt (default: the first "
-                                                     "fine-tune's base, else the embedded chat model).")] = None,
+    base: Annotated[Optional[str], typer.Option(help="The model prompt baselines prompt (default: the first chat "
+                                                     "model among the fine-tunes' bases and the model candidates, "
+                                                     "else the embedded chat model).")] = None,
     max_generate: Annotated[int, typer.Option(help="Conversations: answer this many by greedy generation for exact "
                                                    "match and ROUGE-L.")] = 50,
     max_new_tokens: Annotated[int, typer.Option(help="Conversations: tokens per generated answer, at most.")] = 128,

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from tuneloop.config.recipe import Recipe, RecipeError, parse_recipe
 
 MAX_GRID = 1000
+MAX_CHOICES = 100
 NOT_SEARCHED = {"data", "output_dir", "grpo.rewards", "adapter.target_modules"}
 """Fields a search does not vary: the data, where the run goes, and lists."""
 
@@ -51,14 +52,31 @@ class Param:
             out["step"] = self.step
         return out
 
-    def grid_values(self) -> list[Any]:
-        """The points a grid search tries: the choices, or the range in its steps."""
+    def grid_size(self) -> int:
+        """How many points a grid search tries on this field (counted before any is made)."""
         if self.kind == "categorical":
-            return list(self.choices)
+            return len(self.choices)
         assert self.low is not None and self.high is not None
         if self.step is None:
             raise RecipeError(f"space: {self.field}: a grid needs choices, or a range with a step")
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+
+    def contains(self, value: Any) -> bool:
+        """Whether a value is one this field's range or choices can take."""
+        if self.kind == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if self.kind == "int" and not float(value).is_integer():
+            return False
+        return self.low <= value <= self.high  # type: ignore[operator]
+
+    def grid_values(self) -> list[Any]:
+        """The points a grid search tries: the choices, or the range in its steps."""
+        count = self.grid_size()
+        if self.kind == "categorical":
+            return list(self.choices)
+        assert self.low is not None and self.step is not None
         values = [self.low + i * self.step for i in range(count)]
         return [int(round(v)) if self.kind == "int" else round(v, 12) for v in values]
 
@@ -132,6 +150,8 @@ def parse_param(name: str, spec: Any) -> Param:
             raise RecipeError(f"space: {field}.choices: a non-empty list")
         if any(isinstance(c, (dict, list)) for c in choices):
             raise RecipeError(f"space: {field}.choices: plain values (numbers, text, true/false)")
+        if len(choices) > MAX_CHOICES:
+            raise RecipeError(f"space: {field}.choices: at most {MAX_CHOICES}")
         return Param(field, "categorical", choices=tuple(choices))
     if given not in ("float", "int"):
         raise RecipeError(f"space: {field}.type: float, int or categorical, got {given!r}")
@@ -206,8 +226,8 @@ def apply(recipe: Recipe, params: dict[str, Any]) -> Recipe:
 def grid(space: dict[str, Param]) -> list[dict[str, Any]]:
     """Every point of the grid, in a fixed order."""
     names = list(space)
-    values = [space[n].grid_values() for n in names]
-    size = math.prod(len(v) for v in values)
+    size = math.prod(space[n].grid_size() for n in names)  # counted first: a range of 10^12 steps is never made
     if size > MAX_GRID:
         raise RecipeError(f"space: the grid has {size} points; at most {MAX_GRID}")
+    values = [space[n].grid_values() for n in names]
     return [dict(zip(names, point)) for point in itertools.product(*values)]

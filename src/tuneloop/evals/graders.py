@@ -43,7 +43,7 @@ METRICS = ("cosine", "fuzzy_match", "bleu", "gleu", "meteor", *ROUGE)
 
 
 class _Shape(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN is no threshold, and no JSON either
 
 
 class StringCheck(_Shape):

@@ -50,7 +50,7 @@ class CompareError(ValueError):
 
 def resolve_candidates(texts: Sequence[str], settings: Settings, base: str | None = None) -> list[Candidate]:
     """Each CANDIDATE argument as what it names. A prompt baseline's model: its own `model`, else `base`, else the
-    base model of the first fine-tune among the candidates, else the embedded chat model."""
+    first chat model among the fine-tunes' bases and then the model candidates, else the embedded chat model."""
     if not texts:
         raise CompareError("name at least one candidate")
     found: list[Candidate] = []
@@ -71,8 +71,9 @@ def resolve_candidates(texts: Sequence[str], settings: Settings, base: str | Non
         except (ValueError, KeyError) as e:
             raise CompareError(f"candidate '{text}': {e}") from None
         found.append(Candidate(Path(text).name if Path(text).exists() else text, "model", text))
-    runs = [c for c in found if c.kind == "run"]
-    default_base = base or (run_meta(find_run_output(runs[0].ref)).base_model if runs else DEFAULT_CHAT_MODEL)
+    bases = [run_meta(find_run_output(c.ref)).base_model for c in found if c.kind == "run"] + \
+        [c.ref for c in found if c.kind == "model"]
+    default_base = base or next((b for b in bases if _chats(b, settings)), DEFAULT_CHAT_MODEL)
     for c in found:
         if c.kind == "prompt" and not c.ref:
             c.ref = default_base
@@ -82,6 +83,14 @@ def resolve_candidates(texts: Sequence[str], settings: Settings, base: str | Non
         if seen[c.name] > 1:
             c.name = f"{c.name} ({seen[c.name]})"
     return found
+
+
+def _chats(ref: str, settings: Settings) -> bool:
+    """Whether a model can be prompted (a prompt baseline's base): not an encoder or a head."""
+    try:
+        return model_kind(ref, settings) in ("chat", "causal")
+    except (ValueError, KeyError):
+        return False
 
 
 def _run_name(given: Path, final: Path) -> str:

@@ -122,6 +122,8 @@ def _check_item_schema(config: dict[str, Any]) -> dict[str, Any]:
 
     try:
         Draft202012Validator.check_schema(schema)
+    except RecursionError:
+        raise ServiceError(400, f"{where}.item_schema: nested too deeply", f"{where}.item_schema") from None
     except SchemaError as e:
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path)
         raise ServiceError(400, f"{where}.item_schema{path}: not a valid JSON schema: {e.message[:300]}",
@@ -246,13 +248,22 @@ def _file_rows(session: Session, settings: Settings, file_id: Any, where: str) -
             except (ValueError, RecursionError):
                 raise ServiceError(400, f"{where}.id: file '{file_id}' line {number} is not JSON", f"{where}.id",
                                    "invalid_file") from None
-            if not isinstance(row, dict) or not isinstance(row.get("item"), dict):
+            if not _row_fits(row):
                 raise ServiceError(400, f"{where}.id: file '{file_id}' line {number}: each line is an object "
-                                        '{"item": {...}} (with an optional "sample")', f"{where}.id", "invalid_file")
+                                        '{"item": {...}} with an optional "sample" object', f"{where}.id",
+                                   "invalid_file")
             rows.append(row)
             if len(rows) > MAX_ITEMS:
                 break
     return rows
+
+
+def _row_fits(row: Any) -> bool:
+    """{item: {...}, sample?: {..., usage?: {...}}}: nothing else."""
+    if not isinstance(row, dict) or not isinstance(row.get("item"), dict) or set(row) - {"item", "sample"}:
+        return False
+    sample = row.get("sample", {})
+    return isinstance(sample, dict) and isinstance(sample.get("usage", {}), dict)
 
 
 def source_rows(session: Session, settings: Settings, source: Any, where: str) -> list[dict[str, Any]]:
@@ -269,10 +280,9 @@ def source_rows(session: Session, settings: Settings, source: Any, where: str) -
         if not isinstance(rows, list):
             raise ServiceError(400, f"{param}: a list of {{item, sample}} objects", param)
         for i, row in enumerate(rows):
-            if not isinstance(row, dict) or not isinstance(row.get("item"), dict) or \
-                    set(row) - {"item", "sample"} or ("sample" in row and not isinstance(row["sample"], dict)):
+            if not _row_fits(row):
                 raise ServiceError(400, f"{param}[{i}]: each row is {{\"item\": {{...}}}} with an optional \"sample\" "
-                                        "object", f"{param}[{i}]")
+                                        "object (its usage, if any, an object too)", f"{param}[{i}]")
     elif kind in ("stored_completions", "responses"):
         raise ServiceError(400, f"{where}.type: '{kind}' sources read OpenAI's stored logs; give the items as "
                                 "file_content or file_id", f"{where}.type")
@@ -452,7 +462,8 @@ def _check_completions(session: Session, settings: Settings, source: dict[str, A
     unknown = sorted(set(sampling) - {"max_completion_tokens", "temperature", "top_p", "seed", "reasoning_effort"})
     if unknown:
         raise ServiceError(400, f"{at}.{unknown[0]}: not supported (tuneloop samples plain text with "
-                                "max_completion_tokens, temperature, top_p and seed)", f"{at}.{unknown[0]}")
+                                "max_completion_tokens, temperature, top_p and seed; reasoning_effort is accepted "
+                                "and has no effect)", f"{at}.{unknown[0]}")
     checks = {"max_completion_tokens": (int, 1, 4096, DEFAULT_MAX_TOKENS), "temperature": (float, 0, 2, 0.0),
               "top_p": (float, 0, 1, 1.0), "seed": (int, 0, job_service.SEED_MAX, 42)}
     params = {}
@@ -489,8 +500,8 @@ def create_run(session: Session, settings: Settings, eval_id: str, body: RunCrea
     content_param = "data_source.source.content" if source["source"].get("type") == "file_content" else \
         "data_source.source.id: line"
     item_schema = ev.data_source_config["item_schema"]
-    criteria = [graders.parse(c, allow_python=settings.allow_python_graders, param=f"testing_criteria[{i}]")
-                for i, c in enumerate(ev.testing_criteria)]
+    criteria = [grader_service.parse_grader(settings, c, f"testing_criteria[{i}]")  # a 400 when python graders
+                for i, c in enumerate(ev.testing_criteria)]  # were turned off since the eval was made
     properties = _item_properties(item_schema)
     params: dict[str, Any] = {}
     if kind == "completions":
@@ -519,7 +530,7 @@ def create_run(session: Session, settings: Settings, eval_id: str, body: RunCrea
     if kind == "completions":
         shown["sampling_params"] = params["sampling_params"]
         shown.setdefault("source", source["source"])
-    run = store.add_run(session, eval_id=ev.id, job_id=job.id, name=body.name or f"{ev.name} run",
+    run = store.add_run(session, eval_id=ev.id, job_id=job.id, name=body.name or f"{ev.name[:490]} run",
                         model=params.get("model"), data_source=shown, metadata=body.metadata)
     job.params = {**job.params, "run_id": run.id}
     repo.add_event(session, job_id=job.id, message=f"Eval run {run.id} of {ev.id} queued: {len(rows)} items")

@@ -9,9 +9,12 @@ exactly one trial."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +36,7 @@ from tuneloop.worker.kinds import register
 SAMPLERS = ("grid", "random", "tpe", "gp")
 PRUNERS = ("none", "median", "hyperband")
 PLOTS = ("history", "parallel", "importances")
+_PLOT_LOCK = threading.Lock()
 MAX_TRIALS = 1000
 ACTIVE = {"queued", "running", "paused", "validating_files"}
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -43,25 +47,64 @@ def direction_of(metric: str) -> str:
 
 
 # ---------------------------------------------------------------------- Optuna's storage, sampler, pruner
+_STORAGES: dict[str, Any] = {}
+_STORAGE_LOCK = threading.Lock()
+
+
 def storage(settings: Settings) -> Any:
-    """The study storage in the project's database, apart from tuneloop's own tables."""
+    """The study storage in the project's database, apart from tuneloop's own tables (one per database and
+    process)."""
     import optuna
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with _STORAGE_LOCK:
+        if settings.db_url in _STORAGES:
+            return _STORAGES[settings.db_url]
+        url = make_url(settings.db_url)
+        if url.get_backend_name() == "sqlite":
+            made = optuna.storages.RDBStorage(f"sqlite:///{sqlite_study_path(settings)}",
+                                              engine_kwargs={"connect_args": {"timeout": 60}})
+        else:
+            engine = make_engine(settings.db_url)
+            try:
+                with engine.begin() as connection:
+                    connection.execute(text("CREATE SCHEMA IF NOT EXISTS optuna"))
+            finally:
+                engine.dispose()
+            made = optuna.storages.RDBStorage(settings.db_url,
+                                              engine_kwargs={"connect_args": {"options": "-csearch_path=optuna"}})
+        _STORAGES[settings.db_url] = made
+        return made
+
+
+def sqlite_study_path(settings: Settings) -> Path | None:
+    """optuna.db beside an SQLite store (None for PostgreSQL)."""
+    from sqlalchemy.engine import make_url
+
     url = make_url(settings.db_url)
-    if url.get_backend_name() == "sqlite":
-        path = Path(url.database or settings.home / "tuneloop.db").with_name("optuna.db")
-        return optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}})
-    engine = make_engine(settings.db_url)
-    try:
-        with engine.begin() as connection:
-            connection.execute(text("CREATE SCHEMA IF NOT EXISTS optuna"))
-    finally:
-        engine.dispose()
-    return optuna.storages.RDBStorage(settings.db_url,
-                                      engine_kwargs={"connect_args": {"options": "-csearch_path=optuna"}})
+    if url.get_backend_name() != "sqlite":
+        return None
+    return Path(url.database or settings.home / "tuneloop.db").with_name("optuna.db")
+
+
+@contextlib.contextmanager
+def asking(settings: Settings) -> Iterator[None]:
+    """Held while a trial asks the study for its parameters. PostgreSQL locks the waiting trial a worker takes
+    (SELECT ... FOR UPDATE); SQLite ignores that, so there a file lock lets one worker ask at a time."""
+    path = sqlite_study_path(settings)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def sampler(search: Search, slot: int = 0) -> Any:
@@ -132,19 +175,29 @@ def create_search(session: Session, settings: Settings, recipe: Recipe, space_da
     try:
         space = parse_space(space_data, recipe)
         points_grid = grid(space) if sampler_name == "grid" else []
-        for point in points or []:
+        for i, point in enumerate(points or []):
             unknown = sorted(set(point) - set(space))
             if unknown:
-                raise RecipeError(f"points: {unknown[0]} is not a field of the space ({', '.join(space)})")
+                raise RecipeError(f"points[{i}]: {unknown[0]} is not a field of the space ({', '.join(space)})")
+            missing = sorted(set(space) - set(point))
+            if missing:
+                raise RecipeError(f"points[{i}]: gives no value for {missing[0]}; a point sets every field of the "
+                                  "space")
+            outside = [f for f, v in point.items() if not space[f].contains(v)]
+            if outside:
+                raise RecipeError(f"points[{i}]: {outside[0]} = {point[outside[0]]!r} is outside the space "
+                                  f"({space[outside[0]].to_dict()})")
             apply(recipe, point)
+        points_grid = [p for p in points_grid if p not in (points or [])]  # a point given is not tried twice
     except RecipeError as e:
         raise ServiceError(400, str(e), "space") from None
+    given = len(points or [])
     if trials is None:
-        trials = len(points_grid) if points_grid else 10
+        trials = given + len(points_grid) if points_grid else max(10, given)
     if not 1 <= trials <= MAX_TRIALS:
         raise ServiceError(400, f"trials: from 1 to {MAX_TRIALS}, got {trials}", "trials")
-    if points_grid and trials > len(points_grid):
-        trials = len(points_grid)  # a grid is tried once, point by point
+    if points_grid and trials > given + len(points_grid):
+        trials = given + len(points_grid)  # a grid is tried once, point by point (after the points given)
     import optuna
 
     search_id = repo.new_id("search")
@@ -203,6 +256,20 @@ def create_search_for_client(session: Session, settings: Settings, body: SearchC
     if any(r.function for r in recipe.grpo.rewards):
         raise ServiceError(400, "recipe.grpo.rewards: reward functions run code from the server's disk; use graders "
                                 "over the API", "recipe.grpo.rewards")
+    from tuneloop.services.graders import parse_grader, resolve_judges
+    from tuneloop.services.models import api_model_ref
+
+    for i, reward in enumerate(recipe.grpo.rewards):  # only models the server serves, as a reinforcement job
+        where = f"recipe.grpo.rewards[{i}]"
+        if reward.reward_model:
+            try:
+                reward.reward_model = api_model_ref(session, settings, reward.reward_model)
+            except ServiceError as e:
+                raise ServiceError(e.status, f"{where}.reward_model: {e.message}", f"{where}.reward_model",
+                                   e.code) from None
+        if reward.grader is not None:
+            parse_grader(settings, reward.grader, f"{where}.grader", session=session)
+            reward.grader = resolve_judges(session, settings, reward.grader)
     sources = [*recipe.data.train, *([recipe.data.validation] if recipe.data.validation else [])]
     for i, source in enumerate(sources):
         where = "recipe.data.validation" if i == len(recipe.data.train) else f"recipe.data.train[{i}]"
@@ -255,7 +322,10 @@ def cancel_search(session: Session, search_id: str) -> Search:
     search = require_search(session, search_id)
     for job in trial_jobs(session, search):
         if job.status in ACTIVE:
-            job_service.request_cancel(session, job.id, kind="search-trial")
+            try:
+                job_service.request_cancel(session, job.id, kind="search-trial")
+            except ServiceError:  # it finished meanwhile
+                session.rollback()
     return search
 
 
@@ -268,12 +338,34 @@ def status(jobs: list[Job]) -> str:
     return "cancelled" if any(j.status == "cancelled" for j in jobs) else "finished"
 
 
+def settle(study: Any, jobs: list[Job]) -> None:
+    """Fail the trials still RUNNING in the study whose job has ended (cancelled, or killed before it could tell
+    the study), and those no job owns once none is active: a trial is never left running for ever."""
+    from optuna.trial import TrialState
+
+    owner = {(j.result or {}).get("trial"): j for j in jobs if "trial" in (j.result or {})}
+    active = any(j.status in ACTIVE for j in jobs)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        job = owner.get(t.number)
+        if job is None and active or job is not None and job.status in ACTIVE:
+            continue
+        reason = (f"its job {job.id} was {job.status}" + (f": {job.error['message']}" if job.error else "")
+                  if job is not None else "no job ran it to the end")
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "error", reason[:2000])
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        except Exception:  # noqa: BLE001 - another reader settled it first
+            pass
+
+
 def search_view(session: Session, settings: Settings, search: Search) -> dict[str, Any]:
     """The search with its trials (state, value, params, each evaluation, job, run, error) and its best trial."""
     from optuna.trial import TrialState
 
     study = load_study(settings, search)
     jobs = trial_jobs(session, search)
+    if jobs:
+        settle(study, jobs)
     by_trial = {(j.result or {}).get("trial"): j for j in jobs if "trial" in (j.result or {})}
     trials = []
     for t in study.get_trials(deepcopy=False):
@@ -287,9 +379,17 @@ def search_view(session: Session, settings: Settings, search: Search) -> dict[st
                        "seconds": round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
                        if t.datetime_complete and t.datetime_start else None})
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not jobs and complete:
+        # Ray: OptunaSearch tells a trial ASHA stopped as COMPLETE with its value then; the best is taken among
+        # the trials that ran all their evaluations
+        full = max(len(t.intermediate_values) for t in complete)
+        for row in trials:
+            row["stopped_early"] = row["state"] == "COMPLETE" and len(row["evaluations"]) < full
+        complete = [t for t in complete if len(t.intermediate_values) == full]
     best = None
     if complete:
-        top = study.best_trial
+        pick = min if search.direction == "minimize" else max
+        top = pick(complete, key=lambda t: t.value)
         best = {"trial": top.number, "value": top.value, "params": top.params,
                 "recipe": dump_recipe(apply(parse_recipe(search.recipe), top.params))}
     counts = {s: sum(1 for t in trials if t["state"] == s) for s in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
@@ -342,7 +442,7 @@ def plot(study: Any, name: str, metric: str) -> bytes:
     if complete < needed:
         raise ServiceError(409, f"the {name} plot needs {needed} complete trial{'s' if needed > 1 else ''}; "
                                 f"this search has {complete}", "name", "not_enough_trials")
-    with warnings.catch_warnings():
+    with _PLOT_LOCK, warnings.catch_warnings():  # pyplot is not thread-safe; the API draws in a thread pool
         warnings.simplefilter("ignore")  # optuna's matplotlib plots are marked experimental
         if name == "history":
             ax = plots.plot_optimization_history(study, target_name=metric)
@@ -352,12 +452,12 @@ def plot(study: Any, name: str, metric: str) -> bytes:
             if len(study.best_trial.params) < 1:
                 raise ServiceError(409, "no parameters to rank", "name", "not_enough_trials")
             ax = plots.plot_param_importances(study, target_name=metric)
-    figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-    figure.set_size_inches(8, 5)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
+        figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        figure.set_size_inches(8, 5)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        plt.close(figure)
     return buffer.getvalue()
 
 
@@ -392,8 +492,16 @@ class Trial:
         if "trial" in state:
             trial = optuna.trial.Trial(self.study, state["trial_id"])
             return trial, state["params"], Path(state["run_dir"])
-        trial = self.study.ask()
-        params = {f: suggest(trial, f, _param(p)) for f, p in self.search.space.items()}
+        with asking(self.settings):
+            trial = self.study.ask()
+        try:
+            params = {f: suggest(trial, f, _param(p)) for f, p in self.search.space.items()}
+        except Exception as e:
+            from optuna.trial import TrialState
+
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise
         run_dir = self.settings.runs_dir / f"run-{self.search.id.removeprefix('search-')[:12]}-trial-{trial.number}"
         self.job.result = {"trial": trial.number, "trial_id": trial._trial_id, "params": params,
                            "run_dir": str(run_dir)}
@@ -447,6 +555,9 @@ class Trial:
             self.study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             self._finish("FAIL", None, message)
             raise
+        if not values:  # a job resumed after its last evaluation: what it reported before
+            reported = self.study.get_trials(deepcopy=False)[trial.number].intermediate_values
+            values = [reported[k] for k in sorted(reported)]
         if control.reason == "pruned":
             self.study.tell(trial.number, state=TrialState.PRUNED, skip_if_finished=True)
             self._finish("PRUNED", values[-1] if values else None)

@@ -51,13 +51,14 @@ const WIDGETS = {
     value: () => ({ text: document.getElementById("editor").value, draft: record.draft, draft_model: record.draft_model }),
   },
   compare: {
-    keys: () => [["1 / 2", "prefer A / B"], ["← →", "move"], ["R", "rewrite the preferred answer"], ["Enter", "submit"], ["S", "skip"], UNDO],
-    choices: () => record.options.map((o) => o.key),
+    keys: () => [[record && record.ties ? "1 / 2 / 3" : "1 / 2", record && record.ties ? "prefer A / B, or a tie" : "prefer A / B"], ["← →", "move"], ["R", "rewrite the preferred answer"], ["Enter", "submit"], ["S", "skip"], UNDO],
+    choices: () => [...record.options.map((o) => o.key), ...(record.ties ? ["tie"] : [])],
     focusKeys: { r: "editor" },
     render(box, answer, meta, prediction, previous) {
       box.innerHTML = promptHtml(record.prompt) + meta;
       if (previous) selected.add(previous.label);
       answer.innerHTML = `<div class="pair">${record.options.map((o, i) => `<div class="option" data-label="${o.key}" data-testid="option-${"AB"[i]}"><h2>${"AB"[i]} <kbd>${i + 1}</kbd></h2>${esc(o.text)}</div>`).join("")}</div>` +
+        (record.ties ? `<div class="labels"><button type="button" data-label="tie" data-testid="option-tie"><kbd>3</kbd> tie: neither is better</button></div>` : "") +
         `<label>Rewrite of the preferred answer (optional) <textarea class="editor" id="editor"></textarea></label>`;
     },
     value: () => ({ preferred: [...selected][0], rewrite: document.getElementById("editor").value || null }),
