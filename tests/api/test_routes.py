@@ -66,6 +66,9 @@ PROJECT_RULES: dict[tuple[str, str], list[str]] = {
     ("GET", "/searches/{search_id}"): [ANNOTATOR],
     ("POST", "/api/comparisons"): [REVIEWER, ANNOTATOR],  # starting one: admins (and keys)
     ("POST", "/api/comparisons/{comparison_id}/cancel"): [REVIEWER, ANNOTATOR],
+    ("POST", "/api/arenas"): [REVIEWER, ANNOTATOR],
+    ("POST", "/api/arenas/{ref}/judge"): [REVIEWER, ANNOTATOR],
+    ("GET", "/api/arenas/{ref}"): [ANNOTATOR, OUTSIDER],
 }
 BODIES: dict[tuple[str, str], dict[str, Any]] = {  # valid requests, so that what answers is the role check
     ("POST", "/api/projects"): {"json": {"name": "q", "data": "file-none"}},
@@ -83,6 +86,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {  # valid requests, so that wha
     ("POST", "/api/users"): {"json": {"username": "zed", "password": "a-long-password-1", "role": "annotator"}},
     ("POST", "/api/comparisons"): {"json": {"candidates": ["zero-shot"], "data": "file-none"}},
     ("GET", "/api/comparisons/{comparison_id}/disagreements"): {"params": {"metric": "accuracy"}},
+    ("POST", "/api/arenas"): {"json": {"name": "duel", "models": ["m1", "m2"], "data": "file-none"}},
+    ("POST", "/api/arenas/{ref}/judge"): {"json": {"judge": "m1"}},
     ("GET", "/api/projects/{ref}/export"): {"params": {"as": "classify"}},
     ("GET", "/api/projects/{ref}/export/summary"): {"params": {"as": "classify"}},
 }

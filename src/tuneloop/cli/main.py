@@ -7,7 +7,7 @@ import warnings
 import typer
 
 from tuneloop import __version__
-from tuneloop.cli import compare, data, jobs, models, quickstart, review, search, serve, train
+from tuneloop.cli import arena, compare, data, jobs, models, quickstart, review, search, serve, train
 
 # Deprecation notices from libraries are for their callers' developers, not for our users' terminals.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
@@ -30,6 +30,7 @@ app.command("serve")(serve.serve_cmd)
 app.command("worker")(serve.worker_cmd)
 app.add_typer(serve.keys_app, name="keys")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(arena.app, name="arena")
 app.add_typer(review.app, name="review")
 app.add_typer(review.users_app, name="users")
 

@@ -51,7 +51,7 @@ class ComparisonCreate(BaseModel):
     latency_samples: int = Field(10, ge=0, le=100)
 
 
-def _client_data(session: Session, settings: Settings, ref: str, param: str) -> str:
+def client_data(session: Session, settings: Settings, ref: str, param: str) -> str:
     """What the job reads for a client's data: an uploaded file's stored path, a dataset version, an allowed path."""
     from tuneloop.data.versions import resolve_version
 
@@ -69,7 +69,7 @@ def _client_data(session: Session, settings: Settings, ref: str, param: str) -> 
                        "data_not_found")
 
 
-def _client_candidate(session: Session, settings: Settings, text: str, param: str) -> str:
+def client_candidate(session: Session, settings: Settings, text: str, param: str) -> str:
     if SHOT.match(text):
         return text
     if text.endswith((".yaml", ".yml")):
@@ -85,11 +85,11 @@ def _client_candidate(session: Session, settings: Settings, text: str, param: st
 
 def start_comparison(session: Session, settings: Settings, body: ComparisonCreate) -> Job:
     """Check what the client names (only its own data and the models the server serves), then queue the job."""
-    candidates = [_client_candidate(session, settings, c, f"candidates[{i}]") for i, c in enumerate(body.candidates)]
+    candidates = [client_candidate(session, settings, c, f"candidates[{i}]") for i, c in enumerate(body.candidates)]
     params = {**body.model_dump(), "candidates": candidates, "names": body.candidates,
-              "data": _client_data(session, settings, body.data, "data"),
-              "train": _client_data(session, settings, body.train, "train") if body.train else None,
-              "base": _client_candidate(session, settings, body.base, "base") if body.base else None}
+              "data": client_data(session, settings, body.data, "data"),
+              "train": client_data(session, settings, body.train, "train") if body.train else None,
+              "base": client_candidate(session, settings, body.base, "base") if body.base else None}
     job_id = repo.new_id("job")
     params["output"] = f"cmp-{job_id.removeprefix('job-')[:16]}"
     job = Job(id=job_id, kind="compare", model=body.candidates[0], params=params, method={}, hyperparameters={},

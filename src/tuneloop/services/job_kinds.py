@@ -4,6 +4,7 @@ with `tuneloop.worker.kinds.register` in its service module, and that module imp
 
 from __future__ import annotations
 
+from tuneloop.services import arena  # noqa: F401  (registers "arena")
 from tuneloop.services import comparison_jobs  # noqa: F401  (registers "compare")
 from tuneloop.services import eval_runs  # noqa: F401  (registers "eval")
 from tuneloop.services import searches  # noqa: F401  (registers "search-trial")

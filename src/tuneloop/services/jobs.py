@@ -389,6 +389,6 @@ def list_all_jobs(session: Session, *, kind: str | None = None, after: str | Non
     return repo.list_jobs(session, after=after, limit=limit, kind=kind)
 
 
-JobKind = Literal["train", "repredict", "eval", "search-trial", "compare"]
-"""The kinds a job may have today (arena follows)."""
+JobKind = Literal["train", "repredict", "eval", "search-trial", "compare", "arena"]
+"""The kinds a job may have."""
 JOB_KINDS = get_args(JobKind)

@@ -1,16 +1,18 @@
-"""/api/comparisons: comparisons of models, fine-tunes and prompt baselines (`tuneloop compare` as a job), for API
-keys and for people logged in to the UI (admins start them; admins and reviewers read them)."""
+"""/api/comparisons and /api/arenas: comparisons of models, fine-tunes and prompt baselines (`tuneloop compare` as a
+job), and arenas (models' answers judged in pairs by people and an LLM judge), for API keys and for people logged in
+to the UI (admins start them; admins and reviewers read them)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from tuneloop.api.deps import Actor, ActorDep, SessionDep, SettingsDep
 from tuneloop.services import ServiceError
 from tuneloop.services import comparison_jobs as service
 from tuneloop.services import jobs as job_service
-from tuneloop.services.auth import require_admin
+from tuneloop.services.auth import check_project_access, require_admin
 
 router = APIRouter(tags=["comparisons"])
 
@@ -70,3 +72,73 @@ def cancel_comparison(session: SessionDep, actor: ActorDep, comparison_id: str) 
         raise ServiceError(404, f"no comparison job for '{comparison_id}'", "comparison_id", "comparison_not_found")
     job_service.request_cancel(session, job.id, kind="compare")
     return {"id": comparison_id, "job": job.id, "status": job.status}
+
+
+class ArenaCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1, max_length=100, description="The arena's (its review project's) name")
+    models: list[str] = Field(min_length=2, max_length=4, description="Models the server serves (GET /v1/models)")
+    data: str = Field(min_length=1, description="Prompts: an uploaded file id, a dataset version, an allowed path")
+    rows: int = Field(50, ge=1, le=1000)
+    max_tokens: int = Field(256, ge=1, le=2048)
+    judge: str | None = Field(None, min_length=1, description="An LLM judge: a served model or the judge endpoint's")
+
+
+class ArenaJudge(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    judge: str = Field(min_length=1)
+
+
+def _judge_ref(session, settings, judge: str) -> str:
+    from tuneloop.services.models import api_model_ref
+
+    try:
+        return api_model_ref(session, settings, judge)
+    except ServiceError:
+        if settings.judge_base_url:
+            return judge  # the endpoint's model
+        raise ServiceError(400, f"judge: no model '{judge}' here to judge with: name a model from GET /v1/models, or "
+                                "set TUNELOOP_JUDGE_BASE_URL", "judge") from None
+
+
+@router.post("/arenas")
+def create_arena(body: ArenaCreate, session: SessionDep, settings: SettingsDep, actor: ActorDep) -> dict:
+    """Queue an arena: each model answers the first `rows` prompts, every pair of answers becomes a record of the
+    review project `name` (task arena), and the judge, if given, judges each pair in both orders."""
+    from tuneloop.services import arena
+
+    if actor.user is not None:
+        require_admin(actor.user)
+    refs = [service.client_candidate(session, settings, m, f"models[{i}]") for i, m in enumerate(body.models)]
+    data = service.client_data(session, settings, body.data, "data")
+    judge_ref = _judge_ref(session, settings, body.judge) if body.judge else None
+    job = arena.create_arena(session, settings, name=body.name, models=body.models, refs=refs, data=data,
+                             rows=body.rows, max_tokens=body.max_tokens, judge=body.judge, judge_ref=judge_ref)
+    return {"name": body.name, "job": job.id, "status": job.status}
+
+
+@router.post("/arenas/{ref}/judge")
+def judge_arena(body: ArenaJudge, session: SessionDep, settings: SettingsDep, actor: ActorDep, ref: str) -> dict:
+    from tuneloop.services import arena
+    from tuneloop.services.review import projects
+
+    if actor.user is not None:
+        require_admin(actor.user)
+    project = projects.get_project(session, ref)
+    job = arena.judge_arena(session, settings, project, body.judge, _judge_ref(session, settings, body.judge))
+    return {"name": project.name, "job": job.id, "status": job.status}
+
+
+@router.get("/arenas/{ref}")
+def get_arena(session: SessionDep, actor: ActorDep, ref: str,
+              resamples: int = Query(1000, ge=100, le=10000)) -> dict:
+    """Win rates and a Bradley–Terry ranking (95% bootstrap intervals) by people and by each judge, and each
+    judge's agreement (Cohen's kappa) with people on the pairs both judged."""
+    from tuneloop.services import arena
+    from tuneloop.services.review import projects
+
+    _reader(actor)
+    project = projects.get_project(session, ref)
+    if actor.user is not None:
+        check_project_access(session, actor.user, project)
+    return arena.results(session, project, resamples=resamples)

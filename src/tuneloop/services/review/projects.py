@@ -175,12 +175,14 @@ UNKNOWN_LABELS = ("refuse", "add", "drop")
 def create_project(session: Session, settings: Settings, *, name: str, task: str, data: str,
                    labels: list[str] | None = None, multi_label: bool = False, guidelines: str = "",
                    overlap: int = 1, holdout: float = 0.0, seed: int = 0, client: bool = False,
-                   unknown_labels: str = "refuse", gold: float = 0.0, gold_rate: float = 0.1) -> Project:
+                   unknown_labels: str = "refuse", gold: float = 0.0, gold_rate: float = 0.1,
+                   items: list[tuple[int, Item]] | None = None) -> Project:
     """A project with the records of `data`: any file or a dataset version, or with `client` (an API client's
     request) only what read_client_source allows. Records labelled outside a given label set are refused
     (counted, with the labels), unless `unknown_labels` adds those labels to the set or drops those records.
     `gold`: the fraction of the labelled records kept as gold questions (their labels are the known answers),
-    handed to each person at `gold_rate`. Nothing is stored on error."""
+    handed to each person at `gold_rate`. `items`: the records made already (an arena's pairs of answers, which
+    may be empty or the same), `data` then naming where they came from. Nothing is stored on error."""
     if not 0.0 <= gold <= 0.5 or gold + holdout >= 1.0:
         raise ServiceError(400, f"gold {gold}: keep from 0 to 0.5 of the records as gold questions (with the "
                                 "held-out fraction, below 1): the rest is the work", "gold")
@@ -204,7 +206,10 @@ def create_project(session: Session, settings: Settings, *, name: str, task: str
         raise ServiceError(400, f"overlap {overlap}: each record needs between 1 and 20 annotations", "overlap")
     if not 0.0 <= holdout < 1.0:
         raise ServiceError(400, f"holdout {holdout}: give the held-out fraction, from 0 to below 1", "holdout")
-    source, items = read_client_source(session, settings, data) if client else read_source(settings, data)
+    if items is None:
+        source, items = read_client_source(session, settings, data) if client else read_source(settings, data)
+    else:
+        source = data
     if task_type.takes_labels:
         given = bool(labels)
         labels = _label_set(labels, items, source, task_type)
