@@ -6,6 +6,7 @@ a client may not name."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -140,3 +141,46 @@ def test_the_compare_pages_and_api_refuse_what_a_person_or_client_may_not_do(com
     assert refused.status_code == 404 and refused.json()["error"]["param"] == "candidates[0]"
     assert api.get("/api/comparisons/cmp-..%2F..").status_code == 404
     assert api.get("/api/comparisons/cmp-none/disagreements", params={"metric": "accuracy"}).status_code == 404
+
+
+def test_a_person_calls_a_tie_in_an_arena_with_the_keyboard(compare_server, chromium, tiny_chat_model, tmp_path):
+    """An arena's queue offers A, B and a tie (key 3); the names of the models never reach the page."""
+    from tuneloop.services import arena
+    from tuneloop.services.review import projects
+    from tuneloop.store import review as store
+
+    other = tmp_path / "tiny-copy"
+    import shutil
+
+    shutil.copytree(tiny_chat_model, other)
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Say something about {i}."} for i in range(2)])
+    settings = compare_server["settings"]
+    with compare_server["app"].state.sessions() as session:
+        job = arena.create_arena(session, settings, name="duel", models=["left-model", "right-model"],
+                                 refs=[str(tiny_chat_model), str(other)], data=str(prompts), rows=2, max_tokens=3)
+        job_id = job.id
+    deadline = time.time() + 120  # the server's worker runs it
+    while True:
+        with compare_server["app"].state.sessions() as session:
+            project = store.find_project(session, ref="duel")
+            if project is not None and store.all_records(session, project_id=project.id):
+                projects.add_member(session, project, "boss")
+                session.commit()
+                break
+        assert time.time() < deadline, job_id
+        time.sleep(1)
+    page = login(chromium, compare_server["base"], "boss")
+    page.goto(compare_server["base"] + "/projects/duel/queue?order=id")
+    expect(page.get_by_test_id("option-tie")).to_be_visible()
+    assert "left-model" not in page.content() and "right-model" not in page.content()
+    record_id = int(page.locator("#record").get_attribute("data-record-id"))
+    page.keyboard.press("3")
+    expect(page.get_by_test_id("option-tie")).to_have_class(re.compile("selected"))
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("queue-counters")).to_have_attribute("data-mine", "1")
+    screenshot(page, "arena-queue")
+    page.context.close()
+    with compare_server["app"].state.sessions() as session:
+        project = store.find_project(session, ref="duel")
+        people, _ = arena.judgements(session, project)
+    assert [(j.item, j.winner) for j in people] == [(str(record_id), "tie")]

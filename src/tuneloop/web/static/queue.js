@@ -182,7 +182,8 @@ function drawSpans() {  // the text, word by word, with its spans coloured and t
 }
 
 const widget = WIDGETS[root.dataset.widget];
-document.getElementById("legend-keys").innerHTML = widget.keys().map(([k, what]) => `<li><kbd>${k}</kbd> ${what}</li>`).join("");
+const legend = () => { document.getElementById("legend-keys").innerHTML = widget.keys().map(([k, what]) => `<li><kbd>${k}</kbd> ${what}</li>`).join(""); };
+legend();  // again for each record: an arena's pairs take a tie key
 const options = () => widget.choices();
 
 function showCounts(c) {
@@ -282,6 +283,7 @@ const nextUrl = () => (adjudicating ? `${base}/adjudication/next?after=${after}`
 async function fetchNext() {
   const data = await api(nextUrl());
   record = data.record;
+  legend();
   showCounts(data.counts);
   render();
   showAnswers();
@@ -320,6 +322,7 @@ const undo = () => act(async () => {
   if (adjudicating) return;
   const data = await api(`${base}/undo`, { method: "POST" });
   record = data.record;
+  legend();
   showCounts(data.counts);
   render(record.previous && Object.keys(record.previous).length ? record.previous : null);
   banner(`Undone: record #${record.id} is back; your earlier answer is selected.`);
