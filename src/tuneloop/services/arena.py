@@ -26,9 +26,8 @@ from tuneloop.services.review.tasks.arena import TIE, verdict_label
 from tuneloop.services.review.tasks.preference import KEYS
 from tuneloop.store import repo
 from tuneloop.store import review as store
-from tuneloop.store.db import make_engine, sessions
 from tuneloop.store.tables import Job, Project
-from tuneloop.worker.kinds import register
+from tuneloop.worker.kinds import job_session, register
 
 MAX_MODELS = 4
 JUDGE_SYSTEM = ("You compare two answers to the same request. Judge which answer serves the request better: correct, "
@@ -107,31 +106,25 @@ def _require_arena(project: Project) -> None:
 
 @register("arena")
 def run_arena_job(job_id: str, settings: Settings) -> None:
-    engine = make_engine(settings.db_url)
-    try:
-        with sessions(engine)() as session:
-            job = repo.get_job(session, job_id=job_id)
-            assert job is not None and job.params is not None
-            from tuneloop.serve.cache import ModelCache
+    with job_session(job_id, settings) as (session, job):
+        from tuneloop.serve.cache import ModelCache
 
-            cache = ModelCache(settings)
-            progress = _Progress(session, job)
-            if job.params["step"] == "answer":
-                project = store.find_project(session, ref=job.params["name"])
-                if project is None:  # a restarted job that made its project already goes on to judge it
-                    project = _answer(session, settings, job, cache, progress)
-                job.job_metadata = {"project": project.id}
-                job.result = {"project": project.name,
-                              "records": len(store.all_records(session, project_id=project.id))}
-                session.commit()
+        cache = ModelCache(settings)
+        progress = _Progress(session, job)
+        if job.params["step"] == "answer":
             project = store.find_project(session, ref=job.params["name"])
-            assert project is not None
-            if job.params.get("judge"):
-                judged = _judge(session, settings, job, project, cache, progress)
-                job.result = {**(job.result or {}), "project": project.name, "judge": job.params["judge"], **judged}
+            if project is None:  # a restarted job that made its project already goes on to judge it
+                project = _answer(session, settings, job, cache, progress)
+            job.job_metadata = {"project": project.id}
+            job.result = {"project": project.name,
+                          "records": len(store.all_records(session, project_id=project.id))}
             session.commit()
-    finally:
-        engine.dispose()
+        project = store.find_project(session, ref=job.params["name"])
+        assert project is not None
+        if job.params.get("judge"):
+            judged = _judge(session, settings, job, project, cache, progress)
+            job.result = {**(job.result or {}), "project": project.name, "judge": job.params["judge"], **judged}
+        session.commit()
 
 
 class _Progress:

@@ -23,9 +23,8 @@ from tuneloop.services.files import require_file
 from tuneloop.services.models import api_model_ref
 from tuneloop.store import repo
 from tuneloop.store.blobs import content_path
-from tuneloop.store.db import make_engine, sessions
 from tuneloop.store.tables import Job
-from tuneloop.worker.kinds import register
+from tuneloop.worker.kinds import job_session, register
 
 ID = re.compile(r"^cmp-[A-Za-z0-9_-]{1,80}$")
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -106,37 +105,31 @@ def start_comparison(session: Session, settings: Settings, body: ComparisonCreat
 def run_compare_job(job_id: str, settings: Settings) -> None:
     from tuneloop.services.comparisons import run_comparison
 
-    engine = make_engine(settings.db_url)
-    try:
-        with sessions(engine)() as session:
-            job = repo.get_job(session, job_id=job_id)
-            assert job is not None and job.params is not None
-            p = job.params
-            last = [0.0]
+    with job_session(job_id, settings) as (session, job):
+        p = job.params
+        last = [0.0]
 
-            def on_stage(description: str, total: int):
-                job.progress = {"done": 0, "total": total, "unit": description}
-                session.commit()
-
-                def advance(n: int) -> None:
-                    progress = dict(job.progress or {})
-                    progress["done"] = progress.get("done", 0) + n
-                    job.progress = progress
-                    if time.time() - last[0] > 1.0 or progress["done"] >= (progress.get("total") or 0):
-                        last[0] = time.time()
-                        session.commit()
-
-                return advance
-
-            result = run_comparison(settings, p["candidates"], p["data"], task=p["task"], train=p["train"],
-                                    base=p["base"], max_generate=p["max_generate"], max_new_tokens=p["max_new_tokens"],
-                                    max_length=p["max_length"], resamples=p["resamples"], seed=p["seed"],
-                                    latency_samples=p["latency_samples"],
-                                    output=settings.home / "comparisons" / p["output"], on_stage=on_stage)
-            job.result = {"comparison": result["id"]}
+        def on_stage(description: str, total: int):
+            job.progress = {"done": 0, "total": total, "unit": description}
             session.commit()
-    finally:
-        engine.dispose()
+
+            def advance(n: int) -> None:
+                progress = dict(job.progress or {})
+                progress["done"] = progress.get("done", 0) + n
+                job.progress = progress
+                if time.time() - last[0] > 1.0 or progress["done"] >= (progress.get("total") or 0):
+                    last[0] = time.time()
+                    session.commit()
+
+            return advance
+
+        result = run_comparison(settings, p["candidates"], p["data"], task=p["task"], train=p["train"],
+                                base=p["base"], max_generate=p["max_generate"], max_new_tokens=p["max_new_tokens"],
+                                max_length=p["max_length"], resamples=p["resamples"], seed=p["seed"],
+                                latency_samples=p["latency_samples"],
+                                output=settings.home / "comparisons" / p["output"], on_stage=on_stage)
+        job.result = {"comparison": result["id"]}
+        session.commit()
 
 
 # ---------------------------------------------------------------------- reading comparisons

@@ -19,9 +19,8 @@ from tuneloop.services import evals as eval_service
 from tuneloop.services.graders import Judges, grading_env
 from tuneloop.store import evals as store
 from tuneloop.store import repo
-from tuneloop.store.db import make_engine, sessions
 from tuneloop.store.tables import EvalRun, Job
-from tuneloop.worker.kinds import register
+from tuneloop.worker.kinds import job_session, register
 
 BATCH = 16
 """Items answered, graded and written together."""
@@ -30,17 +29,11 @@ NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cach
 
 @register("eval")
 def run_eval_job(job_id: str, settings: Settings) -> None:
-    engine = make_engine(settings.db_url)
-    try:
-        with sessions(engine)() as session:
-            job = repo.get_job(session, job_id=job_id)
-            assert job is not None and job.params is not None
-            run = store.get_run(session, run_id=job.params["run_id"])
-            if run is None:
-                raise ServiceError(404, f"eval run {job.params['run_id']} was deleted", "run_id")
-            EvalJob(session, settings, job, run).run()
-    finally:
-        engine.dispose()
+    with job_session(job_id, settings) as (session, job):
+        run = store.get_run(session, run_id=job.params["run_id"])
+        if run is None:
+            raise ServiceError(404, f"eval run {job.params['run_id']} was deleted", "run_id")
+        EvalJob(session, settings, job, run).run()
 
 
 class EvalJob:

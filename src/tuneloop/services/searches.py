@@ -29,9 +29,9 @@ from tuneloop.services import ServiceError
 from tuneloop.services import jobs as job_service
 from tuneloop.services.files import require_file
 from tuneloop.store import repo
-from tuneloop.store.db import make_engine, sessions
+from tuneloop.store.db import make_engine
 from tuneloop.store.tables import Job, Search
-from tuneloop.worker.kinds import register
+from tuneloop.worker.kinds import job_session, register
 
 SAMPLERS = ("grid", "random", "tpe", "gp")
 PRUNERS = ("none", "median", "hyperband")
@@ -464,23 +464,16 @@ def plot(study: Any, name: str, metric: str) -> bytes:
 # ---------------------------------------------------------------------- a trial, as a job
 @register("search-trial")
 def run_trial(job_id: str, settings: Settings) -> None:
-    engine = make_engine(settings.db_url)
-    try:
-        with sessions(engine)() as session:
-            Trial(session, settings, job_id).run()
-    finally:
-        engine.dispose()
+    with job_session(job_id, settings) as (session, job):
+        Trial(session, settings, job).run()
 
 
 class Trial:
     """One trial: the study's parameters for it (asked once; a restarted job keeps them and resumes its run from
     the last checkpoint), training with every evaluation reported, pruning through the control object."""
 
-    def __init__(self, session: Session, settings: Settings, job_id: str):
-        self.session, self.settings = session, settings
-        job = repo.get_job(session, job_id=job_id)
-        assert job is not None and job.params is not None
-        self.job = job
+    def __init__(self, session: Session, settings: Settings, job: Job):
+        self.session, self.settings, self.job = session, settings, job
         self.search = require_search(session, job.params["search"])
         self.study = load_study(settings, self.search, job.params["slot"])
         self.last_progress = 0.0

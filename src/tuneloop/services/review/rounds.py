@@ -25,9 +25,8 @@ from tuneloop.services.review import export, prelabel
 from tuneloop.services.review.tasks import task_of
 from tuneloop.store import repo
 from tuneloop.store import review as store
-from tuneloop.store.db import make_engine, sessions
 from tuneloop.store.tables import Job, Project, Round
-from tuneloop.worker.kinds import register as register_kind
+from tuneloop.worker.kinds import job_session, register as register_kind
 
 def train_on_reviewed(session: Session, settings: Settings, project: Project, *,
                       model: str | None = None, epochs: int | None = None, classifier: str = "auto",
@@ -262,22 +261,16 @@ def start_repredict(session: Session, project: Project, model: str, ref: str) ->
 @register_kind("repredict")
 def run_repredict_job(job_id: str, settings: Settings) -> None:
     """What a worker's child runs for a re-predict job."""
-    engine = make_engine(settings.db_url)
-    try:
-        with sessions(engine)() as session:
-            job = repo.get_job(session, job_id=job_id)
-            assert job is not None and job.params is not None
-            project = store.find_project(session, ref=job.params["project"])
-            if project is None:
-                raise ServiceError(404, f"project {job.params['project']} no longer exists", "project")
+    with job_session(job_id, settings) as (session, job):
+        project = store.find_project(session, ref=job.params["project"])
+        if project is None:
+            raise ServiceError(404, f"project {job.params['project']} no longer exists", "project")
 
-            def progress(done: int, total: int) -> None:  # prelabel commits after each batch; this rides along
-                job.progress = {"done": done, "total": total, "unit": "records"}
-                session.commit()
+        def progress(done: int, total: int) -> None:  # prelabel commits after each batch; this rides along
+            job.progress = {"done": done, "total": total, "unit": "records"}
+            session.commit()
 
-            repredict(session, settings, project, job.params["model"], progress, job.params["ref"], job=job)
-    finally:
-        engine.dispose()
+        repredict(session, settings, project, job.params["model"], progress, job.params["ref"], job=job)
 
 
 def repredict_jobs(session: Session, project: Project) -> list[Job]:
