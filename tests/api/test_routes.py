@@ -69,6 +69,10 @@ PROJECT_RULES: dict[tuple[str, str], list[str]] = {
     ("POST", "/api/arenas"): [REVIEWER, ANNOTATOR],
     ("POST", "/api/arenas/{ref}/judge"): [REVIEWER, ANNOTATOR],
     ("GET", "/api/arenas/{ref}"): [ANNOTATOR, OUTSIDER],
+    ("GET", "/playground"): [ANNOTATOR],
+    ("POST", "/api/playground"): [ANNOTATOR],
+    ("POST", "/api/playground/{play_id}/slots/{slot}/stream"): [ANNOTATOR],
+    ("POST", "/api/playground/{play_id}/judgement"): [ANNOTATOR],
 }
 BODIES: dict[tuple[str, str], dict[str, Any]] = {  # valid requests, so that what answers is the role check
     ("POST", "/api/projects"): {"json": {"name": "q", "data": "file-none"}},
@@ -88,13 +92,17 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {  # valid requests, so that wha
     ("GET", "/api/comparisons/{comparison_id}/disagreements"): {"params": {"metric": "accuracy"}},
     ("POST", "/api/arenas"): {"json": {"name": "duel", "models": ["m1", "m2"], "data": "file-none"}},
     ("POST", "/api/arenas/{ref}/judge"): {"json": {"judge": "m1"}},
+    ("POST", "/api/playground"): {"json": {"models": ["m1", "m2"], "prompt": "hi"}},
+    ("POST", "/api/playground/{play_id}/slots/{slot}/stream"): {"json": {}},
+    ("POST", "/api/playground/{play_id}/judgement"): {"json": {"winner": "A", "answers": {}}},
     ("GET", "/api/projects/{ref}/export"): {"params": {"as": "classify"}},
     ("GET", "/api/projects/{ref}/export/summary"): {"params": {"as": "classify"}},
 }
 PARAMS = {"ref": "p", "username": "out", "record_id": "1", "annotation_id": "1", "file_id": "file-none",
           "job_id": "ftjob-none", "model_id": "smollm2-135m-instruct", "run_id": "run-none", "eval_id": "eval-none",
           "output_item_id": "outputitem-none", "search_id": "search-none", "name": "history",
-          "comparison_id": "cmp-none"}
+          "comparison_id": "cmp-none",
+          "play_id": "play-none", "slot": "A"}
 
 
 def forbidden_for(method: str, path: str) -> list[str]:

@@ -54,7 +54,7 @@ def test_the_migration_makes_the_eval_tables_the_code_maps(tmp_path):
 
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     upgrade(engine)
-    ours = {"evals", "eval_runs", "eval_output_items"}
+    ours = {"evals", "eval_runs", "eval_output_items", "searches", "playground_sessions"}
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     touching = [d for d in diff if any(name in repr(d) for name in ours)]

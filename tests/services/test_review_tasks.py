@@ -145,7 +145,7 @@ def test_every_task_type_names_a_widget_of_the_queue_page():
 
 
 def test_every_built_in_task_type_is_registered():
-    assert tasks.project_tasks() == ["classification", "preference", "rating", "response", "spans"]
+    assert tasks.project_tasks() == ["arena", "classification", "preference", "rating", "response", "spans"]
     assert tasks.for_task("classification", multi_label=True).name == "multi-label"
     assert tasks.for_task("rating", multi_label=True).name == "rating"  # no multi-label variant: the flag is moot
     for name in tasks.project_tasks():

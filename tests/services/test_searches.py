@@ -178,3 +178,23 @@ def test_a_trial_whose_job_ended_is_failed_not_left_running(home, tmp_path, tiny
         session.commit()
         rows = service.search_view(session, settings, search)["trial_rows"]
         assert rows[1]["state"] == "FAIL" and "no job ran it to the end" in rows[1]["error"]
+
+
+def test_a_trial_taken_up_again_after_its_worker_died_keeps_its_number_and_finishes(home, tmp_path,
+                                                                                    tiny_chat_model):
+    """A worker asked the study for a trial and recorded it, then died: the job goes back to the queue, and the
+    worker that takes it trains that same trial (no second trial is asked for) to the end."""
+    settings = Settings(home=home, offline=True)
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(8))
+    search_id = make(settings, tiny_recipe(tiny_chat_model, data, max_steps=2), {"learning_rate": [1e-3, 1e-2]},
+                     sampler_name="random", trials=1)
+    engine = make_engine(settings.db_url)
+    with sessions(engine)() as session:
+        (job,) = service.trial_jobs(session, service.require_search(session, search_id))
+        trial, params, _ = service.Trial(session, settings, job)._start()  # asked and written down, then the crash
+        job.status = "queued"  # what requeue_stale_jobs does for a worker that stopped beating
+        session.commit()
+    run_workers(settings, search_id)
+    rows = view(settings, search_id)["trial_rows"]
+    assert [(r["number"], r["state"]) for r in rows] == [(trial.number, "COMPLETE")]
+    assert rows[0]["params"] == params

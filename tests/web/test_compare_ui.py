@@ -114,7 +114,8 @@ def test_an_admin_compares_from_the_page_and_reads_the_items_behind_a_difference
                                                         - first["metrics"]["accuracy"]["value"])
     rows_shown = items.locator("tbody tr")
     expect(rows_shown).to_have_count(group["count"])
-    assert api.get(f"/api/comparisons/{cid}/plot").headers["content-type"] == "image/png"
+    plot = api.get(f"/api/comparisons/{cid}/plot")
+    assert plot.headers["content-type"] == "image/png", (plot.status_code, plot.text[:500])
     assert cid in [c["id"] for c in api.get("/api/comparisons").json()["data"]]
 
     page.goto(f"{base}/runs/run-tiny-head")
@@ -184,3 +185,43 @@ def test_a_person_calls_a_tie_in_an_arena_with_the_keyboard(compare_server, chro
         project = store.find_project(session, ref="duel")
         people, _ = arena.judgements(session, project)
     assert [(j.item, j.winner) for j in people] == [(str(record_id), "tie")]
+
+
+def test_the_playground_streams_hidden_models_and_keeps_a_blind_judgement(compare_server, chromium, tiny_chat_model,
+                                                                          tmp_path):
+    """Two models behind A and B: both answers stream with their latency, the page never names the models until the
+    person has judged, and the judgement lands in the playground arena."""
+    import shutil
+
+    from tuneloop.services import arena
+    from tuneloop.store import review as store
+
+    other = tmp_path / "tiny-twin"
+    shutil.copytree(tiny_chat_model, other)
+    base = compare_server["base"]
+    page = login(chromium, base, "boss")
+    page.goto(base + "/playground")
+    page.fill("textarea[name=more_models]", f"{tiny_chat_model}\n{other}")
+    page.get_by_test_id("prompt").fill("Say hello.")
+    page.fill("input[name=max_tokens]", "4")
+    page.click("#play-form button[type=submit]")
+    for slot in ("A", "B"):
+        expect(page.locator(f"[data-slot={slot}][data-done=true]")).to_be_visible(timeout=60_000)
+        expect(page.locator(f"[data-slot={slot}] .latency")).to_contain_text("ms in all")
+    slots = page.get_by_test_id("slots")
+    assert str(other) not in slots.inner_text() and str(tiny_chat_model) not in slots.inner_text()
+    expect(page.get_by_test_id("judge")).to_be_visible()
+    page.keyboard.press("1")  # A is better
+    expect(page.get_by_test_id("reveal")).to_contain_text("A:")
+    revealed = page.get_by_test_id("reveal").inner_text()
+    assert str(other) in revealed and str(tiny_chat_model) in revealed
+    screenshot(page, "playground")
+    page.context.close()
+    with compare_server["app"].state.sessions() as session:
+        project = store.find_project(session, ref="playground")
+        people, _ = arena.judgements(session, project)
+        found = arena.results(session, project, resamples=100)
+    assert len(people) == 1 and people[0].winner in ("a", "b") and people[0].by == "boss"
+    winner = people[0].a if people[0].winner == "a" else people[0].b
+    assert f"A: {winner}" in revealed.replace("\n", " ")  # the model behind A won
+    assert found["people"]["judgements"] == 1

@@ -186,12 +186,11 @@ def _leader(data: dict[str, Any]) -> dict[str, Any] | None:
 def get_comparison(session: Session, settings: Settings, comparison_id: str) -> dict[str, Any]:
     """comparison.json, or where its job stands while it is queued, running or failed."""
     path = _folder(settings, comparison_id) / "comparison.json"
-    if path.exists():
+    job = _job_for(session, comparison_id)
+    if path.exists() and (job is None or job.status == "succeeded"):  # the job's result is written after the files
         data = json.loads(path.read_text())
         data.pop("folder", None)  # a server path
-        job = _job_for(session, comparison_id)
         return {**data, "status": "succeeded", "job": job.id if job else None}
-    job = _job_for(session, comparison_id)
     if job is None:
         raise ServiceError(404, f"no comparison '{comparison_id}'", "comparison_id", "comparison_not_found")
     return {"id": comparison_id, "candidates": [{"name": n} for n in job.params.get("names", [])], **_job_state(job)}

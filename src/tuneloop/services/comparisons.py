@@ -156,9 +156,9 @@ def run_comparison(settings: Settings, candidate_texts: Sequence[str], data: str
               "candidates": [{"name": c.name, "kind": c.kind, "ref": c.ref,
                               "prompt": c.prompt.model_dump() if c.prompt else None} for c in candidates],
               "rows": rows, "folder": str(folder)}
-    (folder / "comparison.json").write_text(json.dumps(result, indent=1))
     _write_items(folder / "items.jsonl", choice.task, records, outcomes, gold, set(differ))
     scoring.plot_comparison(rows, folder / "comparison.png", f"{Path(data).name}: {len(gold)} items, 95% intervals")
+    (folder / "comparison.json").write_text(json.dumps(result, indent=1))  # last: readers take it as "done"
     return result
 
 

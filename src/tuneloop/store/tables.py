@@ -341,3 +341,20 @@ class Search(Base):
     seed: Mapped[int] = mapped_column(Integer, default=0)
     study_name: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[float] = mapped_column(Float, default=now, index=True)
+
+
+class PlaygroundSession(Base):
+    """One prompt sent to 2-4 models side by side in the playground: which model is behind each slot (A, B, ...;
+    shuffled, never sent to the browser until the person has judged) and the prompt. The judgement itself is stored
+    as records of the `playground` arena project, with the person's annotation."""
+
+    __tablename__ = "playground_sessions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    models: Mapped[list[str]] = mapped_column(JSON)
+    """The models' names in slot order (slot A first)."""
+    refs: Mapped[list[str]] = mapped_column(JSON)
+    """What the model cache loads for each slot."""
+    prompt: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    judged_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now)

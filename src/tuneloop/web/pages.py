@@ -282,6 +282,14 @@ def comparison_page(request: Request, session: SessionDep, settings: SettingsDep
     return render(request, "comparison.html", user, c=comparison)
 
 
+@router.get("/playground", response_model=None)
+def playground_page(request: Request, session: SessionDep) -> HTMLResponse:
+    """2-4 models side by side on one prompt, names hidden until judged (playground.js)."""
+    user = _user(request, session)
+    _not_for_annotators(user, "the playground")
+    return render(request, "playground.html", user)
+
+
 @router.get("/searches", response_model=None)
 def searches_page(request: Request, session: SessionDep) -> HTMLResponse:
     user = _user(request, session)

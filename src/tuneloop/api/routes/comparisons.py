@@ -4,7 +4,7 @@ to the UI (admins start them; admins and reviewers read them)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -142,3 +142,64 @@ def get_arena(session: SessionDep, actor: ActorDep, ref: str,
     if actor.user is not None:
         check_project_access(session, actor.user, project)
     return arena.results(session, project, resamples=resamples)
+
+
+# ---------------------------------------------------------------------- the playground
+class PlaygroundStart(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    models: list[str] = Field(min_length=2, max_length=4, description="2 to 4 models the server serves")
+    prompt: str | None = Field(None, max_length=20000, description="The user's message")
+    system: str | None = Field(None, max_length=20000)
+    data: str | None = Field(None, min_length=1, description="Or a row of a dataset: an uploaded file id, a dataset "
+                                                             "version or an allowed path")
+    row: int | None = Field(None, ge=0, le=10_000_000)
+
+
+class PlaygroundStream(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    max_tokens: int = Field(256, ge=1, le=2048)
+    temperature: float = Field(0.0, ge=0, le=2)
+
+
+class PlaygroundJudgement(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    winner: str = Field(min_length=1, max_length=3, description="The better answer's slot (A, B, ...), or tie")
+    answers: dict[str, str] = Field(max_length=4, description="The answer shown in each slot")
+
+
+@router.post("/playground")
+def start_playground(body: PlaygroundStart, session: SessionDep, settings: SettingsDep, actor: ActorDep) -> dict:
+    """A prompt for 2-4 models side by side, behind shuffled slots (A, B, ...): which model is which stays hidden
+    until the person has judged."""
+    from tuneloop.services import playground
+
+    _reader(actor)
+    return playground.start(session, settings, actor.user, body.models, body.prompt, body.system, body.data,
+                            body.row)
+
+
+@router.post("/playground/{play_id}/slots/{slot}/stream", response_model=None,
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "OpenAI's chat.completion.chunk events, named by the slot's letter"}})
+async def stream_playground_slot(body: PlaygroundStream, request: Request, session: SessionDep, actor: ActorDep,
+                                 play_id: str, slot: str):
+    """One slot's answer, streamed as chat completion chunks whose `model` is the slot's letter."""
+    from tuneloop.api.routes.openai_chat import ChatRequest, stream_answer
+    from tuneloop.services import playground
+
+    _reader(actor)
+    ref, messages = playground.slot(session, play_id, slot, actor.user)
+    chat = ChatRequest(model=slot, messages=messages, stream=True, max_tokens=body.max_tokens,
+                       temperature=body.temperature)
+    return await stream_answer(request, ref, chat)
+
+
+@router.post("/playground/{play_id}/judgement")
+def judge_playground(body: PlaygroundJudgement, session: SessionDep, settings: SettingsDep, actor: ActorDep,
+                     play_id: str) -> dict:
+    """The person's judgement (the better slot, or tie) of the answers they were shown; the answer reveals which
+    model was behind each slot. Stored in the `playground` arena project."""
+    from tuneloop.services import playground
+
+    _reader(actor)
+    return playground.judge(session, settings, actor.user, play_id, body.winner, body.answers)

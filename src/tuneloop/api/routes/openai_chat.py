@@ -170,13 +170,7 @@ async def completions(body: ChatRequest, request: Request, session: SessionDep, 
     cache, cancel = request.app.state.models, threading.Event()
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
-        items = _produce(cache, ref, body, messages, options, cancel)
-        first = await _until_disconnect(request, cancel, items.__anext__)
-        if first is None:  # the client left while the model was busy: nobody to answer
-            return Response(status_code=204)
-        if first[0] == "error":  # before anything was sent: an error status, not a broken stream
-            raise first[1]
-        return CancelOnClose(_sse(items, first[1], body, completion_id, created), cancel)
+        return await stream_answer(request, ref, body)
 
     def answer() -> dict:
         with cache.using(ref) as (model, tokenizer):
@@ -196,6 +190,20 @@ async def completions(body: ChatRequest, request: Request, session: SessionDep, 
 
     return await _until_disconnect(request, cancel, lambda: asyncio.wrap_future(cache.generation.submit(answer))) \
         or {}
+
+
+async def stream_answer(request: Request, ref: str, body: ChatRequest) -> Response:
+    """The streamed answer of the model `ref` to `body` (OpenAI's chunks, named `body.model`): chat completions,
+    and the playground, whose slots stream under their letter so the model stays hidden."""
+    messages, options = _messages(body), _options(body)
+    cache, cancel = request.app.state.models, threading.Event()
+    items = _produce(cache, ref, body, messages, options, cancel)
+    first = await _until_disconnect(request, cancel, items.__anext__)
+    if first is None:  # the client left while the model was busy: nobody to answer
+        return Response(status_code=204)
+    if first[0] == "error":  # before anything was sent: an error status, not a broken stream
+        raise first[1]
+    return CancelOnClose(_sse(items, first[1], body, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())), cancel)
 
 
 async def _produce(cache: Any, ref: str, body: ChatRequest, messages: list[dict[str, str]], options: GenerationOptions,
