@@ -202,7 +202,7 @@ def test_a_bad_eval_is_a_400_naming_the_field_and_stores_nothing(client, config,
 
 
 def test_a_bad_run_is_a_400_naming_the_field_and_queues_nothing(client, monkeypatch, tiny_chat_model):
-    from tuneloop.services import evals as service
+    from tuneloop.services import eval_sources
 
     ev = client.evals.create(data_source_config={"type": "custom", "item_schema": {
         **SCHEMA, "properties": {**SCHEMA["properties"], "code": {"type": "string", "pattern": "^(a+)+$"}}}},
@@ -248,7 +248,7 @@ def test_a_bad_run_is_a_400_naming_the_field_and_queues_nothing(client, monkeypa
          "data_source.source.id", "line 1"),
         (jsonl({**good, "sample": {"output_text": "a", "usage": 5}}), "data_source.source.content[0]", "usage"),
     ]
-    monkeypatch.setattr(service, "SCHEMA_SECONDS", 3.0)  # the server runs in this process
+    monkeypatch.setattr(eval_sources, "SCHEMA_SECONDS", 3.0)  # the server runs in this process
     cases.append((jsonl({"item": {"question": "q", "answer": "a", "code": "a" * 40 + "!"},
                          "sample": {"output_text": "a"}}), "data_source.source.content", "did not finish"))
     for call, param, words in cases:

@@ -69,19 +69,25 @@ def login(browser, review_server):
     contexts = []
 
     def _login(name: str):
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        contexts.append(context)
-        page = context.new_page()
-        page.goto(review_server["base"] + "/login")
-        page.fill("input[name=username]", name)
-        page.fill("input[name=password]", PASSWORDS[name])
-        page.click("button[type=submit]")
-        page.wait_for_url(review_server["base"] + "/")
+        page = log_in(browser, review_server["base"], name, PASSWORDS[name])
+        contexts.append(page.context)
         return page
 
     yield _login
     for context in contexts:
         context.close()
+
+
+def log_in(browser, base: str, name: str, password: str):
+    """A page of a new browser context, logged in as `name` through the login form."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(base + "/login")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+    return page
 
 
 def screenshot(page, name: str) -> None:

@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 
 from tests.conftest import live_server, write_jsonl
 from tests.engine.test_classify_head import topic_rows
-from tests.web.conftest import CHROMIUM, screenshot
+from tests.web.conftest import log_in, screenshot
 
 PASSWORD = "compare-pass-1"
 
@@ -51,33 +51,14 @@ def compare_server(tmp_path_factory, tiny_encoder):
 
 
 def login(browser, base: str, name: str):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.goto(base + "/login")
-    page.fill("input[name=username]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(base + "/")
-    return page
+    return log_in(browser, base, name, PASSWORD)
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (scripts/system-deps.sh installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
-def test_an_admin_compares_from_the_page_and_reads_the_items_behind_a_difference(compare_server, chromium,
+def test_an_admin_compares_from_the_page_and_reads_the_items_behind_a_difference(compare_server, browser,
                                                                                tiny_chat_model):
     """A head on the tiny encoder, the untrained tiny chat model, and a 2-shot baseline of it."""
     base = compare_server["base"]
-    page = login(chromium, base, "boss")
+    page = login(browser, base, "boss")
     page.goto(base + "/comparisons")
     page.fill("textarea[name=candidates]", f"{tiny_chat_model}\nrun-tiny-head\n2-shot")
     page.fill("input[name=data]", str(compare_server["test"]))
@@ -130,9 +111,9 @@ def test_an_admin_compares_from_the_page_and_reads_the_items_behind_a_difference
     page.context.close()
 
 
-def test_the_compare_pages_and_api_refuse_what_a_person_or_client_may_not_do(compare_server, chromium):
+def test_the_compare_pages_and_api_refuse_what_a_person_or_client_may_not_do(compare_server, browser):
     base = compare_server["base"]
-    page = login(chromium, base, "ann")
+    page = login(browser, base, "ann")
     assert page.goto(base + "/comparisons").status == 403
     page.context.close()
     api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {compare_server['key']}"}, timeout=30)
@@ -144,7 +125,7 @@ def test_the_compare_pages_and_api_refuse_what_a_person_or_client_may_not_do(com
     assert api.get("/api/comparisons/cmp-none/disagreements", params={"metric": "accuracy"}).status_code == 404
 
 
-def test_a_person_calls_a_tie_in_an_arena_with_the_keyboard(compare_server, chromium, tiny_chat_model, tmp_path):
+def test_a_person_calls_a_tie_in_an_arena_with_the_keyboard(compare_server, browser, tiny_chat_model, tmp_path):
     """An arena's queue offers A, B and a tie (key 3); the names of the models never reach the page."""
     from tuneloop.services import arena
     from tuneloop.services.review import projects
@@ -170,7 +151,7 @@ def test_a_person_calls_a_tie_in_an_arena_with_the_keyboard(compare_server, chro
                 break
         assert time.time() < deadline, job_id
         time.sleep(1)
-    page = login(chromium, compare_server["base"], "boss")
+    page = login(browser, compare_server["base"], "boss")
     page.goto(compare_server["base"] + "/projects/duel/queue?order=id")
     expect(page.get_by_test_id("option-tie")).to_be_visible()
     assert "left-model" not in page.content() and "right-model" not in page.content()
@@ -187,7 +168,7 @@ def test_a_person_calls_a_tie_in_an_arena_with_the_keyboard(compare_server, chro
     assert [(j.item, j.winner) for j in people] == [(str(record_id), "tie")]
 
 
-def test_the_playground_streams_hidden_models_and_keeps_a_blind_judgement(compare_server, chromium, tiny_chat_model,
+def test_the_playground_streams_hidden_models_and_keeps_a_blind_judgement(compare_server, browser, tiny_chat_model,
                                                                           tmp_path):
     """Two models behind A and B: both answers stream with their latency, the page never names the models until the
     person has judged, and the judgement lands in the playground arena."""
@@ -199,7 +180,7 @@ def test_the_playground_streams_hidden_models_and_keeps_a_blind_judgement(compar
     other = tmp_path / "tiny-twin"
     shutil.copytree(tiny_chat_model, other)
     base = compare_server["base"]
-    page = login(chromium, base, "boss")
+    page = login(browser, base, "boss")
     page.goto(base + "/playground")
     page.fill("textarea[name=more_models]", f"{tiny_chat_model}\n{other}")
     page.get_by_test_id("prompt").fill("Say hello.")

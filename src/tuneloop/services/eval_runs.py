@@ -15,6 +15,7 @@ from tuneloop.evals.templates import GraderError, render
 from tuneloop.models import generation
 from tuneloop.models.generation import GenerationOptions
 from tuneloop.services import ServiceError
+from tuneloop.services import eval_sources as sources
 from tuneloop.services import evals as eval_service
 from tuneloop.services.graders import Judges, grading_env
 from tuneloop.store import evals as store
@@ -43,7 +44,7 @@ class EvalJob:
         assert ev is not None
         self.criteria = [graders.parse(c, allow_python=settings.allow_python_graders, param=f"testing_criteria[{i}]")
                          for i, c in enumerate(ev.testing_criteria)]
-        self.rows = eval_service.source_rows(session, settings, run.data_source["source"], "data_source.source")
+        self.rows = sources.source_rows(session, settings, run.data_source["source"], "data_source.source")
         self.completions = run.data_source["type"] == "completions"
         judged = any(isinstance(g, (graders.ScoreModel, graders.LabelModel)) for g in self.criteria)
         self.cache = None
@@ -77,7 +78,7 @@ class EvalJob:
             out = []
             for row in rows:
                 sample = row.get("sample") or {}
-                text = eval_service.given_output(sample)
+                text = sources.given_output(sample)
                 out.append({"input": [], "output": [{"role": "assistant", "content": text}],
                             "model": sample.get("model") or "", "finish_reason": sample.get("finish_reason") or "",
                             "usage": {**NO_USAGE, **(sample.get("usage") or {})}, "error": None, "seed": 0,
@@ -125,12 +126,12 @@ class EvalJob:
     def _messages(self, item: dict[str, Any]) -> list[dict[str, str]]:
         spec = self.eval_run.data_source["input_messages"]
         if spec["type"] == "item_reference":
-            messages = eval_service.reference_messages(item, spec["item_reference"])
+            messages = sources.reference_messages(item, spec["item_reference"])
         else:
             messages = spec["template"]
         out = []
         for j, message in enumerate(messages):
-            role, text = eval_service.message_text(message, f"input_messages[{j}]")
+            role, text = sources.message_text(message, f"input_messages[{j}]")
             out.append({"role": role, "content": render(text, {}, item) if spec["type"] == "template" else text})
         return out
 

@@ -7,34 +7,24 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from tuneloop.config.settings import Settings
-from tuneloop.evals import graders, sandbox
-from tuneloop.evals.templates import GraderError, check_template, template_item_fields, template_names
+from tuneloop.evals import graders
 from tuneloop.services import ServiceError
 from tuneloop.services import graders as grader_service
+from tuneloop.services import eval_sources as sources
 from tuneloop.services import jobs as job_service
-from tuneloop.services.files import require_file
-from tuneloop.services.models import api_model_ref
-from tuneloop.services.validation import invalid
 from tuneloop.store import evals as store
 from tuneloop.store import repo
-from tuneloop.store.blobs import content_path
 from tuneloop.store.tables import Eval, EvalOutputItem, EvalRun, Job
 
 CRITERIA = ("string_check", "text_similarity", "label_model", "score_model", "python")
 MAX_CRITERIA = 32
 MAX_SCHEMA_CHARS = 64 << 10
-MAX_ITEMS = 10_000
-MAX_MESSAGES = 64
-SCHEMA_SECONDS = 20.0
-"""Checking a run's items against the schema runs in a child with this wall-clock limit (and 1 GiB of memory): a
-schema's `pattern` or nested `anyOf` can take exponential time, and no request may hang the server."""
-DEFAULT_MAX_TOKENS = 256
 STATUS = {"validating_files": "queued", "queued": "queued", "running": "in_progress", "paused": "in_progress",
           "succeeded": "completed", "failed": "failed", "cancelled": "canceled"}
 """A run's status from its job's."""
@@ -43,9 +33,7 @@ SAMPLE_SCHEMA = {"type": "object", "properties": {"output_text": {"type": "strin
                                                   "model": {"type": "string"}, "choices": {"type": "array"}},
                  "required": ["output_text"]}
 
-MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-MetadataValue = Annotated[str, StringConstraints(max_length=512)]
-Metadata = dict[MetadataKey, MetadataValue]
+Metadata = dict[job_service.MetadataKey, job_service.MetadataValue]
 
 
 class _Strict(BaseModel):
@@ -81,19 +69,6 @@ class RunCreate(_Strict):
 
 
 # ---------------------------------------------------------------------- evals
-def _parse(model: type[BaseModel], body: Any) -> Any:
-    try:
-        return model.model_validate(body)
-    except ValidationError as e:
-        raise invalid(e) from None
-
-
-def _item_properties(item_schema: dict[str, Any]) -> set[str] | None:
-    """The item fields the schema names, or None when it leaves them open (no `properties`)."""
-    properties = item_schema.get("properties")
-    return set(properties) if isinstance(properties, dict) else None
-
-
 def _check_item_schema(config: dict[str, Any]) -> dict[str, Any]:
     where = "data_source_config"
     kind = config.get("type")
@@ -132,23 +107,11 @@ def _check_item_schema(config: dict[str, Any]) -> dict[str, Any]:
             "include_sample_schema": bool(config.get("include_sample_schema", False))}
 
 
-def _check_fields(templates: list[tuple[str, str]], properties: set[str] | None) -> None:
-    """Each `{{ item.x }}` names a field the item schema defines (when it lists its properties)."""
-    if properties is None:
-        return
-    for source, where in templates:
-        missing = sorted(template_item_fields(source) - properties)
-        if missing:
-            raise ServiceError(400, f"{where}: names item.{missing[0]}, which the item_schema does not define "
-                                    f"(its properties: {', '.join(sorted(properties)) or 'none'})", where,
-                               "invalid_template")
-
-
 def check_criteria(session: Session, settings: Settings, criteria: list[Any], item_schema: dict[str, Any]
                    ) -> list[Any]:
     """The graders, each checked whole (shape, templates, judge models, Python allowed), with pass thresholds where
     they score, unique names, and templates that name only fields the schema has."""
-    properties = _item_properties(item_schema)
+    properties = sources.item_properties(item_schema)
     out, names = [], {}
     for i, data in enumerate(criteria):
         param = f"testing_criteria[{i}]"
@@ -170,7 +133,7 @@ def check_criteria(session: Session, settings: Settings, criteria: list[Any], it
                                     f"[{names[grader.name]}]; each criterion's results go by its name",
                                f"{param}.name", "invalid_grader")
         names[grader.name] = i
-        _check_fields(graders.templates(grader, param), properties)
+        sources.check_fields(graders.templates(grader, param), properties)
         out.append(grader)
     return out
 
@@ -233,255 +196,6 @@ def eval_view(row: Eval) -> dict[str, Any]:
             "testing_criteria": row.testing_criteria}
 
 
-# ---------------------------------------------------------------------- runs: checking the data source
-def _file_rows(session: Session, settings: Settings, file_id: Any, where: str) -> list[dict[str, Any]]:
-    if not isinstance(file_id, str) or not file_id:
-        raise ServiceError(400, f"{where}.id: the id of an uploaded file", f"{where}.id")
-    file = require_file(session, file_id, f"{where}.id")
-    rows = []
-    with content_path(settings, file).open("rb") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except (ValueError, RecursionError):
-                raise ServiceError(400, f"{where}.id: file '{file_id}' line {number} is not JSON", f"{where}.id",
-                                   "invalid_file") from None
-            if not _row_fits(row):
-                raise ServiceError(400, f"{where}.id: file '{file_id}' line {number}: each line is an object "
-                                        '{"item": {...}} with an optional "sample" object', f"{where}.id",
-                                   "invalid_file")
-            rows.append(row)
-            if len(rows) > MAX_ITEMS:
-                break
-    return rows
-
-
-def _row_fits(row: Any) -> bool:
-    """{item: {...}, sample?: {..., usage?: {...}}}: nothing else."""
-    if not isinstance(row, dict) or not isinstance(row.get("item"), dict) or set(row) - {"item", "sample"}:
-        return False
-    sample = row.get("sample", {})
-    return isinstance(sample, dict) and isinstance(sample.get("usage", {}), dict)
-
-
-def source_rows(session: Session, settings: Settings, source: Any, where: str) -> list[dict[str, Any]]:
-    """The `{item, sample?}` rows of a run's source: given inline (`file_content`) or in an uploaded file."""
-    if not isinstance(source, dict):
-        raise ServiceError(400, f"{where}: a source {{type: file_content, content}} or {{type: file_id, id}}", where)
-    kind = source.get("type")
-    if kind == "file_id":
-        rows = _file_rows(session, settings, source.get("id"), where)
-        param = f"{where}.id"
-    elif kind == "file_content":
-        rows = source.get("content")
-        param = f"{where}.content"
-        if not isinstance(rows, list):
-            raise ServiceError(400, f"{param}: a list of {{item, sample}} objects", param)
-        for i, row in enumerate(rows):
-            if not _row_fits(row):
-                raise ServiceError(400, f"{param}[{i}]: each row is {{\"item\": {{...}}}} with an optional \"sample\" "
-                                        "object (its usage, if any, an object too)", f"{param}[{i}]")
-    elif kind in ("stored_completions", "responses"):
-        raise ServiceError(400, f"{where}.type: '{kind}' sources read OpenAI's stored logs; give the items as "
-                                "file_content or file_id", f"{where}.type")
-    else:
-        raise ServiceError(400, f"{where}.type: must be file_content or file_id, got {job_service.shown_value(kind)}",
-                           f"{where}.type")
-    if not rows:
-        raise ServiceError(400, f"{param}: no items to evaluate", param)
-    if len(rows) > MAX_ITEMS:
-        raise ServiceError(400, f"{param}: more than {MAX_ITEMS} items; split them over several runs", param)
-    return rows
-
-
-_VALIDATE = r"""
-import json
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
-data = json.loads(sys.stdin.read())
-try:
-    validator = Draft202012Validator(data["schema"])
-    for index, item in enumerate(data["items"]):
-        error = best_match(validator.iter_errors(item))
-        if error is not None:
-            print(json.dumps({"index": index, "path": list(error.absolute_path), "message": error.message[:300]}))
-            break
-    else:
-        print(json.dumps({"index": None}))
-except Exception as e:
-    print(json.dumps({"error": f"{type(e).__name__}: {str(e)[:300]}"}))
-"""
-
-
-def check_items(schema: dict[str, Any], items: list[dict[str, Any]], param: str) -> None:
-    """Every item against the eval's schema, in a child process with a time and memory limit; a 400 naming the first
-    item and field that do not match."""
-    try:
-        found = sandbox.run(_VALIDATE, {"schema": schema, "items": items}, SCHEMA_SECONDS, 1024)
-    except sandbox.Failed as e:
-        raise ServiceError(400, f"{param}: checking the items against the eval's item_schema did not finish "
-                                f"({e.kind}); simplify the schema's patterns or nesting", param) from None
-    if found.get("error"):
-        raise ServiceError(400, f"{param}: the eval's item_schema cannot check items: {found['error']}", param)
-    if found.get("index") is not None:
-        path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in found["path"])
-        where = f"{param}[{found['index']}].item{path}"
-        raise ServiceError(400, f"{where}: does not match the eval's item_schema: {found['message']}", where,
-                           "invalid_item")
-
-
-def given_output(sample: dict[str, Any]) -> str | None:
-    """The answer text of a sample given with a jsonl item: `output_text`, or the first choice's message."""
-    if isinstance(sample.get("output_text"), str):
-        return sample["output_text"]
-    try:
-        content = sample["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    return content if isinstance(content, str) else None
-
-
-def _reads_sample(grader: Any) -> bool:
-    if isinstance(grader, graders.Python):
-        return True
-    return any("sample" in template_names(source) for source, _ in graders.templates(grader))
-
-
-def message_text(message: Any, where: str) -> tuple[str, str]:
-    """(role, content template) of one input message: text content only."""
-    if not isinstance(message, dict):
-        raise ServiceError(400, f"{where}: a message {{role, content}}", where)
-    unknown = sorted(set(message) - {"role", "content", "type"})
-    if unknown:
-        raise ServiceError(400, f"{where}.{unknown[0]}: not a field of a message (role, content, type)",
-                           f"{where}.{unknown[0]}")
-    role = message.get("role")
-    if role not in ("system", "developer", "user", "assistant"):
-        raise ServiceError(400, f"{where}.role: one of system, developer, user, assistant; got "
-                                f"{job_service.shown_value(role)}", f"{where}.role")
-    content = message.get("content")
-    parts = content if isinstance(content, list) else [content]
-    texts = []
-    for j, part in enumerate(parts):
-        if isinstance(part, str):
-            texts.append(part)
-        elif isinstance(part, dict) and part.get("type") in ("input_text", "output_text") and \
-                isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        else:
-            at = f"{where}.content" + (f"[{j}]" if isinstance(content, list) else "")
-            kind = part.get("type") if isinstance(part, dict) else None
-            raise ServiceError(400, f"{at}: text only (a string, or {{type: input_text, text}})"
-                                    + (f"; tuneloop's models read no {kind}" if kind else ""), at)
-    return ("system" if role == "developer" else role), "".join(texts)
-
-
-def reference_messages(item: dict[str, Any], reference: str) -> Any:
-    """What `item.a.b` names in an item (KeyError when it lacks it)."""
-    value: Any = item
-    for part in reference.split(".")[1:]:
-        if not isinstance(value, dict) or part not in value:
-            raise KeyError(part)
-        value = value[part]
-    return value
-
-
-def _check_messages(messages: Any, where: str) -> None:
-    if not isinstance(messages, list) or not messages or len(messages) > MAX_MESSAGES:
-        raise ServiceError(400, f"{where}: a list of 1 to {MAX_MESSAGES} messages {{role, content}}", where)
-    for j, message in enumerate(messages):
-        message_text(message, f"{where}[{j}]")
-
-
-def _check_completions(session: Session, settings: Settings, source: dict[str, Any], rows: list[dict[str, Any]],
-                       properties: set[str] | None, content_param: str) -> dict[str, Any]:
-    """The completions data source with its defaults: a model tuneloop serves, input messages that render for
-    every item, and sampling params it can honour. Returns what the job needs (`ref`, the model to load)."""
-    where = "data_source"
-    unknown = sorted(set(source) - {"type", "model", "input_messages", "sampling_params", "source"})
-    if unknown:
-        raise ServiceError(400, f"{where}.{unknown[0]}: not a field of a completions data source (type, model, "
-                                "input_messages, sampling_params, source)", f"{where}.{unknown[0]}")
-    model = source.get("model")
-    if not isinstance(model, str) or not model:
-        raise ServiceError(400, f"{where}.model: the model that answers: a base, a fine-tuned model, a checkpoint or "
-                                "a run (GET /v1/models)", f"{where}.model")
-    try:
-        ref = api_model_ref(session, settings, model)
-    except ServiceError as e:
-        raise ServiceError(400, f"{where}.model: {e.message}", f"{where}.model", "model_not_found") from None
-    spec = source.get("input_messages")
-    at = f"{where}.input_messages"
-    if not isinstance(spec, dict) or spec.get("type") not in ("template", "item_reference"):
-        raise ServiceError(400, f"{at}: {{type: template, template: [messages]}} or {{type: item_reference, "
-                                "item_reference: 'item.<field>'}}", f"{at}.type" if isinstance(spec, dict) else at)
-    if spec["type"] == "template":
-        if set(spec) - {"type", "template"}:
-            raise ServiceError(400, f"{at}: a template takes type and template", at)
-        template = spec.get("template")
-        _check_messages(template, f"{at}.template")
-        sources = []
-        for j, message in enumerate(template):
-            _, text = message_text(message, f"{at}.template[{j}]")
-            try:
-                check_template(text, f"{at}.template[{j}].content")
-            except GraderError as e:
-                raise ServiceError(400, e.message, e.param, "invalid_template") from None
-            if "sample" in template_names(text):
-                raise ServiceError(400, f"{at}.template[{j}].content: the model's input can use item.<field>; "
-                                        "sample is the answer it gives", f"{at}.template[{j}].content",
-                                   "invalid_template")
-            sources.append((text, f"{at}.template[{j}].content"))
-        _check_fields(sources, properties)
-        needed = {f for text, _ in sources for f in template_item_fields(text)}
-        for i, row in enumerate(rows):
-            missing = sorted(needed - set(row["item"]))
-            if missing:
-                raise ServiceError(400, f"{content_param}[{i}].item: lacks {missing[0]}, which the input_messages "
-                                        "template names", f"{content_param}[{i}].item", "invalid_item")
-    else:
-        reference = spec.get("item_reference")
-        if set(spec) - {"type", "item_reference"} or not isinstance(reference, str) or \
-                not reference.startswith("item.") or len(reference) < 6:
-            raise ServiceError(400, f"{at}.item_reference: 'item.<field>', the item field that holds each item's "
-                                    "messages", f"{at}.item_reference")
-        for i, row in enumerate(rows):
-            try:
-                messages = reference_messages(row["item"], reference)
-            except KeyError:
-                raise ServiceError(400, f"{content_param}[{i}].item: lacks {reference.removeprefix('item.')}, which "
-                                        f"{at}.item_reference names", f"{content_param}[{i}].item",
-                                   "invalid_item") from None
-            _check_messages(messages, f"{content_param}[{i}].{reference}")
-    sampling = source.get("sampling_params") or {}
-    at = f"{where}.sampling_params"
-    if not isinstance(sampling, dict):
-        raise ServiceError(400, f"{at}: an object", at)
-    unknown = sorted(set(sampling) - {"max_completion_tokens", "temperature", "top_p", "seed", "reasoning_effort"})
-    if unknown:
-        raise ServiceError(400, f"{at}.{unknown[0]}: not supported (tuneloop samples plain text with "
-                                "max_completion_tokens, temperature, top_p and seed; reasoning_effort is accepted "
-                                "and has no effect)", f"{at}.{unknown[0]}")
-    checks = {"max_completion_tokens": (int, 1, 4096, DEFAULT_MAX_TOKENS), "temperature": (float, 0, 2, 0.0),
-              "top_p": (float, 0, 1, 1.0), "seed": (int, 0, job_service.SEED_MAX, 42)}
-    params = {}
-    for name, (kind, low, high, default) in checks.items():
-        value = sampling.get(name)
-        if value is None:
-            params[name] = default
-            continue
-        number = isinstance(value, (int, float)) and not isinstance(value, bool) and \
-            (kind is float or isinstance(value, int))
-        if not number or not (low <= value <= high) or (name == "top_p" and value == 0):
-            raise ServiceError(400, f"{at}.{name}: {'an integer' if kind is int else 'a number'} from {low} to "
-                                    f"{high}{' (above 0)' if name == 'top_p' else ''}, got {job_service.shown_value(value)}",
-                               f"{at}.{name}")
-        params[name] = value
-    return {"ref": ref, "model": model, "sampling_params": params}
-
-
 def create_run(session: Session, settings: Settings, eval_id: str, body: RunCreate) -> EvalRun:
     """Check the run's data source whole (items against the schema, fields the templates and graders name, the
     model, the sampling params), then queue a job of kind `eval` for it."""
@@ -496,28 +210,28 @@ def create_run(session: Session, settings: Settings, eval_id: str, body: RunCrea
         field = sorted(set(source) - {"type", "source"})[0]
         raise ServiceError(400, f"data_source.{field}: a jsonl data source takes type and source (the answers are "
                                 "each item's sample)", f"data_source.{field}")
-    rows = source_rows(session, settings, source.get("source"), "data_source.source")
+    rows = sources.source_rows(session, settings, source.get("source"), "data_source.source")
     content_param = "data_source.source.content" if source["source"].get("type") == "file_content" else \
         "data_source.source.id: line"
     item_schema = ev.data_source_config["item_schema"]
     criteria = [grader_service.parse_grader(settings, c, f"testing_criteria[{i}]")  # a 400 when python graders
                 for i, c in enumerate(ev.testing_criteria)]  # were turned off since the eval was made
-    properties = _item_properties(item_schema)
+    properties = sources.item_properties(item_schema)
     params: dict[str, Any] = {}
     if kind == "completions":
-        params = _check_completions(session, settings, source, rows, properties, content_param)
+        params = sources.check_completions(session, settings, source, rows, properties, content_param)
     else:
-        reading = [g.name for g in criteria if _reads_sample(g)]
+        reading = [g.name for g in criteria if sources.reads_sample(g)]
         for i, row in enumerate(rows):
             sample = row.get("sample")
-            if reading and (sample is None or given_output(sample) is None):
+            if reading and (sample is None or sources.given_output(sample) is None):
                 raise ServiceError(400, f"{content_param}[{i}]: no sample with output_text, and the criterion "
                                         f"'{reading[0]}' grades the answer; a jsonl run gives each item's answer as "
                                         '"sample": {"output_text": ...} (or run a model with a completions data '
                                         "source)", f"{content_param}[{i}].sample", "invalid_item")
     for i, problem in graders.field_problems(criteria, ((i, row["item"]) for i, row in enumerate(rows))):
         raise ServiceError(400, f"{content_param}[{i}].item: {problem}", f"{content_param}[{i}].item", "invalid_item")
-    check_items(item_schema, [row["item"] for row in rows], content_param)
+    sources.check_items(item_schema, [row["item"] for row in rows], content_param)
     now = time.time()
     job = Job(id=repo.new_id("job"), kind="eval", model=params.get("model") or "(answers given)",
               params={"eval_id": ev.id, "ref": params.get("ref")}, method={}, hyperparameters={}, extra={},
